@@ -1,0 +1,1 @@
+"""Shared contracts and settings used by every stage of the pipeline."""

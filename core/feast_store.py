@@ -1,0 +1,68 @@
+"""Open and apply the Feast feature store from StackSettings (no YAML templating needed).
+
+``feature_repo/feature_store.yaml`` holds the same values for the ``feast`` CLI with default
+ports; a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+from core.settings import StackSettings
+
+PROJECT = "streamfeat"
+
+
+def registry_path(settings: StackSettings) -> Path:
+    return settings.data_dir / "feast" / "registry.db"
+
+
+def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> RepoConfig
+    from feast.repo_config import RepoConfig
+
+    registry = registry_path(settings)
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry={"path": str(registry), "cache_ttl_seconds": 60},
+        online_store={
+            "type": "redis",
+            "connection_string": f"{settings.host}:{settings.redis_port},db={settings.redis_db}",
+        },
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=repo_path or settings.feature_repo,
+    )
+
+
+def open_store(settings: StackSettings, repo_path: Path | None = None):  # -> FeatureStore
+    from feast import FeatureStore
+
+    repo = repo_path or settings.feature_repo
+    return FeatureStore(repo_path=str(repo), config=repo_config(settings, repo))
+
+
+def apply(settings: StackSettings, repo_path: Path | None = None) -> str:
+    """`feast apply` for the repo: register objects, delete removed ones, create infra.
+
+    Returns Feast's own diff text (what changed), which it would otherwise print.
+    """
+    from feast.repo_operations import apply_total_with_repo_instance, parse_repo
+
+    repo = repo_path or settings.feature_repo
+    store = open_store(settings, repo)
+    # Feast imports the repo's modules by their file names, as its CLI does from the repo dir.
+    sys.path.insert(0, str(repo))
+    out = io.StringIO()
+    try:
+        with contextlib.chdir(repo), contextlib.redirect_stdout(out):
+            contents = parse_repo(Path(repo))
+            apply_total_with_repo_instance(store, PROJECT, store.registry, contents,
+                                           skip_source_validation=True)
+    finally:
+        sys.path.remove(str(repo))
+    return out.getvalue()

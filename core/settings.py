@@ -1,0 +1,62 @@
+"""Settings for the local stack: where each service listens and where its data lives.
+
+One pydantic-settings class per service (STYLE.md point 5). Every field can be set with an
+environment variable of the documented prefix, e.g. ``STACK_KAFKA_PORT=19092``. Nothing here
+reads the environment at import time: build the settings in the entry point and pass them in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Topics the pipeline uses. Created idempotently by ``make up`` with ``topic_partitions``.
+TOPICS: tuple[str, ...] = ("transactions", "clicks", "fraud-feedback", "dead-letters", "scores")
+
+
+class StackSettings(BaseSettings):
+    """Addresses, ports and paths of the local stack (env prefix ``STACK_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STACK_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_heap: str = "1g"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0, le=15)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    api_port: int = Field(8000, ge=1, le=65535)
+    topic_partitions: int = Field(6, ge=1, le=256)
+    data_dir: Path = REPO_ROOT / ".data"
+    cache_dir: Path = REPO_ROOT / ".cache"
+    feature_repo: Path = REPO_ROOT / "feature_repo"
+    health_timeout_s: float = Field(90.0, gt=0)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.data_dir / "conf"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"

@@ -1,0 +1,1 @@
+"""Drift stage: statistical drift checks and the continuous learning loop."""

@@ -1,0 +1,1 @@
+"""Inference stage: FastAPI scoring with Feast online features and ONNX Runtime."""

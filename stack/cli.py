@@ -1,0 +1,94 @@
+"""``python -m stack {up,down,status,logs,clean}``: the local stack, as ``make`` runs it.
+
+Exit codes: 0 success, 1 a failure explained in one line (plus a log tail where useful),
+2 bad usage. Settings come from ``STACK_*`` environment variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from core.settings import StackSettings
+from stack import lifecycle
+from stack.errors import StackError
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _say(msg: str) -> None:
+    console.print(msg)
+
+
+def cmd_up(settings: StackSettings, _: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    console.print(f"[bold]make up[/]: data in {settings.data_dir}")
+    lifecycle.up(settings, _say)
+    console.print(f"[green]stack healthy[/] in {time.monotonic() - t0:.1f} s")
+    cmd_status(settings, _)
+
+
+def cmd_down(settings: StackSettings, _: argparse.Namespace) -> None:
+    lifecycle.down(settings, _say)
+
+
+def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
+    table = Table(title="streamfeat local stack")
+    for col in ("service", "port", "state", "pid", "uptime", "health"):
+        table.add_column(col)
+    rows = lifecycle.status(settings)
+    for r in rows:
+        up = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
+        colour = "green" if r.health == "ok" else "red"
+        table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]")
+    console.print(table)
+    console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
+                  f"redis: {settings.redis_url}   mlflow: {settings.mlflow_uri}")
+
+
+def cmd_logs(settings: StackSettings, args: argparse.Namespace) -> None:
+    files = [str(p) for p in lifecycle.log_files(settings)]
+    if not files:
+        raise StackError(f"no logs in {settings.logs_dir}: has 'make up' run?")
+    tail = shutil.which("tail") or "tail"
+    os.execv(tail, [tail, "-n", str(args.lines), *(["-F"] if args.follow else []), *files])
+
+
+def cmd_clean(settings: StackSettings, _: argparse.Namespace) -> None:
+    lifecycle.down(settings, _say)
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    console.print(f"removed {settings.data_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack",
+        description="Run the local streaming feature store stack: Apache Kafka (KRaft), Redis, "
+                    "MLflow and the Feast registry, under supervisord. Ports and paths come from "
+                    "STACK_* environment variables (STACK_KAFKA_PORT, STACK_REDIS_PORT, ...).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="install what is missing, start everything, wait until healthy")
+    sub.add_parser("down", help="stop every service; data is kept")
+    sub.add_parser("status", help="each service with its port, state and health")
+    logs = sub.add_parser("logs", help="tail the service logs")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    logs.add_argument("--no-follow", dest="follow", action="store_false")
+    sub.add_parser("clean", help="stop everything and delete the data dir")
+    args = parser.parse_args(argv)
+    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs,
+                "clean": cmd_clean}
+    try:
+        settings = StackSettings()
+        handlers[args.command](settings, args)
+    except StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,62 @@
+"""Health probes: each answers None when the service is healthy, else a short reason."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port and we could bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def kafka(bootstrap: str) -> str | None:
+    """Healthy when the broker answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    host, _, port = bootstrap.rpartition(":")
+    if not port_open(host, int(port)):
+        return "port closed"
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any client error means "not healthy yet"
+        return f"metadata request failed: {exc}"
+    return None if md.brokers else "no broker in metadata"
+
+
+def redis(url: str) -> str | None:
+    import redis as redis_lib
+
+    try:
+        ok = redis_lib.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"ping failed: {exc.__class__.__name__}"
+    return None if ok else "no PONG"
+
+
+def http(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"{exc.__class__.__name__}: {getattr(exc, 'reason', exc)}"

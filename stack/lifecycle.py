@@ -1,0 +1,147 @@
+"""Bring the stack up (idempotently), report its status, take it down.
+
+Used by ``python -m stack`` (``make up/down/status``) and by the test fixtures, so tests
+exercise the very start-up path users run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import feast_store
+from core.settings import TOPICS, StackSettings
+from stack import health
+from stack.errors import StackError
+from stack.services import Service, all_services
+from stack.supervisor import FAILED_STATES, Supervisor, kill_orphans
+from stack.topics import ensure_topics
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    ports: str
+    state: str
+    pid: int | None
+    uptime_s: float | None
+    health: str  # "ok" or the probe's reason
+
+
+def _log_tail(settings: StackSettings, name: str, lines: int = 8) -> str:
+    log = settings.logs_dir / f"{name}.log"
+    if not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _foreign_ports(services: list[Service], settings: StackSettings) -> list[str]:
+    return [f"port {port} ({svc.name}) is already in use by another process; free it or set {env}"
+            for svc in services for port, env in svc.ports if not health.port_free(settings.host, port)]
+
+
+def wait_healthy(settings: StackSettings, services: list[Service], sup: Supervisor,
+                 say: Say) -> None:
+    """Poll every probe until all pass; fail fast on a service supervisord gave up on."""
+    pending = {svc.name: svc for svc in services}
+    reasons: dict[str, str] = {}
+    deadline = time.monotonic() + settings.health_timeout_s
+    while pending:
+        procs = sup.processes()
+        for name, svc in list(pending.items()):
+            state = procs.get(name, {}).get("statename", "MISSING")
+            if state in FAILED_STATES and state != "BACKOFF":
+                raise StackError(f"{name} {state.lower()} at start-up; log: "
+                                 f"{settings.logs_dir / (name + '.log')}\n{_log_tail(settings, name)}")
+            reason = svc.probe()
+            if reason is None:
+                say(f"  {name}: healthy")
+                del pending[name]
+            else:
+                reasons[name] = reason
+        if pending and time.monotonic() > deadline:
+            name = next(iter(pending))
+            raise StackError(
+                f"{name} did not become healthy within {settings.health_timeout_s:.0f} s "
+                f"({reasons.get(name)}); log: {settings.logs_dir / (name + '.log')}\n"
+                f"{_log_tail(settings, name)}")
+        if pending:
+            time.sleep(0.25)
+
+
+def up(settings: StackSettings, say: Say = print, only: Collection[str] | None = None) -> None:
+    """Start what is not running, wait for health, create topics, apply the Feast repo.
+
+    ``only`` limits the stack to some services (the test fixtures use it when another
+    part comes from the environment); topics need kafka, the Feast apply needs redis.
+    """
+    services = all_services(settings, only)
+    names = {s.name for s in services}
+    sup = Supervisor(settings)
+    if sup.running():
+        changed = sup.update(services)
+        procs = sup.processes()
+        for svc in services:
+            state = procs.get(svc.name, {}).get("statename")
+            if state == "RUNNING":
+                say(f"  {svc.name}: already running (pid {procs[svc.name]['pid']})")
+                continue
+            if svc.name not in changed:
+                problems = _foreign_ports([svc], settings)
+                if problems:
+                    raise StackError(problems[0])
+                say(f"  {svc.name}: was {state or 'not configured'}, starting")
+                sup.start_process(svc.name)
+            else:
+                say(f"  {svc.name}: (re)configured, starting")
+    else:
+        left = kill_orphans(settings)
+        for pid, cmd in left:
+            say(f"  stopped a leftover process of this stack (pid {pid}): {cmd[:60]}")
+        problems = _foreign_ports(services, settings)
+        if problems:
+            raise StackError("; ".join(problems))
+        say(f"  starting supervisord with {', '.join(s.name for s in services)}")
+        sup.start(services)
+    wait_healthy(settings, services, sup, say)
+    if "kafka" in names:
+        created = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.topic_partitions)
+        say("  topics: " + ", ".join(f"{t} ({what})" for t, what in created.items()))
+    if "redis" in names:
+        feast_store.apply(settings)
+        say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")
+
+
+def down(settings: StackSettings, say: Say = print) -> None:
+    sup = Supervisor(settings)
+    if sup.running():
+        say("  stopping every service and supervisord")
+        sup.shutdown()
+    left = kill_orphans(settings)
+    for pid, cmd in left:
+        say(f"  stopped a leftover process (pid {pid}): {cmd[:60]}")
+    say("  stack is down (data kept in " + str(settings.data_dir) + "; 'make clean' removes it)")
+
+
+def status(settings: StackSettings, only: Collection[str] | None = None) -> list[ServiceStatus]:
+    sup = Supervisor(settings)
+    procs = sup.processes()
+    rows = []
+    now = time.time()
+    for svc in all_services(settings, only):
+        info = procs.get(svc.name, {})
+        state = info.get("statename", "STOPPED" if not procs else "MISSING")
+        pid = info.get("pid") or None
+        uptime = now - info["start"] if state == "RUNNING" and info.get("start") else None
+        reason = svc.probe() if state == "RUNNING" else "not running"
+        rows.append(ServiceStatus(svc.name, ",".join(str(p) for p, _ in svc.ports), state, pid,
+                                  uptime, reason or "ok"))
+    return rows
+
+
+def log_files(settings: StackSettings) -> list[Path]:
+    return sorted(settings.logs_dir.glob("*.log"))

@@ -1,0 +1,106 @@
+"""The services of the local stack: how each starts, which ports it owns, how it is probed.
+
+Later stages (generators, stream workers, inference API, monitor) add their entries here so
+that ``make up`` runs the whole system.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from core.settings import StackSettings
+from stack import health, kafka_dist
+from stack.errors import StackError
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: list[str]
+    #: (port, env var that moves it) pairs this service listens on
+    ports: list[tuple[int, str]]
+    probe: Callable[[], str | None]
+    environment: dict[str, str] = field(default_factory=dict)
+    #: seconds supervisord waits after TERM before KILL
+    stop_wait_s: int = 30
+
+
+def redis_conf(settings: StackSettings) -> str:
+    """AOF with fsync every second (a restart loses at most ~1 s, which Kafka can replay);
+    RDB snapshots off, because fork-and-dump causes latency spikes on the hot path."""
+    data = settings.data_dir / "redis"
+    return "\n".join([
+        f"bind {settings.host}",
+        f"port {settings.redis_port}",
+        "protected-mode yes",
+        "daemonize no",
+        f"dir {data}",
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        "maxmemory-policy noeviction",
+        'logfile ""',
+        "",
+    ])
+
+
+def redis_service(settings: StackSettings) -> Service:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StackError("redis-server not found: run 'make up' (it installs Debian's "
+                         "redis-server) or 'apt-get install redis-server'")
+    (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+    settings.conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = settings.conf_dir / "redis.conf"
+    conf.write_text(redis_conf(settings))
+    return Service(
+        name="redis",
+        command=[binary, str(conf)],
+        ports=[(settings.redis_port, "STACK_REDIS_PORT")],
+        probe=lambda: health.redis(settings.redis_url),
+    )
+
+
+def kafka_service(settings: StackSettings) -> Service:
+    return Service(
+        name="kafka",
+        command=kafka_dist.prepare(settings),
+        ports=[(settings.kafka_port, "STACK_KAFKA_PORT"),
+               (settings.kafka_controller_port, "STACK_KAFKA_CONTROLLER_PORT")],
+        probe=lambda: health.kafka(settings.kafka_bootstrap),
+        stop_wait_s=60,
+    )
+
+
+def mlflow_service(settings: StackSettings) -> Service:
+    data = settings.data_dir / "mlflow"
+    (data / "artifacts").mkdir(parents=True, exist_ok=True)
+    return Service(
+        name="mlflow",
+        command=[sys.executable, "-m", "mlflow", "server",
+                 "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+                 "--artifacts-destination", str(data / "artifacts"), "--serve-artifacts",
+                 "--host", settings.host, "--port", str(settings.mlflow_port), "--workers", "1"],
+        ports=[(settings.mlflow_port, "STACK_MLFLOW_PORT")],
+        probe=lambda: health.http(f"{settings.mlflow_uri}/health"),
+        # Job execution runs a pool of huey workers for GenAI jobs we never submit.
+        environment={"MLFLOW_HOME": str(data), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+
+
+SERVICES: dict[str, Callable[[StackSettings], Service]] = {
+    "redis": redis_service,
+    "kafka": kafka_service,
+    "mlflow": mlflow_service,
+}
+
+
+def all_services(settings: StackSettings, only: Collection[str] | None = None) -> list[Service]:
+    """The services in start order (storage first), or just those named in ``only``."""
+    unknown = set(only or ()) - set(SERVICES)
+    if unknown:
+        raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
+    return [make(settings) for name, make in SERVICES.items() if only is None or name in only]

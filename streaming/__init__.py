@@ -1,0 +1,1 @@
+"""Stream stage: event generators and Faust processors that compute windowed features."""

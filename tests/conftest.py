@@ -1,0 +1,144 @@
+"""Session fixtures that give tests real services.
+
+Order of preference for each part:
+1. an address from the environment (``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``,
+   ``MLFLOW_TRACKING_URI``): use that server;
+2. a reachable Docker engine: testcontainers (apache/kafka in KRaft mode, redis);
+3. otherwise: the project's own local stack (``stack.lifecycle.up``, the code ``make up``
+   runs) on free ports in a temporary data dir, torn down at the end of the session.
+
+Readiness is always awaited through the services' health probes, never slept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from core.settings import REPO_ROOT, TOPICS, StackSettings
+from stack import health, lifecycle
+
+
+def docker_available() -> bool:
+    if os.environ.get("STREAMFEAT_TESTS_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:  # noqa: BLE001 - any failure means "no usable engine"
+        return False
+    return True
+
+
+def local_settings(data_dir: Path) -> StackSettings:
+    """A stack on free ports in its own data dir, sharing the Kafka jar cache."""
+    return StackSettings(
+        kafka_port=health.free_port(), kafka_controller_port=health.free_port(),
+        redis_port=health.free_port(), mlflow_port=health.free_port(),
+        api_port=health.free_port(), data_dir=data_dir, kafka_heap="512m",
+        topic_partitions=3, health_timeout_s=120,
+    )
+
+
+@dataclass
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+    mlflow_uri: str
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env_redis = os.environ.get("REDIS_URL")
+    env_mlflow = os.environ.get("MLFLOW_TRACKING_URI")
+    containers = []
+    if (not env_kafka or not env_redis) and docker_available():
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.redis import RedisContainer
+
+        if not env_kafka:
+            kafka = KafkaContainer("apache/kafka:3.9.1").with_kraft().start()
+            containers.append(kafka)
+            env_kafka = kafka.get_bootstrap_server()
+        if not env_redis:
+            redis_c = RedisContainer("redis:7").start()
+            containers.append(redis_c)
+            env_redis = f"redis://{redis_c.get_container_host_ip()}:{redis_c.get_exposed_port(6379)}/0"
+    need = [name for name, have in (("kafka", env_kafka), ("redis", env_redis),
+                                    ("mlflow", env_mlflow)) if not have]
+    settings = local_settings(tmp_path_factory.mktemp("stack")) if need else None
+    try:
+        if settings is not None:
+            lifecycle.up(settings, say=lambda _msg: None, only=need)
+        yield Endpoints(
+            kafka_bootstrap=env_kafka or settings.kafka_bootstrap,  # type: ignore[union-attr]
+            redis_url=env_redis or settings.redis_url,  # type: ignore[union-attr]
+            mlflow_uri=env_mlflow or settings.mlflow_uri,  # type: ignore[union-attr]
+        )
+    finally:
+        if settings is not None:
+            lifecycle.down(settings, say=lambda _msg: None)
+        for c in containers:
+            c.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(endpoints: Endpoints) -> str:
+    from stack.topics import ensure_topics
+
+    ensure_topics(endpoints.kafka_bootstrap, TOPICS, partitions=3)
+    return endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(endpoints: Endpoints) -> str:
+    return endpoints.redis_url
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(endpoints: Endpoints) -> str:
+    return endpoints.mlflow_uri
+
+
+def feast_settings(redis_url: str, data_dir: Path, repo: Path) -> StackSettings:
+    url = urlparse(redis_url)
+    # An external Redis is shared: give the tests their own logical db (15) unless told.
+    db = int(url.path.strip("/") or 0) if not os.environ.get("REDIS_URL") else int(
+        os.environ.get("STREAMFEAT_TEST_REDIS_DB", "15"))
+    return StackSettings(host=url.hostname or "127.0.0.1", redis_port=url.port or 6379,
+                         redis_db=db, data_dir=data_dir, feature_repo=repo)
+
+
+@pytest.fixture(scope="session")
+def feast_repo(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
+    """An isolated, applied copy of feature_repo/ (own registry, own Redis db).
+
+    Returns the StackSettings that open it: ``core.feast_store.open_store(settings)``.
+    """
+    from core import feast_store
+
+    root = tmp_path_factory.mktemp("feast")
+    repo = root / "feature_repo"
+    shutil.copytree(REPO_ROOT / "feature_repo", repo,
+                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    settings = feast_settings(redis_url, root / "data", repo)
+    feast_store.apply(settings)
+    return settings
+
+
+@pytest.fixture
+def unique_topic(kafka_bootstrap: str) -> str:
+    from stack.topics import ensure_topics
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    ensure_topics(kafka_bootstrap, [name], partitions=3)
+    return name

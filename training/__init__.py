@@ -1,0 +1,1 @@
+"""Training stage: point-in-time datasets from Feast, labels, models, MLflow, ONNX."""
