@@ -23,6 +23,7 @@ def registry_path(settings: StackSettings) -> Path:
 def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> RepoConfig
     from feast.repo_config import RepoConfig
 
+    redis_host = settings.redis_host or settings.host
     registry = registry_path(settings)
     registry.parent.mkdir(parents=True, exist_ok=True)
     return RepoConfig(
@@ -31,7 +32,7 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
         registry={"path": str(registry), "cache_ttl_seconds": 60},
         online_store={
             "type": "redis",
-            "connection_string": f"{settings.host}:{settings.redis_port},db={settings.redis_db}",
+            "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}",
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,

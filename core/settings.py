@@ -24,6 +24,10 @@ class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STACK_", frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
+    #: where clients reach each service, when not on ``host`` (docker-compose sets these)
+    kafka_host: str | None = None
+    redis_host: str | None = None
+    mlflow_host: str | None = None
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = "1g"
@@ -39,15 +43,15 @@ class StackSettings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return f"{self.kafka_host or self.host}:{self.kafka_port}"
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/{self.redis_db}"
+        return f"redis://{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
 
     @property
     def mlflow_uri(self) -> str:
-        return f"http://{self.host}:{self.mlflow_port}"
+        return f"http://{self.mlflow_host or self.host}:{self.mlflow_port}"
 
     @property
     def logs_dir(self) -> Path:

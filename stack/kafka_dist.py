@@ -119,6 +119,6 @@ def prepare(settings: StackSettings) -> list[str]:
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage in {data} failed: {proc.stderr.strip()[-300:]}")
-    return [java, f"-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
+    return [java, "-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
             "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}",
             "-cp", classpath, MAIN_CLASS, str(props)]

@@ -11,13 +11,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import feast_store
-from core.settings import TOPICS, StackSettings
+from core.settings import StackSettings
 from stack import health
 from stack.errors import StackError
+from stack.init import initialise
 from stack.services import Service, all_services
 from stack.supervisor import FAILED_STATES, Supervisor, kill_orphans
-from stack.topics import ensure_topics
 
 Say = Callable[[str], None]
 
@@ -90,6 +89,9 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
             if state == "RUNNING":
                 say(f"  {svc.name}: already running (pid {procs[svc.name]['pid']})")
                 continue
+            if state in ("STARTING", "BACKOFF"):
+                say(f"  {svc.name}: supervisord is restarting it")
+                continue
             if svc.name not in changed:
                 problems = _foreign_ports([svc], settings)
                 if problems:
@@ -108,12 +110,7 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
         say(f"  starting supervisord with {', '.join(s.name for s in services)}")
         sup.start(services)
     wait_healthy(settings, services, sup, say)
-    if "kafka" in names:
-        created = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.topic_partitions)
-        say("  topics: " + ", ".join(f"{t} ({what})" for t, what in created.items()))
-    if "redis" in names:
-        feast_store.apply(settings)
-        say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")
+    initialise(settings, say, kafka="kafka" in names, redis="redis" in names)
 
 
 def down(settings: StackSettings, say: Say = print) -> None:

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.settings import StackSettings
 from stack import health, kafka_dist
@@ -26,6 +27,8 @@ class Service:
     environment: dict[str, str] = field(default_factory=dict)
     #: seconds supervisord waits after TERM before KILL
     stop_wait_s: int = 30
+    #: a pid file the service writes itself (for services that rewrite their environ)
+    pidfile: Path | None = None
 
 
 def redis_conf(settings: StackSettings) -> str:
@@ -38,6 +41,8 @@ def redis_conf(settings: StackSettings) -> str:
         "protected-mode yes",
         "daemonize no",
         f"dir {data}",
+        # Redis rewrites its process title over its environ, so it records its own pid.
+        f"pidfile {settings.run_dir / 'redis.pid'}",
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
@@ -61,6 +66,7 @@ def redis_service(settings: StackSettings) -> Service:
         command=[binary, str(conf)],
         ports=[(settings.redis_port, "STACK_REDIS_PORT")],
         probe=lambda: health.redis(settings.redis_url),
+        pidfile=settings.run_dir / "redis.pid",
     )
 
 

@@ -20,7 +20,7 @@ from core.settings import REPO_ROOT, StackSettings
 from stack.errors import StackError
 from stack.services import Service
 
-RUNNING_STATES = {"RUNNING"}
+STACK_MARKER = "STREAMFEAT_STACK_DIR"
 FAILED_STATES = {"FATAL", "EXITED", "BACKOFF"}
 
 
@@ -39,7 +39,8 @@ def render_conf(settings: StackSettings, services: list[Service]) -> str:
         "[supervisorctl]", f"serverurl=unix://{run / 'supervisor.sock'}", "",
     ]
     for svc in services:
-        env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **svc.environment}
+        env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **stack_marker(settings),
+               **svc.environment}
         lines += [
             f"[program:{svc.name}]",
             f"command={shlex.join(svc.command).replace('%', '%%')}",
@@ -125,7 +126,11 @@ class Supervisor:
         return sorted(added + changed)
 
     def start_process(self, name: str) -> None:
-        self._proxy().supervisor.startProcess(name, False)
+        try:
+            self._proxy().supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString:  # supervisord won the race
+                raise StackError(f"supervisord could not start {name}: {fault.faultString}") from fault
 
     def stop_process(self, name: str) -> None:
         self._proxy().supervisor.stopProcess(name, True)
@@ -156,19 +161,33 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and ") Z " in stat.read_text())
 
 
+def stack_marker(settings: StackSettings) -> dict[str, str]:
+    """An environment entry every service of this stack inherits, so that its processes can
+    be found even after a killed supervisord (process titles can be rewritten; environ is not)."""
+    return {STACK_MARKER: str(settings.data_dir)}
+
+
 def orphans(settings: StackSettings) -> list[tuple[int, str]]:
-    """Processes of this stack left behind by a killed supervisord (their command line names
-    this stack's data dir or conf dir)."""
-    marker = str(settings.data_dir)
+    """Processes of this stack: those whose environment carries this data dir's stack marker,
+    and those named by a service's own pid file."""
+    needle = f"{STACK_MARKER}={settings.data_dir}".encode() + b"\0"
+    # pid -> the service name its cmdline must mention (guards against a reused pid)
+    own = {int(p.read_text()): p.stem for p in settings.run_dir.glob("*.pid")
+           if p.name != "supervisord.pid" and p.read_text().strip().isdigit()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            marked = needle in (entry / "environ").read_bytes() + b"\0"
+            if not marked and int(entry.name) not in own:
+                continue
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in cmd and "supervisord" not in cmd:
+        if not marked and own[int(entry.name)] not in cmd:
+            continue
+        if "supervisord" not in cmd and _alive(int(entry.name)):
             found.append((int(entry.name), cmd.strip()[:120]))
     return found
 

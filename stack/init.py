@@ -1,0 +1,39 @@
+"""Create the topics and apply the Feast repo against running services (no supervisord).
+
+The docker-compose ``init`` job runs this; ``make up`` does the same after starting the
+local services (``stack.lifecycle.up``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from core import feast_store
+from core.settings import TOPICS, StackSettings
+from stack.errors import StackError
+from stack.topics import ensure_topics
+
+
+def initialise(settings: StackSettings, say: Callable[[str], None] = print,
+               kafka: bool = True, redis: bool = True) -> None:
+    """Topics need Kafka; the Feast apply needs Redis (its online store)."""
+    if kafka:
+        created = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.topic_partitions)
+        say("  topics: " + ", ".join(f"{t} ({what})" for t, what in created.items()))
+    if redis:
+        feast_store.apply(settings)
+        say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")
+
+
+def main() -> int:
+    try:
+        initialise(StackSettings())
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The stack's generated configs and settings (pure logic, no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from core import feast_store
+from core.settings import REPO_ROOT, StackSettings
+from stack import kafka_dist
+from stack.services import Service, redis_conf
+from stack.supervisor import render_conf
+
+
+def test_settings_come_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_KAFKA_PORT", "19092")
+    monkeypatch.setenv("STACK_REDIS_DB", "3")
+    s = StackSettings()
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.redis_url == "redis://127.0.0.1:6379/3"
+
+
+def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_KAFKA_PORT", "70000")
+    with pytest.raises(ValidationError, match="kafka_port"):
+        StackSettings()
+
+
+def test_redis_persists_with_aof_every_second_and_no_snapshots(tmp_path: Path) -> None:
+    conf = redis_conf(StackSettings(data_dir=tmp_path, redis_port=7001)).splitlines()
+    assert "appendonly yes" in conf and "appendfsync everysec" in conf
+    assert 'save ""' in conf and "port 7001" in conf and "bind 127.0.0.1" in conf
+
+
+def test_kafka_is_one_kraft_node_on_loopback(tmp_path: Path) -> None:
+    props = dict(line.split("=", 1) for line in kafka_dist.server_properties(
+        StackSettings(kafka_port=19092, kafka_controller_port=19093, topic_partitions=4),
+        tmp_path).splitlines() if line)
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["num.partitions"] == "4"
+    assert props["log.dirs"] == str(tmp_path)
+
+
+def test_kafka_version_is_pinned_in_the_pom() -> None:
+    assert kafka_dist.kafka_version() == "3.9.1"
+
+
+def test_supervisor_conf_escapes_percent_and_marks_processes(tmp_path: Path) -> None:
+    settings = StackSettings(data_dir=tmp_path)
+    svc = Service(name="x", command=["echo", "50%"], ports=[], probe=lambda: None,
+                  environment={"A": "b%c"})
+    conf = render_conf(settings, [svc])
+    assert "command=echo 50%%" in conf
+    assert 'A="b%%c"' in conf and f'STREAMFEAT_STACK_DIR="{tmp_path}"' in conf
+    assert "autorestart=true" in conf and "stopasgroup=true" in conf
+
+
+def test_feature_store_yaml_matches_the_default_settings() -> None:
+    raw = yaml.safe_load((REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    cfg = feast_store.repo_config(StackSettings(data_dir=REPO_ROOT / ".data"))
+    assert raw["project"] == cfg.project
+    assert raw["online_store"]["connection_string"] == cfg.online_store.connection_string
+    yaml_registry = (REPO_ROOT / "feature_repo" / raw["registry"]["path"]).resolve()
+    assert yaml_registry == feast_store.registry_path(StackSettings()).resolve()
+    assert raw["entity_key_serialization_version"] == cfg.entity_key_serialization_version
