@@ -6,10 +6,9 @@ stream writes; training reads it point-in-time through Feast.
 
 from datetime import timedelta
 
+from entities import card
 from feast import FeatureView, Field, FileSource, PushSource
 from feast.types import Float64, Int64
-
-from entities import card
 
 card_stats_log = FileSource(
     name="card_stats_log",

@@ -1,0 +1,71 @@
+"""The result format of ARCHITECTURE.md and the services a benchmark runs against."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.settings import REPO_ROOT, StackSettings
+from stack import health, lifecycle
+
+RESULTS = REPO_ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def write_result(name: str, metric: str, value: float, unit: str, higher_is_better: bool,
+                 baseline_name: str, baseline_value: float, params: dict[str, Any]) -> dict[str, Any]:
+    """Write bench/results/<name>.json; ratio is value / baseline (>1 is better when
+    higher_is_better, <1 is better otherwise)."""
+    result = {
+        "name": name, "metric": metric, "value": round(float(value), 3), "unit": unit,
+        "higher_is_better": higher_is_better,
+        "baseline": {"name": baseline_name, "value": round(float(baseline_value), 3)},
+        "ratio": round(float(value / baseline_value), 3) if baseline_value else None,
+        "params": params, "machine": machine(),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    opts = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(result, option=opts))
+    return result
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    settings: StackSettings
+    shared: bool  # True when the benchmark runs against the user's running `make up` stack
+
+
+@contextlib.contextmanager
+def bench_stack(need: tuple[str, ...] = ("redis", "kafka")) -> Iterator[BenchStack]:
+    """The running `make up` stack when it is healthy (benchmarks then use their own topics
+    and Redis db 14), else a temporary stack on free ports, removed afterwards."""
+    default = StackSettings()
+    healthy = (("kafka" not in need or health.kafka(default.kafka_bootstrap) is None)
+               and ("redis" not in need or health.redis(default.redis_url) is None))
+    if healthy:
+        yield BenchStack(default.model_copy(update={"redis_db": 14}), shared=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="streamfeat-bench-") as tmp:
+        settings = StackSettings(
+            kafka_port=health.free_port(), kafka_controller_port=health.free_port(),
+            redis_port=health.free_port(), mlflow_port=health.free_port(),
+            data_dir=Path(tmp), topic_partitions=6)
+        lifecycle.up(settings, say=lambda _m: None, only=need)
+        try:
+            yield BenchStack(settings, shared=False)
+        finally:
+            lifecycle.down(settings, say=lambda _m: None)
