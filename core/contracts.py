@@ -1,0 +1,106 @@
+"""Event contracts: one definition, validated when produced and when consumed.
+
+Events travel as JSON (msgspec: decoding *is* validation, at a few microseconds an event).
+Ground truth never travels with a transaction: it goes to ``fraud-feedback`` later.
+Bump ``SCHEMA_VERSION`` (and keep decoding the old one) when a field changes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+T = TypeVar("T", bound=msgspec.Struct)
+
+TRANSACTIONS = "transactions"
+CLICKS = "clicks"
+FRAUD_FEEDBACK = "fraud-feedback"
+DEAD_LETTERS = "dead-letters"
+SCORES = "scores"
+
+CURRENCIES = frozenset({"EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "CAD", "AUD", "BRL"})
+#: Merchant category codes treated as high risk (gambling, money orders, crypto/quasi-cash,
+#: wire transfers, jewellery, electronics resale). Documented in README.
+HIGH_RISK_MCCS = frozenset({"7995", "4829", "6051", "6211", "5944", "5732", "7801", "7802"})
+
+EventId = Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
+EpochMs = Annotated[int, msgspec.Meta(ge=946_684_800_000, le=4_102_444_800_000)]  # 2000..2100
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Amount = Annotated[float, msgspec.Meta(gt=0, le=1_000_000)]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+
+
+class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    event_id: EventId
+    event_time: EpochMs
+    card_id: Id
+    user_id: Id
+    merchant_id: Id
+    mcc: Annotated[str, msgspec.Meta(pattern="^[0-9]{4}$")]
+    amount: Amount
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
+    country: Country
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    device_id: Id
+    ip: Annotated[str, msgspec.Meta(min_length=7, max_length=45)]
+    channel: Literal["pos", "online", "atm"]
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Click(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    event_id: EventId
+    event_time: EpochMs
+    user_id: Id
+    session_id: Id
+    page: Id
+    action: Literal["view", "add_to_cart", "purchase"]
+    dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
+    device: Literal["mobile", "desktop", "tablet"]
+    country: Country
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class FraudFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Delayed ground truth for one transaction (like a chargeback), never on the event."""
+
+    event_id: EventId
+    card_id: Id
+    event_time: EpochMs
+    is_fraud: bool
+    scenario: str
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str
+    source_topic: str
+    partition: int
+    offset: int
+    payload: str  # the raw record, utf-8 with replacement characters
+    failed_at: int  # epoch ms
+
+
+class InvalidEvent(ValueError):
+    """A record that does not satisfy its contract; the message is the reason."""
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in (Transaction, Click, FraudFeedback, DeadLetter)}
+
+
+def encode(event: msgspec.Struct) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode(raw: bytes, cls: type[T]) -> T:
+    """Decode and validate; raise InvalidEvent with a readable reason."""
+    try:
+        event = _DECODERS[cls].decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidEvent(str(exc)) from None
+    if isinstance(event, Transaction) and event.currency not in CURRENCIES:
+        raise InvalidEvent(f"unknown currency {event.currency!r} - at `$.currency`")
+    return event

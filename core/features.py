@@ -1,0 +1,105 @@
+"""The feature definitions: one pure implementation used by the stream, the read function
+(online serving), the batch backfill and training. See ARCHITECTURE.md "Features".
+
+A sliding window of length W evaluated at time t covers events with t - W < event_time <= t
+(and, for the "before e" view, only events sorting before e). Every window is evaluated at
+read time, so a quiet card's counts decay to 0.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from datetime import UTC, datetime
+
+from core.card_state import DAY_MS, HOUR_MS, MINUTE_MS, CardState
+
+#: a card never seen (or quiet longer than this) reports this many seconds since its last txn
+SECONDS_SINCE_CAP = 7 * 24 * 3600.0
+
+WINDOW_FEATURES: tuple[str, ...] = (
+    "txn_count_1m", "txn_count_5m", "txn_count_1h", "txn_count_24h",
+    "amount_sum_5m", "amount_sum_1h", "amount_avg_5m", "amount_max_5m", "amount_std_1h",
+    "unique_countries_5m", "unique_countries_1h", "unique_merchants_1h",
+    "has_high_risk_mcc", "seconds_since_last_txn", "amount_mean_24h", "amount_std_24h",
+    "velocity_score", "geo_diversity_score",
+)
+#: features that combine the window state with a request (an amount at a time)
+REQUEST_FEATURES: tuple[str, ...] = ("amount_zscore_24h", "hour_of_day", "is_weekend")
+
+
+def velocity_score(txn_count_5m: int) -> float:
+    """In [0, 1): 1 - exp(-n/4) of the 5-minute count; above 0.8 from 7 transactions on."""
+    return 1.0 - math.exp(-txn_count_5m / 4.0)
+
+
+def geo_diversity_score(unique_countries_1h: int) -> float:
+    """In [0, 1): 0 for one country in the hour, 0.63 for two, 0.86 for three, ..."""
+    return 1.0 - math.exp(-(unique_countries_1h - 1)) if unique_countries_1h > 1 else 0.0
+
+
+def _std(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = math.fsum(values) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
+
+
+def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dict[str, float]:
+    """Window features at time ``t_ms`` over the first ``upto`` events of the state
+    (default: every event at or before ``t_ms``)."""
+    end = bisect_right(state.ts, t_ms) if upto is None else upto
+    ts, amount = state.ts, state.amount
+
+    def start(width_ms: int) -> int:
+        return bisect_right(ts, t_ms - width_ms, 0, end)
+
+    s1m, s5m, s1h, s24h = start(MINUTE_MS), start(5 * MINUTE_MS), start(HOUR_MS), start(DAY_MS)
+    a5m, a1h, a24h = amount[s5m:end], amount[s1h:end], amount[s24h:end]
+    n5m = end - s5m
+    # A trimmed event newer than t (only in a too-late event's view) says nothing about t.
+    last = ts[end - 1] if end else (state.trimmed_last_ts if 0 < state.trimmed_last_ts <= t_ms else None)
+    uc1h = len(set(state.country[s1h:end]))
+    return {
+        "txn_count_1m": end - s1m,
+        "txn_count_5m": n5m,
+        "txn_count_1h": end - s1h,
+        "txn_count_24h": end - s24h,
+        "amount_sum_5m": math.fsum(a5m),
+        "amount_sum_1h": math.fsum(a1h),
+        "amount_avg_5m": math.fsum(a5m) / n5m if n5m else 0.0,
+        "amount_max_5m": max(a5m) if a5m else 0.0,
+        "amount_std_1h": _std(a1h),
+        "unique_countries_5m": len(set(state.country[s5m:end])),
+        "unique_countries_1h": uc1h,
+        "unique_merchants_1h": len(set(state.merchant[s1h:end])),
+        "has_high_risk_mcc": int(any(state.risky[s5m:end])),
+        "seconds_since_last_txn": (min(SECONDS_SINCE_CAP, (t_ms - last) / 1000.0)
+                                   if last is not None else SECONDS_SINCE_CAP),
+        "amount_mean_24h": math.fsum(a24h) / len(a24h) if a24h else 0.0,
+        "amount_std_24h": _std(a24h),
+        "velocity_score": velocity_score(n5m),
+        "geo_diversity_score": geo_diversity_score(uc1h),
+    }
+
+
+def with_request(features: dict[str, float], amount: float, t_ms: int) -> dict[str, float]:
+    """Add the request features: the amount's z-score against the 24 h window in
+    ``features`` and the UTC hour and weekend flag of ``t_ms``."""
+    std = features["amount_std_24h"]
+    when = datetime.fromtimestamp(t_ms / 1000.0, tz=UTC)
+    return {
+        **features,
+        "amount_zscore_24h": (amount - features["amount_mean_24h"]) / std if std > 0 else 0.0,
+        "hour_of_day": when.hour,
+        "is_weekend": int(when.weekday() >= 5),
+    }
+
+
+def before_and_after(state: CardState, ts: int, key: int, amount: float) -> tuple[dict, dict]:
+    """Features of a transaction already in the state: as of just before it (model inputs)
+    and just after it (what rule labels describe), each with its request features."""
+    before = state.prefix_len(ts, key, inclusive=False)
+    return (with_request(window_features(state, ts, before), amount, ts),
+            with_request(window_features(state, ts, before + 1), amount, ts))

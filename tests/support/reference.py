@@ -1,0 +1,78 @@
+"""Brute-force reference of every window feature: filter the raw events, no bisect, no
+state. Deliberately written apart from core/features.py so that the two can disagree."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from core.contracts import HIGH_RISK_MCCS
+
+WINDOWS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "24h": 86_400_000}
+
+
+class Ev(NamedTuple):
+    ts: int
+    key: int
+    amount: float
+    country: str
+    merchant: str
+    mcc: str
+
+
+def _pstd(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def reference_features(events: list[Ev], t: int, bound: tuple[int, int] | None = None,
+                       inclusive: bool = False) -> dict[str, float]:
+    """Features at t over events at or before t, or (with bound) over events sorting
+    before the bound (ts, key), or up to and including it."""
+    if bound is None:
+        seen = [e for e in events if e.ts <= t]
+    elif inclusive:
+        seen = [e for e in events if (e.ts, e.key) <= bound]
+    else:
+        seen = [e for e in events if (e.ts, e.key) < bound]
+    seen.sort(key=lambda e: (e.ts, e.key))
+    win = {name: [e for e in seen if t - w < e.ts <= t] for name, w in WINDOWS_MS.items()}
+    a5 = [e.amount for e in win["5m"]]
+    a1h = [e.amount for e in win["1h"]]
+    a24 = [e.amount for e in win["24h"]]
+    uc1h = len({e.country for e in win["1h"]})
+    last = max((e.ts for e in seen), default=None)
+    return {
+        "txn_count_1m": len(win["1m"]), "txn_count_5m": len(win["5m"]),
+        "txn_count_1h": len(win["1h"]), "txn_count_24h": len(win["24h"]),
+        "amount_sum_5m": sum(a5), "amount_sum_1h": sum(a1h),
+        "amount_avg_5m": sum(a5) / len(a5) if a5 else 0.0,
+        "amount_max_5m": max(a5, default=0.0), "amount_std_1h": _pstd(a1h),
+        "unique_countries_5m": len({e.country for e in win["5m"]}), "unique_countries_1h": uc1h,
+        "unique_merchants_1h": len({e.merchant for e in win["1h"]}),
+        "has_high_risk_mcc": int(any(e.mcc in HIGH_RISK_MCCS for e in win["5m"])),
+        "seconds_since_last_txn": min(604800.0, (t - last) / 1000) if last is not None else 604800.0,
+        "amount_mean_24h": sum(a24) / len(a24) if a24 else 0.0, "amount_std_24h": _pstd(a24),
+        "velocity_score": 1 - math.exp(-len(win["5m"]) / 4),
+        "geo_diversity_score": 1 - math.exp(-(uc1h - 1)) if uc1h > 1 else 0.0,
+    }
+
+
+def reference_request(features: dict[str, float], amount: float, t: int) -> dict[str, float]:
+    when = datetime.fromtimestamp(t / 1000, tz=UTC)
+    std = features["amount_std_24h"]
+    return {**features, "amount_zscore_24h": (amount - features["amount_mean_24h"]) / std if std else 0.0,
+            "hour_of_day": when.hour, "is_weekend": int(when.weekday() >= 5)}
+
+
+def mismatches(got: dict[str, float], want: dict[str, float], rel: float = 1e-9) -> list[str]:
+    """Names whose values differ (ints exactly, floats to a relative 1e-9)."""
+    bad = []
+    for name, w in want.items():
+        g = got.get(name)
+        if g is None or not math.isclose(float(g), float(w), rel_tol=rel, abs_tol=1e-9):
+            bad.append(f"{name}: got {g}, want {w}")
+    return bad

@@ -1,0 +1,143 @@
+"""Window features against the brute-force reference: boundaries, empty windows, decay,
+late and out-of-order events, duplicates, lateness cut-off, and random sequences."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.card_state import CardState, event_key
+from core.contracts import Transaction
+from core.features import WINDOW_FEATURES, window_features
+from streaming.processor import Outcome, ProcessorConfig, process
+from tests.support.reference import Ev, mismatches, reference_features, reference_request
+
+T0 = 1_790_000_000_000
+
+
+def txn(i: int, ts: int, amount: float = 10.0, country: str = "DE", merchant: str = "m1",
+        mcc: str = "5411", card: str = "c1") -> Transaction:
+    return Transaction(event_id=f"{i:032x}", event_time=ts, card_id=card, user_id="u1",
+                       merchant_id=merchant, mcc=mcc, amount=amount, currency="EUR", country=country,
+                       lat=0.0, lon=0.0, device_id="d1", ip="10.0.0.1", channel="pos")
+
+
+def ev(t: Transaction) -> Ev:
+    return Ev(t.event_time, event_key(t.event_id), t.amount, t.country, t.merchant_id, t.mcc)
+
+
+def run(txns: list[Transaction], cfg: ProcessorConfig = ProcessorConfig()) -> tuple[CardState, dict, list]:
+    state, rows, accepted = CardState(), {}, []
+    for rev, t in enumerate(txns):
+        res = process(state, t, cfg, revision=rev)
+        if res.outcome is Outcome.ACCEPTED:
+            accepted.append(t)
+        for row in res.feature_rows:
+            # reader semantics: an accepted row beats a too-late one, then the highest revision
+            old = rows.get(row["event_key"])
+            if old is None or row["status"] == "accepted" or old["status"] != "accepted":
+                rows[row["event_key"]] = row
+    return state, rows, accepted
+
+
+def test_window_includes_its_end_and_excludes_its_start() -> None:
+    state, _, _ = run([txn(1, T0), txn(2, T0 + 60_000)])
+    f = window_features(state, T0 + 60_000)
+    assert f["txn_count_1m"] == 1  # the event exactly 1 min before is out: (t - 1m, t]
+    assert f["txn_count_5m"] == 2
+    assert window_features(state, T0 + 59_999)["txn_count_1m"] == 1
+
+
+def test_quiet_card_decays_to_zero() -> None:
+    state, _, _ = run([txn(i, T0 + i * 1000, amount=100) for i in range(6)])
+    assert window_features(state, T0 + 5_000)["txn_count_5m"] == 6
+    later = window_features(state, T0 + 2 * 3_600_000)
+    assert later["txn_count_5m"] == 0 and later["txn_count_1h"] == 0 and later["amount_sum_5m"] == 0
+    assert later["txn_count_24h"] == 6
+    assert later["velocity_score"] == 0.0
+
+
+def test_empty_state_reads_as_zeros_with_capped_recency() -> None:
+    f = window_features(CardState(), T0)
+    assert all(f[k] == 0 for k in WINDOW_FEATURES if k != "seconds_since_last_txn")
+    assert f["seconds_since_last_txn"] == 604800.0
+
+
+def test_duplicate_is_not_counted_twice_but_reemitted() -> None:
+    state = CardState()
+    cfg = ProcessorConfig()
+    process(state, txn(1, T0), cfg, 0)
+    again = process(state, txn(1, T0), cfg, 1)
+    assert again.outcome is Outcome.DUPLICATE and again.dirty and len(again.feature_rows) == 1
+    assert len(state) == 1
+
+
+def test_out_of_order_event_corrects_later_rows() -> None:
+    late = txn(3, T0 + 10_000, amount=50)
+    _, rows, accepted = run([txn(1, T0), txn(2, T0 + 20_000, amount=7), late])
+    row2 = rows[event_key(txn(2, 0).event_id)]
+    assert row2["txn_count_1m"] == 2  # before event 2: events 1 and 3 (arrived later)
+    assert row2["amount_sum_5m"] == 60.0
+    assert len(accepted) == 3
+
+
+def test_event_beyond_lateness_is_logged_but_not_windowed() -> None:
+    cfg = ProcessorConfig(allowed_lateness_ms=5_000)
+    state, rows, accepted = run([txn(1, T0 + 60_000), txn(2, T0)], cfg)
+    assert len(state) == 1 and len(accepted) == 1
+    assert rows[event_key(txn(2, 0).event_id)]["status"] == "too_late"
+
+
+def test_state_is_trimmed_to_retention() -> None:
+    state, _, _ = run([txn(1, T0), txn(2, T0 + 25 * 3_600_000)])
+    assert len(state) == 1
+    assert window_features(state, T0 + 25 * 3_600_000 + 1)["seconds_since_last_txn"] == 0.001
+
+
+def test_pack_round_trip() -> None:
+    state, _, _ = run([txn(i, T0 + i * 777, amount=i + 0.5, country="FR" if i % 2 else "DE")
+                       for i in range(30)])
+    assert CardState.unpack(state.pack()) == state
+    assert CardState.unpack(None) == CardState()
+
+
+@st.composite
+def sequences(draw: st.DrawFn) -> tuple[list[Transaction], int]:
+    n = draw(st.integers(1, 40))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    ts, out = T0, []
+    for i in range(n):
+        ts += rng.choice([0, 500, 20_000, 59_999, 60_000, 61_000, 299_999, 300_000, 3_000_000, 3_600_000,
+                          40_000_000])
+        out.append(txn(i, ts, amount=round(rng.uniform(1, 2000), 2), country=rng.choice("AB"),
+                       merchant=rng.choice(["m1", "m2", "m3"]), mcc=rng.choice(["5411", "7995"])))
+    # arrival order: mostly in order, some delayed by a few positions (out of order)
+    order = sorted(range(n), key=lambda k: k + rng.choice([0, 0, 0, 1.5, 3.5]))
+    if rng.random() < 0.3 and n > 1:  # an exact replay
+        order.append(rng.randrange(n))
+    return [out[k] for k in order], rng.randrange(0, 50_000_000)
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")), deadline=None)
+@given(sequences())
+def test_random_sequences_match_the_reference(data: tuple[list[Transaction], int]) -> None:
+    txns, probe = data
+    cfg = ProcessorConfig(allowed_lateness_ms=120_000)
+    state, rows, accepted = run(txns, cfg)
+    events = [ev(t) for t in accepted]
+    # the read function at any time equals the brute force over accepted events
+    last = max(e.ts for e in events)
+    t = last + probe - 25_000_000
+    if t >= last - cfg.allowed_lateness_ms:  # the state keeps what such reads need
+        assert mismatches(window_features(state, t), reference_features(events, t)) == []
+    # every accepted event's latest offline row equals its exact before/after features
+    for t_ in accepted:
+        e = ev(t_)
+        row = rows[e.key]
+        want_before = reference_request(reference_features(events, e.ts, (e.ts, e.key)), e.amount, e.ts)
+        want_after = reference_request(reference_features(events, e.ts, (e.ts, e.key), True), e.amount, e.ts)
+        assert mismatches(row, want_before) == []
+        assert mismatches({k[6:]: v for k, v in row.items() if k.startswith("after_")}, want_after) == []
