@@ -33,6 +33,10 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
         online_store={
             "type": "redis",
             "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}",
+            # Each card has one writer (its partition's owner) and writes carry the state as a
+            # whole, so Feast's read-before-write timestamp check (second resolution: it drops
+            # a second update within the same second) is both wrong here and slow.
+            "skip_dedup": True,
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
@@ -45,6 +49,11 @@ def open_store(settings: StackSettings, repo_path: Path | None = None):  # -> Fe
 
     repo = repo_path or settings.feature_repo
     return FeatureStore(repo_path=str(repo), config=repo_config(settings, repo))
+
+
+def offline_dir(settings: StackSettings, dataset: str) -> Path:
+    """Where the stream appends an offline dataset (the repo's FileSource paths point here)."""
+    return settings.feature_repo / "data" / "offline" / dataset
 
 
 def apply(settings: StackSettings, repo_path: Path | None = None) -> str:

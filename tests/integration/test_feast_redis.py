@@ -1,55 +1,62 @@
-"""Feast through its Redis online store: apply, push, get_online_features."""
+"""Feast through its Redis online store: apply, write, get_online_features, read function."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import pandas as pd
 import redis
-from feast.data_source import PushMode
 
 from core import feast_store
+from core.card_state import CardState
 from core.settings import StackSettings
+from streaming.read import CardFeatureReader
+from streaming.sinks import FeastOnlineSink, OnlineBatch
+
+T0 = 1_790_000_000_000
 
 
 def test_apply_registers_the_repo(feast_repo: StackSettings) -> None:
     store = feast_store.open_store(feast_repo)
-    assert {fv.name for fv in store.list_feature_views()} >= {"card_stats"}
-    assert "fraud_v1" in {fs.name for fs in store.list_feature_services()}
-    assert "card" in {e.name for e in store.list_entities()}
+    assert {fv.name for fv in store.list_feature_views()} >= {"card_window_state", "card_txn_features"}
+    assert {"fraud_v1", "fraud_v1_training"} <= {fs.name for fs in store.list_feature_services()}
+    assert {"card", "user", "merchant"} <= {e.name for e in store.list_entities()}
 
 
-def test_push_then_read_through_redis(feast_repo: StackSettings) -> None:
+def _state(n: int, start: int = T0) -> CardState:
+    s = CardState()
+    for i in range(n):
+        s.insert(start + i * 10_000, i, 20.0 + i, "DE" if i % 2 else "FR", f"m{i}", i == 0)
+    return s
+
+
+def test_written_state_reads_back_through_feast_and_redis(feast_repo: StackSettings) -> None:
     store = feast_store.open_store(feast_repo)
-    now = pd.Timestamp(datetime.now(UTC))
-    df = pd.DataFrame({
-        "card_id": ["card-a", "card-b"],
-        "txn_count_5m": [3, 7],
-        "amount_sum_5m": [12.5, 990.0],
-        "event_timestamp": [now, now],
-    })
-    store.push("card_stats_push", df, to=PushMode.ONLINE)
+    batch = OnlineBatch()
+    batch.put("card-a", _state(3), 0)
+    batch.put("card-b", _state(7), 0)
+    FeastOnlineSink(store).write(batch)
 
-    got = store.get_online_features(
-        features=store.get_feature_service("fraud_v1"),
-        entity_rows=[{"card_id": "card-a"}, {"card_id": "card-b"}, {"card_id": "card-unknown"}],
-    ).to_dict()
-    assert got["txn_count_5m"] == [3, 7, None]
-    assert got["amount_sum_5m"] == [12.5, 990.0, None]
-
-    # The values live in Redis itself (the online store is real, not in-process).
+    got = store.get_online_features(features=store.get_feature_service("fraud_v1"),
+                                    entity_rows=[{"card_id": "card-a"}, {"card_id": "card-zz"}]).to_dict()
+    assert CardState.unpack(got["state"][0]) == _state(3)
+    assert got["last_event_time"] == [T0 + 20_000, None]
     client = redis.Redis(host=feast_repo.host, port=feast_repo.redis_port, db=feast_repo.redis_db)
-    assert client.dbsize() >= 2
+    assert client.dbsize() >= 2  # the values live in Redis itself
+
+    reader = CardFeatureReader(store)
+    a, b, new = reader.read(["card-a", "card-b", "card-new"], T0 + 80_000)
+    assert (a.found, b.found, new.found) == (True, True, False)
+    assert a.features["txn_count_1m"] == 0 and a.features["txn_count_5m"] == 3
+    assert b.features["txn_count_1m"] == 4 and b.features["amount_max_5m"] == 26.0
+    assert new.features["txn_count_24h"] == 0  # a new card reads as empty, not as an error
 
 
-def test_newer_push_wins_and_older_is_ignored(feast_repo: StackSettings) -> None:
+def test_last_write_wins_within_the_same_second(feast_repo: StackSettings) -> None:
+    """Feast's timestamp check (second resolution) is off: a card's second update within one
+    second must not be dropped."""
     store = feast_store.open_store(feast_repo)
-    t1 = pd.Timestamp("2026-01-01T00:00:10Z")
-    t0 = pd.Timestamp("2026-01-01T00:00:00Z")
-    for ts, count in ((t1, 5), (t0, 1)):  # the older row arrives last
-        store.push("card_stats_push", pd.DataFrame({
-            "card_id": ["card-order"], "txn_count_5m": [count], "amount_sum_5m": [1.0],
-            "event_timestamp": [ts]}), to=PushMode.ONLINE)
-    got = store.get_online_features(features=["card_stats:txn_count_5m"],
-                                    entity_rows=[{"card_id": "card-order"}]).to_dict()
-    assert got["txn_count_5m"] == [5]
+    sink = FeastOnlineSink(store)
+    for n in (1, 2):
+        batch = OnlineBatch()
+        batch.put("card-same-second", _state(n, T0), 0)
+        sink.write(batch)
+    (read,) = CardFeatureReader(store).read(["card-same-second"], T0 + 60_000)
+    assert read.features["txn_count_5m"] == 2

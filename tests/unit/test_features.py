@@ -29,7 +29,8 @@ def ev(t: Transaction) -> Ev:
     return Ev(t.event_time, event_key(t.event_id), t.amount, t.country, t.merchant_id, t.mcc)
 
 
-def run(txns: list[Transaction], cfg: ProcessorConfig = ProcessorConfig()) -> tuple[CardState, dict, list]:
+def run(txns: list[Transaction], cfg: ProcessorConfig | None = None) -> tuple[CardState, dict, list]:
+    cfg = cfg or ProcessorConfig()
     state, rows, accepted = CardState(), {}, []
     for rev, t in enumerate(txns):
         res = process(state, t, cfg, revision=rev)

@@ -1,0 +1,72 @@
+"""``python -m streaming {worker,generate,features}``: the stream stage's commands.
+
+Exit codes: 0 success, 1 a failure explained in one line, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+import orjson
+from rich.console import Console
+
+from core.settings import StackSettings
+from streaming.generators import cli as gen_cli
+from streaming.settings import StreamingSettings
+
+
+def parse_time(text: str) -> int:
+    """Epoch ms from an integer or an ISO-8601 time (UTC when no zone is given)."""
+    if text.isdigit():
+        return int(text)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def cmd_worker(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
+    from streaming.worker import FeatureWorker
+
+    FeatureWorker(stack, StreamingSettings()).run()
+    return 0
+
+
+def cmd_features(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
+    from core import feast_store
+    from streaming.read import CardFeatureReader
+
+    at = parse_time(args.at) if args.at else None
+    read, = CardFeatureReader(feast_store.open_store(stack)).read([args.card_id], at)
+    out = {"card_id": read.card_id, "found": read.found, "at": at, "last_event_time": read.last_event_time,
+           "features": read.features}
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streaming", description=(
+        "The stream stage: synthetic event generators, the Faust feature worker, and the read "
+        "function that evaluates a card's window features at any time."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a Faust feature worker (join the consumer group)")
+    gen = sub.add_parser("generate", help="produce synthetic transactions and delayed ground truth")
+    gen_cli.add_arguments(gen)
+    feat = sub.add_parser("features", help="print an entity's window features as JSON")
+    feat.add_argument("entity", choices=["card"])
+    feat.add_argument("card_id")
+    feat.add_argument("--at", help="evaluate at this time (epoch ms or ISO-8601; default now)")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    handlers = {"worker": cmd_worker, "generate": gen_cli.run, "features": cmd_features}
+    try:
+        return handlers[args.command](args, StackSettings(), console)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,32 @@
+"""Prometheus metrics of a stream worker, on its own HTTP port (STREAMING_METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events_in = Counter("stream_events_in_total", "Records consumed", ["topic"], registry=r)
+        self.events_out = Counter("stream_events_out_total", "Transactions by outcome", ["outcome"],
+                                  registry=r)
+        self.dead_letters = Counter("stream_dead_letters_total", "Records sent to dead-letters",
+                                    ["topic"], registry=r)
+        self.push_rows = Histogram("stream_push_batch_rows", "Cards per online push",
+                                   buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000), registry=r)
+        self.push_seconds = Histogram("stream_push_seconds", "Online push latency",
+                                      buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.offline_rows = Counter("stream_offline_rows_total", "Rows appended offline", ["dataset"],
+                                    registry=r)
+        self.freshness = Histogram("stream_feature_freshness_seconds",
+                                   "Event produced -> its card's features servable online",
+                                   buckets=(.01, .025, .05, .1, .2, .3, .5, 1, 2, 5, 10), registry=r)
+        self.assigned = Gauge("stream_assigned_partitions", "Source partitions this worker owns",
+                              registry=r)
+        self.lag = Gauge("stream_consumer_lag", "Records behind the partition end", ["topic", "partition"],
+                         registry=r)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,25 @@
+"""Settings of the stream stage (env prefix ``STREAMING_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StreamingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMING_", frozen=True, extra="forbid")
+
+    app_id: str = "streamfeat-features"
+    transactions_topic: str = "transactions"
+    dead_letters_topic: str = "dead-letters"
+    #: flush pending online writes at least this often (and at max_batch_rows)
+    flush_interval_s: float = Field(0.1, gt=0)
+    max_batch_rows: int = Field(5_000, ge=1)
+    #: offline parquet files are written at most this often (bigger files, same guarantees)
+    offline_flush_interval_s: float = Field(2.0, gt=0)
+    allowed_lateness_ms: int = Field(60_000, ge=0)
+    max_events_per_card: int = Field(5_000, ge=10)
+    metrics_port: int = Field(6066, ge=0, le=65535)
+    #: the worker's own Kafka consumer settings
+    commit_interval_s: float = Field(1.0, gt=0)
+    partitions: int = Field(6, ge=1)
