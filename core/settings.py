@@ -36,6 +36,9 @@ class StackSettings(BaseSettings):
     mlflow_port: int = Field(5000, ge=1, le=65535)
     api_port: int = Field(8000, ge=1, le=65535)
     topic_partitions: int = Field(6, ge=1, le=256)
+    #: the stream worker's Prometheus port, and the live generator's rate (0: no generator)
+    worker_metrics_port: int = Field(6066, ge=1, le=65535)
+    generator_rate: float = Field(20.0, ge=0)
     data_dir: Path = REPO_ROOT / ".data"
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"

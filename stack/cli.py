@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from core.settings import StackSettings
 from stack import lifecycle
 from stack.errors import StackError
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def _say(msg: str) -> None:
@@ -39,13 +40,14 @@ def cmd_down(settings: StackSettings, _: argparse.Namespace) -> None:
 
 def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     table = Table(title="streamfeat local stack")
-    for col in ("service", "port", "state", "pid", "uptime", "health"):
+    for col in ("service", "port", "state", "pid", "uptime", "health", "detail"):
         table.add_column(col)
     rows = lifecycle.status(settings)
     for r in rows:
         up = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
         colour = "green" if r.health == "ok" else "red"
-        table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]")
+        detail = lifecycle.stream_detail(settings) if r.name == "stream-worker" and r.health == "ok" else ""
+        table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
                   f"redis: {settings.redis_url}   mlflow: {settings.mlflow_uri}")

@@ -60,3 +60,22 @@ def http(url: str) -> str | None:
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{exc.__class__.__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def prometheus_values(url: str) -> dict[str, float] | None:
+    """Sum of every sample of each metric at a Prometheus text endpoint (None when down)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except ValueError:
+            continue
+    return out

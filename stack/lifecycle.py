@@ -16,7 +16,7 @@ from stack import health
 from stack.errors import StackError
 from stack.init import initialise
 from stack.services import Service, all_services
-from stack.supervisor import FAILED_STATES, Supervisor, kill_orphans
+from stack.supervisor import GAVE_UP, Supervisor, kill_orphans
 
 Say = Callable[[str], None]
 
@@ -29,6 +29,7 @@ class ServiceStatus:
     pid: int | None
     uptime_s: float | None
     health: str  # "ok" or the probe's reason
+    detail: str = ""
 
 
 def _log_tail(settings: StackSettings, name: str, lines: int = 8) -> str:
@@ -53,7 +54,7 @@ def wait_healthy(settings: StackSettings, services: list[Service], sup: Supervis
         procs = sup.processes()
         for name, svc in list(pending.items()):
             state = procs.get(name, {}).get("statename", "MISSING")
-            if state in FAILED_STATES and state != "BACKOFF":
+            if state == GAVE_UP:
                 raise StackError(f"{name} {state.lower()} at start-up; log: "
                                  f"{settings.logs_dir / (name + '.log')}\n{_log_tail(settings, name)}")
             reason = svc.probe()
@@ -72,34 +73,38 @@ def wait_healthy(settings: StackSettings, services: list[Service], sup: Supervis
             time.sleep(0.25)
 
 
+def _ensure_started(settings: StackSettings, sup: Supervisor, services: list[Service],
+                    autostarted: set[str], say: Say) -> None:
+    procs = sup.processes()
+    for svc in services:
+        state = procs.get(svc.name, {}).get("statename")
+        if state == "RUNNING":
+            say(f"  {svc.name}: already running (pid {procs[svc.name]['pid']})")
+        elif state in ("STARTING", "BACKOFF") or svc.name in autostarted:
+            say(f"  {svc.name}: starting (supervisord)")
+        else:
+            problems = _foreign_ports([svc], settings)
+            if problems:
+                raise StackError(problems[0])
+            say(f"  {svc.name}: was {(state or 'not configured').lower()}, starting")
+            sup.start_process(svc.name)
+
+
 def up(settings: StackSettings, say: Say = print, only: Collection[str] | None = None) -> None:
-    """Start what is not running, wait for health, create topics, apply the Feast repo.
+    """Start what is not running, wait for health, create topics, apply the Feast repo, then
+    start the pipeline's own services (stream worker, generator) and wait for them too.
 
     ``only`` limits the stack to some services (the test fixtures use it when another
     part comes from the environment); topics need kafka, the Feast apply needs redis.
     """
     services = all_services(settings, only)
     names = {s.name for s in services}
+    infra = [s for s in services if s.infra]
+    apps = [s for s in services if not s.infra]
     sup = Supervisor(settings)
     if sup.running():
-        changed = sup.update(services)
-        procs = sup.processes()
-        for svc in services:
-            state = procs.get(svc.name, {}).get("statename")
-            if state == "RUNNING":
-                say(f"  {svc.name}: already running (pid {procs[svc.name]['pid']})")
-                continue
-            if state in ("STARTING", "BACKOFF"):
-                say(f"  {svc.name}: supervisord is restarting it")
-                continue
-            if svc.name not in changed:
-                problems = _foreign_ports([svc], settings)
-                if problems:
-                    raise StackError(problems[0])
-                say(f"  {svc.name}: was {state or 'not configured'}, starting")
-                sup.start_process(svc.name)
-            else:
-                say(f"  {svc.name}: (re)configured, starting")
+        changed = set(sup.update(services))
+        _ensure_started(settings, sup, infra, changed, say)
     else:
         left = kill_orphans(settings)
         for pid, cmd in left:
@@ -107,10 +112,13 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
         problems = _foreign_ports(services, settings)
         if problems:
             raise StackError("; ".join(problems))
-        say(f"  starting supervisord with {', '.join(s.name for s in services)}")
+        say(f"  starting supervisord with {', '.join(s.name for s in infra)}")
         sup.start(services)
-    wait_healthy(settings, services, sup, say)
+    wait_healthy(settings, infra, sup, say)
     initialise(settings, say, kafka="kafka" in names, redis="redis" in names)
+    if apps:
+        _ensure_started(settings, sup, apps, set(), say)
+        wait_healthy(settings, apps, sup, say)
 
 
 def down(settings: StackSettings, say: Say = print) -> None:
@@ -138,6 +146,22 @@ def status(settings: StackSettings, only: Collection[str] | None = None) -> list
         rows.append(ServiceStatus(svc.name, ",".join(str(p) for p, _ in svc.ports), state, pid,
                                   uptime, reason or "ok"))
     return rows
+
+
+def stream_detail(settings: StackSettings, sample_s: float = 1.0) -> str:
+    """The stream worker's throughput, lag, dead letters and freshness, from its metrics."""
+    url = f"http://{settings.host}:{settings.worker_metrics_port}/metrics"
+    first = health.prometheus_values(url)
+    if first is None:
+        return ""
+    time.sleep(sample_s)
+    now = health.prometheus_values(url) or first
+    rate = (now.get("stream_events_in_total", 0) - first.get("stream_events_in_total", 0)) / sample_s
+    fresh_n = now.get("stream_feature_freshness_seconds_count", 0)
+    fresh = now.get("stream_feature_freshness_seconds_sum", 0) / fresh_n if fresh_n else 0.0
+    return (f"{rate:,.0f} ev/s, {now.get('stream_events_in_total', 0):,.0f} in, "
+            f"lag {now.get('stream_consumer_lag', 0):,.0f}, dead letters "
+            f"{now.get('stream_dead_letters_total', 0):,.0f}, mean freshness {fresh * 1000:,.0f} ms")
 
 
 def log_files(settings: StackSettings) -> list[Path]:

@@ -29,6 +29,9 @@ class Service:
     stop_wait_s: int = 30
     #: a pid file the service writes itself (for services that rewrite their environ)
     pidfile: Path | None = None
+    #: infrastructure starts with supervisord; the pipeline's own services are started by
+    #: ``make up`` once topics and the Feast registry exist
+    infra: bool = True
 
 
 def redis_conf(settings: StackSettings) -> str:
@@ -97,10 +100,46 @@ def mlflow_service(settings: StackSettings) -> Service:
     )
 
 
+def worker_service(settings: StackSettings) -> Service:
+    url = f"http://{settings.host}:{settings.worker_metrics_port}/metrics"
+    return Service(
+        name="stream-worker",
+        command=[sys.executable, "-m", "streaming", "worker"],
+        ports=[(settings.worker_metrics_port, "STACK_WORKER_METRICS_PORT")],
+        probe=lambda: health.http(url),
+        environment={**_stack_env(settings), "STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
+                     "STREAMING_PARTITIONS": str(settings.topic_partitions)},
+        infra=False,
+    )
+
+
+def generator_service(settings: StackSettings) -> Service:
+    return Service(
+        name="generator",
+        command=[sys.executable, "-m", "streaming", "generate", "--rate", str(settings.generator_rate)],
+        ports=[],
+        probe=lambda: None,  # no port: supervisord's RUNNING state is its health
+        environment=_stack_env(settings),
+        infra=False,
+    )
+
+
+def _stack_env(settings: StackSettings) -> dict[str, str]:
+    """The stack's settings as STACK_* variables, so the pipeline's processes see the same
+    ports and paths as the stack that started them."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"STACK_{name.upper()}"] = str(value)
+    return env
+
+
 SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "redis": redis_service,
     "kafka": kafka_service,
     "mlflow": mlflow_service,
+    "stream-worker": worker_service,
+    "generator": generator_service,
 }
 
 
@@ -109,4 +148,7 @@ def all_services(settings: StackSettings, only: Collection[str] | None = None) -
     unknown = set(only or ()) - set(SERVICES)
     if unknown:
         raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
-    return [make(settings) for name, make in SERVICES.items() if only is None or name in only]
+    services = [make(settings) for name, make in SERVICES.items() if only is None or name in only]
+    if settings.generator_rate == 0:
+        services = [s for s in services if s.name != "generator"]
+    return services

@@ -21,7 +21,8 @@ from stack.errors import StackError
 from stack.services import Service
 
 STACK_MARKER = "STREAMFEAT_STACK_DIR"
-FAILED_STATES = {"FATAL", "EXITED", "BACKOFF"}
+#: supervisord gave up on the process (EXITED and BACKOFF are passing: autorestart retries)
+GAVE_UP = "FATAL"
 
 
 def _env_line(env: dict[str, str]) -> str:
@@ -45,7 +46,7 @@ def render_conf(settings: StackSettings, services: list[Service]) -> str:
             f"[program:{svc.name}]",
             f"command={shlex.join(svc.command).replace('%', '%%')}",
             f"directory={REPO_ROOT}",
-            "autostart=true", "autorestart=true", "startsecs=2", "startretries=5",
+            f"autostart={'true' if svc.infra else 'false'}", "autorestart=true", "startsecs=2", "startretries=5",
             f"stopwaitsecs={svc.stop_wait_s}", "stopasgroup=true", "killasgroup=true",
             "redirect_stderr=true", f"stdout_logfile={logs / (svc.name + '.log')}",
             "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=3",

@@ -16,7 +16,9 @@ from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, Transa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=42, help="same seed, same events (default 42)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="same seed, same events (default 42; a live generator picks a fresh one so that "
+                        "a restart does not repeat event ids)")
     p.add_argument("--rate", type=float, default=None,
                    help="live mode: about this many transactions per second (modulated by the daily "
                         "cycle), event time = now (default: as fast as possible, event time simulated "
@@ -42,6 +44,9 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     if args.count is None and args.duration is None and args.rate is None:
         raise SystemExit("error: give --count, --duration or --rate (a live generator)")
     live = args.rate is not None
+    if args.seed is None:
+        args.seed = int(time.time_ns() % 2**31) if live else 42
+        console.print(f"seed {args.seed}")
     cfg = GenConfig(seed=args.seed, users=args.users, fraud_rate=args.fraud_rate, late_rate=args.late_rate,
                     max_delay_ms=args.max_delay_ms, bad_rate=args.bad_rate,
                     feedback_delay_ms=int(args.feedback_delay_s * 1000), drift_scenario=args.drift_scenario,
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 10,
                          "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
     n_txn, t0 = 0, time.monotonic()
+    next_report = t0 + 30
     deadline = t0 + args.duration if args.duration else None
     with Progress(TextColumn("[bold]generate"), BarColumn(), TextColumn("{task.completed:,} txns"),
                   TextColumn("{task.fields[rate]:,.0f}/s"), TimeElapsedColumn(), console=console,
@@ -75,9 +81,13 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
             send(rec)
             if rec.topic == TRANSACTIONS:
                 n_txn += 1
-                if n_txn % 1000 == 0:
+                if n_txn % 1000 == 0 or live:
                     producer.poll(0)
                     progress.update(task, completed=n_txn, rate=n_txn / (time.monotonic() - t0))
+                if not console.is_terminal and time.monotonic() >= next_report:  # a log line
+                    next_report += 30
+                    console.print(f"{n_txn:,} transactions, {n_txn / (time.monotonic() - t0):,.1f}/s, "
+                                  f"{stream.stats}")
             if (args.count and n_txn >= args.count) or (deadline and time.monotonic() >= deadline):
                 break
         if not live:
