@@ -11,6 +11,7 @@ from rich.console import Console
 BENCHMARKS = {
     "kafka_throughput": "bench.kafka_throughput",
     "feast_online": "bench.feast_online",
+    "stream": "bench.stream",
 }
 
 

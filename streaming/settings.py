@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,3 +25,6 @@ class StreamingSettings(BaseSettings):
     #: the worker's own Kafka consumer settings
     commit_interval_s: float = Field(1.0, gt=0)
     partitions: int = Field(6, ge=1)
+    #: "direct": Feast's online store write path with protobuf rows built once per card;
+    #: "push": the public FeatureStore.push API (slower; kept as the reference path)
+    online_writer: Literal["direct", "push"] = "direct"

@@ -14,8 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.card_state import CardState
-
 TXN_DATASET = "transactions"
 FEATURE_DATASET = "card_txn_features"
 
@@ -27,8 +25,8 @@ class OnlineBatch:
         self.rows: dict[str, tuple[bytes, int]] = {}
         self.first_seen_ms: dict[str, float] = {}  # produce time of the oldest pending event
 
-    def put(self, card_id: str, state: CardState, produced_ms: float) -> None:
-        self.rows[card_id] = (state.pack(), state.last_ts)
+    def put(self, card_id: str, packed: bytes, last_ts: int, produced_ms: float) -> None:
+        self.rows[card_id] = (packed, last_ts)
         self.first_seen_ms.setdefault(card_id, produced_ms)
 
     def __len__(self) -> int:
@@ -63,6 +61,25 @@ class FeastOnlineSink:
         self.provider.online_write_batch(self.store.config, self.view, rows, None)
 
 
+class FeastPushSink:
+    """The same writes through the public ``FeatureStore.push`` (DataFrame per batch)."""
+
+    def __init__(self, store: Any, push_source: str = "card_state_push") -> None:
+        self.store = store
+        self.push_source = push_source
+
+    def write(self, batch: OnlineBatch) -> None:
+        from feast.data_source import PushMode
+
+        if not batch.rows:
+            return
+        cards = list(batch.rows)
+        states, last = zip(*(batch.rows[c] for c in cards), strict=True)
+        df = pd.DataFrame({"card_id": cards, "state": list(states), "last_event_time": list(last),
+                           "event_timestamp": pd.to_datetime(list(last), unit="ms", utc=True)})
+        self.store.push(self.push_source, df, to=PushMode.ONLINE)
+
+
 class OfflineLog:
     """Appends rows as new parquet files under ``<root>/<dataset>/date=YYYY-MM-DD/``: the
     cost of an append does not depend on how much history there is."""
@@ -75,7 +92,7 @@ class OfflineLog:
     def append(self, dataset: str, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        table = pa.Table.from_pylist(rows)
+        table = pa.Table.from_pydict({k: [r[k] for r in rows] for k in rows[0]})
         ts = pa.compute.cast(table["event_time"], pa.timestamp("ms", tz="UTC"))
         table = table.append_column("event_timestamp", ts)
         day = pa.compute.strftime(ts, format="%Y-%m-%d")

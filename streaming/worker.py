@@ -23,9 +23,17 @@ from core.card_state import CardState
 from core.contracts import DeadLetter, InvalidEvent, Transaction, decode, encode
 from core.settings import StackSettings
 from streaming.metrics import WorkerMetrics
-from streaming.processor import ProcessorConfig, process, transaction_row
+from streaming.processor import Outcome, ProcessorConfig, process, transaction_row
 from streaming.settings import StreamingSettings
-from streaming.sinks import FEATURE_DATASET, TXN_DATASET, FeastOnlineSink, OfflineLog, OnlineBatch, now_ms
+from streaming.sinks import (
+    FEATURE_DATASET,
+    TXN_DATASET,
+    FeastOnlineSink,
+    FeastPushSink,
+    OfflineLog,
+    OnlineBatch,
+    now_ms,
+)
 
 log = logging.getLogger("streaming.worker")
 
@@ -40,6 +48,9 @@ class FeatureWorker:
             topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
             broker_commit_interval=cfg.commit_interval_s, consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, producer_acks=-1, table_standby_replicas=0,
+            # Batch changelog and dead-letter sends: one produce request per message (the
+            # default, linger 0) cost more than all the feature work.
+            producer_linger=0.01, producer_max_batch_size=1_048_576,
         )
         self.txn_topic = self.app.topic(cfg.transactions_topic, key_type=bytes, value_type=bytes,
                                         key_serializer="raw", value_serializer="raw")
@@ -47,7 +58,8 @@ class FeatureWorker:
                                         key_serializer="raw", value_serializer="raw")
         self.table = self.app.Table("card-state", default=None, key_type=str, value_type=bytes,
                                     partitions=cfg.partitions)
-        self.online = FeastOnlineSink(feast_store.open_store(stack))
+        store = feast_store.open_store(stack)
+        self.online = FeastOnlineSink(store) if cfg.online_writer == "direct" else FeastPushSink(store)
         self.offline = OfflineLog(feast_store.offline_dir(stack, "").parent / "offline")
         self._batch = OnlineBatch()
         self._txn_rows: list[dict[str, Any]] = []
@@ -57,6 +69,9 @@ class FeatureWorker:
         self._flush_lock = asyncio.Lock()
         self._revision = itertools.count(int(time.time() * 1000) * 1000)
         self._positions: dict[Any, int] = {}
+        # label children bound once (labels() is a dict lookup under a lock, per event)
+        self._events_in = self.metrics.events_in.labels(cfg.transactions_topic)
+        self._events_out = {o: self.metrics.events_out.labels(str(o)) for o in Outcome}
         self._register()
 
     # -- wiring ----------------------------------------------------------------------
@@ -79,7 +94,7 @@ class FeatureWorker:
 
     def _handle(self, event: Any) -> None:
         msg = event.message
-        self.metrics.events_in.labels(msg.topic).inc()
+        self._events_in.inc()
         self._positions[msg.tp] = msg.offset
         try:
             txn = decode(event.value, Transaction)
@@ -88,14 +103,16 @@ class FeatureWorker:
             return
         state = CardState.unpack(self.table.get(txn.card_id))
         result = process(state, txn, self.proc_cfg, next(self._revision))
-        self.metrics.events_out.labels(str(result.outcome)).inc()
+        self._events_out[result.outcome].inc()
         # Logged again on a replay too: its first copy may not have reached the disk
         # (readers drop duplicate event ids).
         self._txn_rows.append(transaction_row(txn))
         self._feature_rows.extend(result.feature_rows)
         if result.dirty:
-            self.table[txn.card_id] = state.pack()
-            self._batch.put(txn.card_id, state, msg.timestamp * 1000.0 if msg.timestamp else now_ms())
+            packed = state.pack()
+            self.table[txn.card_id] = packed
+            self._batch.put(txn.card_id, packed, state.last_ts,
+                            msg.timestamp * 1000.0 if msg.timestamp else now_ms())
 
     def _dead_letter(self, msg: Any, reason: str) -> None:
         payload = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
@@ -138,6 +155,9 @@ class FeatureWorker:
 
     async def _on_revoked(self, app: Any, revoked: Any = None, **_: Any) -> None:
         await self.flush(final=True)
+        for tp in revoked or ():
+            if self._positions.pop(tp, None) is not None:
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
 
     async def _on_assigned(self, app: Any, assigned: Any = None, **_: Any) -> None:
         mine = [tp for tp in (assigned or ()) if tp.topic == self.cfg.transactions_topic]
@@ -148,9 +168,18 @@ class FeatureWorker:
         await self.flush(final=True)
 
     async def _update_lag(self) -> None:
+        """Lag per owned partition; a partition revoked meanwhile is skipped (a timer that
+        raises would crash the worker)."""
         consumer = self.app.consumer
+        owned = consumer.assignment()
         for tp, offset in list(self._positions.items()):
-            high = consumer.highwater(tp)
+            if tp not in owned:
+                self._positions.pop(tp, None)
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except AssertionError:  # revoked between the two calls
+                continue
             if high is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - offset - 1))
 

@@ -30,8 +30,8 @@ def _state(n: int, start: int = T0) -> CardState:
 def test_written_state_reads_back_through_feast_and_redis(feast_repo: StackSettings) -> None:
     store = feast_store.open_store(feast_repo)
     batch = OnlineBatch()
-    batch.put("card-a", _state(3), 0)
-    batch.put("card-b", _state(7), 0)
+    for card, n in (("card-a", 3), ("card-b", 7)):
+        batch.put(card, _state(n).pack(), _state(n).last_ts, 0)
     FeastOnlineSink(store).write(batch)
 
     got = store.get_online_features(features=store.get_feature_service("fraud_v1"),
@@ -56,7 +56,7 @@ def test_last_write_wins_within_the_same_second(feast_repo: StackSettings) -> No
     sink = FeastOnlineSink(store)
     for n in (1, 2):
         batch = OnlineBatch()
-        batch.put("card-same-second", _state(n, T0), 0)
+        batch.put("card-same-second", _state(n, T0).pack(), _state(n, T0).last_ts, 0)
         sink.write(batch)
     (read,) = CardFeatureReader(store).read(["card-same-second"], T0 + 60_000)
     assert read.features["txn_count_5m"] == 2

@@ -1,0 +1,264 @@
+"""Stream benchmarks on real Kafka, Redis and Feast, with baselines from the same run:
+
+- ``stream_throughput``: a topic pre-filled with transactions, consumed by the full worker
+  (window state, changelog, online + offline writes), against the no-op Faust agent (the
+  framework's ceiling) and the naive agent (one Feast push per event); plus a group of two
+  workers, and each worker's peak RSS.
+- ``stream_freshness``: at a steady 5,000 events/s, time from produce to the event being
+  visible in the card's state read through Feast; direct online writes against the public
+  ``FeatureStore.push`` path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from confluent_kafka import Producer
+from rich.console import Console
+
+from bench.common import bench_stack, write_result
+from core import feast_store
+from core.card_state import CardState, event_key
+from core.contracts import TRANSACTIONS, Transaction, decode, encode
+from core.settings import REPO_ROOT, StackSettings
+from stack import health
+from stack.topics import ensure_topics
+from streaming.generators.transactions import GenConfig, TransactionStream
+
+EVENTS = int(os.environ.get("BENCH_STREAM_EVENTS", "1000000"))
+USERS = int(os.environ.get("BENCH_STREAM_USERS", "80000"))
+NAIVE_SECONDS = float(os.environ.get("BENCH_NAIVE_SECONDS", "30"))
+FRESH_RATE = int(os.environ.get("BENCH_FRESH_RATE", "5000"))
+FRESH_SECONDS = float(os.environ.get("BENCH_FRESH_SECONDS", "30"))
+PARTITIONS = 6
+
+
+def transactions(n: int, seed: int, users: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for rec in TransactionStream(GenConfig(seed=seed, users=users, start_ms=1_790_000_000_000)):
+        if rec.topic == TRANSACTIONS:
+            out.append((rec.key, rec.value))
+            if len(out) >= n:
+                return out
+    return out
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                  "queue.buffering.max.messages": 1_000_000})
+    for key, value in records:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(120) == 0
+
+
+class Proc:
+    """A worker process (the real one, or a baseline agent) with its metrics endpoint."""
+
+    def __init__(self, settings: StackSettings, module: list[str], topic: str, app_id: str, log: Path,
+                 **extra_env: str) -> None:
+        self.port = health.free_port()
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_HOST": settings.host,
+               "STACK_KAFKA_PORT": str(settings.kafka_port), "STACK_REDIS_PORT": str(settings.redis_port),
+               "STACK_REDIS_DB": str(settings.redis_db), "STACK_DATA_DIR": str(settings.data_dir),
+               "STACK_FEATURE_REPO": str(settings.feature_repo), "STREAMING_APP_ID": app_id,
+               "STREAMING_TRANSACTIONS_TOPIC": topic, "STREAMING_DEAD_LETTERS_TOPIC": "dead-letters",
+               "STREAMING_PARTITIONS": str(PARTITIONS), "STREAMING_METRICS_PORT": str(self.port), **extra_env}
+        self.proc = subprocess.Popen([sys.executable, "-m", *module], env=env, cwd=REPO_ROOT,
+                                     stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        self.log = log
+
+    def count(self) -> float:
+        vals = health.prometheus_values(f"http://127.0.0.1:{self.port}/metrics") or {}
+        return vals.get("stream_events_in_total", 0.0)
+
+    def offline_rows(self) -> float:
+        vals = health.prometheus_values(f"http://127.0.0.1:{self.port}/metrics") or {}
+        return vals.get("stream_offline_rows_total", 0.0)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def measure(procs: list[Proc], total: int, until_s: float | None = None, offline: bool = False) -> dict:
+    """Rate from the first consumed event to the last (or until ``until_s`` seconds)."""
+    t_first = n_first = None
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({p.proc.returncode}); see {p.log}")
+        n = sum(p.count() for p in procs)
+        now = time.monotonic()
+        if t_first is None and n > 0:
+            t_first, n_first = now, n
+        if t_first is not None:
+            done = n >= total and (not offline or sum(p.offline_rows() for p in procs) >= 2 * total)
+            if done or (until_s and now - t_first >= until_s):
+                return {"events": n - n_first, "seconds": now - t_first,
+                        "rate": (n - n_first) / max(now - t_first, 1e-9),
+                        "peak_rss_mb": [round(p.peak_rss_mb(), 1) for p in procs]}
+        time.sleep(0.1)
+    raise RuntimeError("benchmark did not finish in 30 minutes")
+
+
+def fresh_repo(settings: StackSettings, tmp: Path) -> StackSettings:
+    repo = tmp / "feature_repo"
+    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    s = settings.model_copy(update={"feature_repo": repo, "data_dir": tmp / "data"})
+    feast_store.apply(s)
+    return s
+
+
+def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dict[str, Any]]:
+    topic = f"bench-stream-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
+    console.print(f"generating and producing {EVENTS:,} transactions over ~{int(USERS * 1.3):,} cards")
+    records = transactions(EVENTS, seed=7, users=USERS)
+    produce(settings.kafka_bootstrap, topic, records)
+    del records
+    results = {}
+    runs = [("noop", ["bench.stream_baselines", "noop"], 1, {}),
+            ("full", ["streaming", "worker"], 1, {}),
+            ("full_x2", ["streaming", "worker"], 2, {}),
+            ("naive", ["bench.stream_baselines", "naive"], 1, {})]
+    for name, module, n, env in runs:
+        console.print(f"{name}: {n} process(es) ...")
+        app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+        procs = [Proc(settings, module, topic, app_id, tmp / f"{name}-{i}.log", **env) for i in range(n)]
+        try:
+            results[name] = measure(procs, EVENTS, until_s=NAIVE_SECONDS if name == "naive" else None,
+                                    offline=name.startswith("full"))
+        finally:
+            for p in procs:
+                p.stop()
+        console.print(f"  {results[name]['rate']:,.0f} events/s, peak RSS {results[name]['peak_rss_mb']} MB")
+    params = {"events": EVENTS, "cards": int(USERS * 1.3), "partitions": PARTITIONS,
+              "noop_events_s": round(results["noop"]["rate"]),
+              "naive_events_s": round(results["naive"]["rate"]),
+              "two_workers_events_s": round(results["full_x2"]["rate"]),
+              "full_share_of_noop": round(results["full"]["rate"] / results["noop"]["rate"], 3),
+              "peak_rss_mb_full": results["full"]["peak_rss_mb"],
+              "peak_rss_mb_two_workers": results["full_x2"]["peak_rss_mb"],
+              "measure": "events consumed / seconds from the first to the last event (offline log "
+                         "flushed), worker start-up excluded"}
+    return [
+        write_result("stream_throughput", "full pipeline events per second, one worker",
+                     results["full"]["rate"], "events/s", True, "no-op Faust agent (decode only)",
+                     results["noop"]["rate"], params),
+        write_result("stream_throughput_vs_naive", "full pipeline events per second, one worker",
+                     results["full"]["rate"], "events/s", True, "naive agent: one Feast push per event",
+                     results["naive"]["rate"], params),
+    ]
+
+
+def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Console) -> dict:
+    topic = f"bench-fresh-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
+    worker = Proc(settings, ["streaming", "worker"], topic, f"bench-fresh-{uuid.uuid4().hex[:6]}",
+                  tmp / f"fresh-{writer}.log", STREAMING_ONLINE_WRITER=writer)
+    n = int(FRESH_RATE * FRESH_SECONDS)
+    base = [decode(v, Transaction) for _, v in transactions(n, seed=9, users=USERS)]
+    store = feast_store.open_store(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    # ready: the worker owns its partitions (a first event round-trips)
+    probe = base[0]
+    deadline = time.monotonic() + 120
+    while worker.count() == 0:
+        producer.produce(topic, key=probe.card_id.encode(), value=encode(probe))
+        producer.flush(5)
+        if time.monotonic() > deadline or worker.proc.poll() is not None:
+            raise RuntimeError(f"freshness worker not ready; see {worker.log}")
+        time.sleep(0.5)
+    pending: dict[tuple[str, int], float] = {}
+    lat: list[float] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def checker() -> None:
+        while not stop.is_set() or pending:
+            with lock:
+                items = list(pending.items())[:200]
+            if not items:
+                time.sleep(0.005)
+                continue
+            got = store.get_online_features(features=["card_window_state:state"],
+                                            entity_rows=[{"card_id": c} for (c, _), _ in items]).to_dict()
+            now = time.perf_counter()
+            with lock:
+                for ((card, key), t0), blob in zip(items, got["state"], strict=True):
+                    if blob and key in CardState.unpack(blob).key:
+                        lat.append(now - t0)
+                        pending.pop((card, key), None)
+            if stop.is_set() and time.perf_counter() - stop_t[0] > 30:
+                break
+
+    stop_t = [0.0]
+    th = threading.Thread(target=checker, daemon=True)
+    th.start()
+    t_start = time.perf_counter()
+    for i, txn in enumerate(base[1:], 1):
+        due = t_start + i / FRESH_RATE
+        while time.perf_counter() < due:
+            time.sleep(0.0005)
+        txn = msgspec.structs.replace(txn, event_time=int(time.time() * 1000))
+        producer.produce(topic, key=txn.card_id.encode(), value=encode(txn))
+        if i % 25 == 0:
+            with lock:
+                pending[(txn.card_id, event_key(txn.event_id))] = time.perf_counter()
+        if i % 500 == 0:
+            producer.poll(0)
+    producer.flush(30)
+    achieved = (len(base) - 1) / (time.perf_counter() - t_start)
+    stop_t[0] = time.perf_counter()
+    stop.set()
+    th.join(60)
+    worker.stop()
+    arr = np.array(lat) * 1000
+    console.print(f"  {writer}: {achieved:,.0f} events/s produced, {len(arr)} samples, "
+                  f"p50 {np.percentile(arr, 50):.1f} ms, p99 {np.percentile(arr, 99):.1f} ms, "
+                  f"unseen {len(pending)}")
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "max_ms": float(arr.max()), "samples": len(arr), "unseen": len(pending),
+            "achieved_rate": round(achieved)}
+
+
+def run(console: Console) -> list[dict[str, Any]]:
+    with bench_stack(("redis", "kafka")) as stack, tempfile.TemporaryDirectory(prefix="bench-stream-") as t:
+        tmp = Path(t)
+        settings = fresh_repo(stack.settings, tmp)
+        out = throughput(console, settings, tmp)
+        console.print(f"freshness at {FRESH_RATE:,} events/s for {FRESH_SECONDS:.0f} s")
+        direct = freshness_run(settings, tmp, "direct", console)
+        push = freshness_run(settings, tmp, "push", console)
+        out.append(write_result(
+            "stream_freshness", "p99 produce -> visible through Feast online", direct["p99_ms"], "ms", False,
+            "same worker writing through FeatureStore.push", push["p99_ms"],
+            {"rate": FRESH_RATE, "seconds": FRESH_SECONDS, "direct": direct, "push": push,
+             "sample": "every 25th event, polled through get_online_features"}))
+        return out

@@ -1,0 +1,72 @@
+"""Baseline Faust agents for the stream benchmarks, run as their own worker processes:
+
+- ``noop``: decode and validate each record, nothing else: the framework's ceiling;
+- ``naive``: the same window state, but every event pushed to Feast on its own
+  (``FeatureStore.push`` of a one-row DataFrame), no coalescing, no micro-batching.
+
+``python -m bench.stream_baselines {noop,naive}``; settings as for ``python -m streaming worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import faust
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter
+
+from core import feast_store
+from core.card_state import CardState
+from core.contracts import InvalidEvent, Transaction, decode
+from core.settings import StackSettings
+from streaming.processor import ProcessorConfig, process
+from streaming.settings import StreamingSettings
+
+
+def main(mode: str) -> None:
+    stack, cfg = StackSettings(), StreamingSettings()
+    registry = CollectorRegistry()
+    events = Counter("stream_events_in_total", "Records consumed", registry=registry)
+    app = faust.App(cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
+                    topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
+                    consumer_auto_offset_reset="earliest", stream_wait_empty=False)
+    topic = app.topic(cfg.transactions_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                      value_serializer="raw")
+    store = feast_store.open_store(stack)
+    states: dict[str, CardState] = {}
+    proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card)
+
+    async def noop(stream):  # type: ignore[no-untyped-def]
+        async for value in stream:
+            try:
+                decode(value, Transaction)
+            except InvalidEvent:
+                pass
+            events.inc()
+
+    async def naive(stream):  # type: ignore[no-untyped-def]
+        from feast.data_source import PushMode
+
+        async for value in stream:
+            events.inc()
+            try:
+                txn = decode(value, Transaction)
+            except InvalidEvent:
+                continue
+            state = states.setdefault(txn.card_id, CardState())
+            process(state, txn, proc_cfg, 0)
+            store.push("card_state_push", pd.DataFrame({
+                "card_id": [txn.card_id], "state": [state.pack()], "last_event_time": [state.last_ts],
+                "event_timestamp": [pd.Timestamp(state.last_ts, unit="ms", tz="UTC")]}), to=PushMode.ONLINE)
+
+    app.agent(topic, name=f"bench-{mode}")({"noop": noop, "naive": naive}[mode])
+    logging.getLogger("feast").setLevel(logging.WARNING)
+    from prometheus_client import start_http_server
+
+    start_http_server(cfg.metrics_port, addr=stack.host, registry=registry)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
