@@ -24,8 +24,8 @@ status: ## each service, its port, state and health
 logs: ## tail every service log
 	@$(PY) -m stack logs
 
-clean: ## stop everything and delete .data (Kafka, Redis, MLflow, Feast registry)
-	@if [ -x $(PY) ]; then $(PY) -m stack clean; else rm -rf .data; fi
+clean: ## stop everything, delete .data (Kafka, Redis, MLflow, Feast registry) and the offline log
+	@if [ -x $(PY) ]; then $(PY) -m stack clean; else rm -rf .data feature_repo/data; fi
 
 # pytest exit code 5 means "no tests collected": that must fail, not pass silently.
 define run_pytest

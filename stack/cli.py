@@ -63,8 +63,10 @@ def cmd_logs(settings: StackSettings, args: argparse.Namespace) -> None:
 
 def cmd_clean(settings: StackSettings, _: argparse.Namespace) -> None:
     lifecycle.down(settings, _say)
+    offline = settings.feature_repo / "data"
     shutil.rmtree(settings.data_dir, ignore_errors=True)
-    console.print(f"removed {settings.data_dir}")
+    shutil.rmtree(offline, ignore_errors=True)
+    console.print(f"removed {settings.data_dir} and {offline}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = sub.add_parser("logs", help="tail the service logs")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.add_argument("--no-follow", dest="follow", action="store_false")
-    sub.add_parser("clean", help="stop everything and delete the data dir")
+    sub.add_parser("clean", help="stop everything and delete the data dir and the offline log")
     args = parser.parse_args(argv)
     handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs,
                 "clean": cmd_clean}

@@ -48,6 +48,27 @@ def cmd_features(args: argparse.Namespace, stack: StackSettings, console: Consol
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
+    from pathlib import Path
+
+    from core import feast_store
+    from streaming import backfill
+    from streaming.processor import ProcessorConfig
+    from streaming.sinks import OfflineLog
+
+    cfg = StreamingSettings()
+    if args.parquet:
+        events, total = backfill.from_parquet(Path(args.parquet))
+    else:
+        events, total = backfill.from_topic(stack.kafka_bootstrap, args.topic or cfg.transactions_topic)
+    out_dir = Path(args.output) if args.output else feast_store.offline_dir(stack, "").parent / "offline"
+    counts = backfill.run(iter(events), total, OfflineLog(out_dir, writer_id="backfill"),
+                          ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card),
+                          progress=console.is_terminal)
+    console.print(f"backfilled {sum(counts.values()):,} events into {out_dir}: {counts}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streaming", description=(
         "The stream stage: synthetic event generators, the Faust feature worker, and the read "
@@ -60,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     feat.add_argument("entity", choices=["card"])
     feat.add_argument("card_id")
     feat.add_argument("--at", help="evaluate at this time (epoch ms or ISO-8601; default now)")
+    back = sub.add_parser("backfill", help="recompute the offline feature log from a raw event log")
+    src = back.add_mutually_exclusive_group()
+    src.add_argument("--topic", help="a Kafka topic, read from offset 0 (default: the transactions topic)")
+    src.add_argument("--parquet", help="a parquet file or folder of transactions (offline 'transactions')")
+    back.add_argument("--output", help="offline root to append to (default: the feature repo's offline log)")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    handlers = {"worker": cmd_worker, "generate": gen_cli.run, "features": cmd_features}
+    handlers = {"worker": cmd_worker, "generate": gen_cli.run, "features": cmd_features,
+                "backfill": cmd_backfill}
     try:
         return handlers[args.command](args, StackSettings(), console)
     except ValueError as exc:
