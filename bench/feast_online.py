@@ -19,20 +19,28 @@ from tqdm import tqdm
 
 from bench.common import bench_stack, write_result
 from core import feast_store
+from core.card_state import CardState
 from core.settings import REPO_ROOT
 
 ROWS = int(os.environ.get("BENCH_FEAST_ROWS", "100000"))
 PUSH_BATCH = 10_000
 READS = int(os.environ.get("BENCH_FEAST_READS", "5000"))
-FEATURES = ["card_stats:txn_count_5m", "card_stats:amount_sum_5m"]
+FEATURES = ["card_window_state:state", "card_window_state:last_event_time"]
 
 
 def frame(rows: int) -> pd.DataFrame:
+    """Card states as the stream writes them: a blob of a few recent events each."""
     rng = np.random.default_rng(7)
+    states = []
+    for _ in range(rows):
+        s = CardState()
+        for j in range(int(rng.integers(1, 6))):
+            s.insert(1_790_000_000_000 + j * 60_000, j, float(rng.gamma(2.0, 40.0)), "DE", f"m{j}", False)
+        states.append(s)
     return pd.DataFrame({
         "card_id": [f"card-{i:07d}" for i in range(rows)],
-        "txn_count_5m": rng.integers(0, 20, rows),
-        "amount_sum_5m": rng.gamma(2.0, 40.0, rows).round(2),
+        "state": [s.pack() for s in states],
+        "last_event_time": [s.last_ts for s in states],
         "event_timestamp": pd.Timestamp.now(tz="UTC"),
     })
 
@@ -40,18 +48,17 @@ def frame(rows: int) -> pd.DataFrame:
 def feast_push(store: Any, df: pd.DataFrame) -> float:
     t0 = time.perf_counter()
     for start in tqdm(range(0, len(df), PUSH_BATCH), desc="feast push", leave=False):
-        store.push("card_stats_push", df.iloc[start:start + PUSH_BATCH], to=PushMode.ONLINE)
+        store.push("card_state_push", df.iloc[start:start + PUSH_BATCH], to=PushMode.ONLINE)
     return len(df) / (time.perf_counter() - t0)
 
 
 def raw_push(client: redis.Redis, df: pd.DataFrame) -> float:
     """The same rows as one hash per card, pipelined per batch: Redis' own ceiling here."""
     t0 = time.perf_counter()
-    cols = df[["card_id", "txn_count_5m", "amount_sum_5m"]].itertuples(index=False)
+    cols = df[["card_id", "state", "last_event_time"]].itertuples(index=False)
     pipe = client.pipeline(transaction=False)
-    for i, (card, count, amount) in enumerate(cols, 1):
-        pipe.hset(f"raw:{card}", mapping={"txn_count_5m": int(count), "amount_sum_5m": float(amount),
-                                          "ts": 1})
+    for i, (card, state, last) in enumerate(cols, 1):
+        pipe.hset(f"raw:{card}", mapping={"state": state, "last_event_time": int(last), "ts": 1})
         if i % PUSH_BATCH == 0:
             pipe.execute()
     pipe.execute()
@@ -85,10 +92,10 @@ def run(console: Console) -> list[dict[str, Any]]:
         console.print(f"reading {READS:,} single entities through Feast and raw Redis")
         feast_ms = latencies(lambda k: store.get_online_features(
             features=FEATURES, entity_rows=[{"card_id": k}]).to_dict(), keys)
-        raw_ms = latencies(lambda k: client.hmget(f"raw:{k}", "txn_count_5m", "amount_sum_5m"), keys)
+        raw_ms = latencies(lambda k: client.hmget(f"raw:{k}", "state", "last_event_time"), keys)
         sample = store.get_online_features(features=FEATURES, entity_rows=[{"card_id": keys[0]}]).to_dict()
         row = df.set_index("card_id").loc[keys[0]]
-        if sample["txn_count_5m"][0] != int(row["txn_count_5m"]):
+        if sample["state"][0] != row["state"]:
             raise RuntimeError("Feast read back a different value than it was pushed")
         client.flushdb()
 

@@ -10,8 +10,8 @@ read time, online and offline alike, with no tile-boundary error. The state is b
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Self
 
 import msgspec
 
@@ -26,22 +26,35 @@ def event_key(event_id: str) -> int:
     return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest()) >> 1
 
 
-@dataclass(slots=True)
-class CardState:
-    ts: list[int] = field(default_factory=list)
-    key: list[int] = field(default_factory=list)
-    amount: list[float] = field(default_factory=list)
-    country: list[str] = field(default_factory=list)
-    merchant: list[str] = field(default_factory=list)
-    risky: list[bool] = field(default_factory=list)
-    #: largest event time ever accepted (survives trimming); 0 when none
-    last_ts: int = 0
-    #: largest event time among trimmed events (for seconds_since_last_txn); 0 when none
-    trimmed_last_ts: int = 0
-    dropped: int = 0
+class EventState:
+    """Events of one entity sorted by (event_time, event-id key), with payload columns named
+    in ``PAYLOAD`` (one list each). Subclasses only name their columns."""
+
+    PAYLOAD: tuple[str, ...] = ()
+    __slots__ = ("ts", "key", "last_ts", "trimmed_last_ts", "dropped")
+
+    def __init__(self) -> None:
+        self.ts: list[int] = []
+        self.key: list[int] = []
+        for name in self.PAYLOAD:
+            setattr(self, name, [])
+        #: largest event time ever accepted (survives trimming); 0 when none
+        self.last_ts = 0
+        #: largest event time among trimmed events (for "seconds since last"); 0 when none
+        self.trimmed_last_ts = 0
+        self.dropped = 0
+
+    def _columns(self) -> list[list]:
+        return [self.ts, self.key, *(getattr(self, n) for n in self.PAYLOAD)]
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.pack() == other.pack()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} events, last_ts={self.last_ts})"
 
     def prefix_len(self, ts: int, key: int, inclusive: bool) -> int:
         """How many events sort before (ts, key), or up to and including it."""
@@ -53,41 +66,45 @@ class CardState:
         lo, hi = bisect_left(self.ts, ts), bisect_right(self.ts, ts)
         return key in self.key[lo:hi]
 
-    def insert(self, ts: int, key: int, amount: float, country: str, merchant: str,
-               risky: bool) -> int:
-        """Insert in sorted position; return that position."""
+    def insert(self, ts: int, key: int, *payload: object) -> int:
+        """Insert in sorted position (payload in ``PAYLOAD`` order); return that position."""
         i = self.prefix_len(ts, key, inclusive=False)
-        self.ts.insert(i, ts)
-        self.key.insert(i, key)
-        self.amount.insert(i, amount)
-        self.country.insert(i, country)
-        self.merchant.insert(i, merchant)
-        self.risky.insert(i, risky)
+        for col, value in zip(self._columns(), (ts, key, *payload), strict=True):
+            col.insert(i, value)
         self.last_ts = max(self.last_ts, ts)
         return i
 
     def trim(self, horizon_ts: int, max_events: int) -> None:
         """Drop events at or before ``horizon_ts`` and beyond ``max_events`` (oldest first)."""
-        n = max(bisect_right(self.ts, horizon_ts), len(self.ts) - max_events)
+        expired = bisect_right(self.ts, horizon_ts)
+        n = max(expired, len(self.ts) - max_events)
         if n <= 0:
             return
-        if len(self.ts) - bisect_right(self.ts, horizon_ts) > max_events:
-            self.dropped += len(self.ts) - max_events - bisect_right(self.ts, horizon_ts)
+        self.dropped += max(0, len(self.ts) - expired - max_events)
         self.trimmed_last_ts = max(self.trimmed_last_ts, self.ts[n - 1])
-        for col in (self.ts, self.key, self.amount, self.country, self.merchant, self.risky):
+        for col in self._columns():
             del col[:n]
 
     # -- compact wire form (Faust changelog and the Feast online store) ----------------
     def pack(self) -> bytes:
-        return _ENC.encode((self.ts, self.key, self.amount, self.country, self.merchant,
-                            self.risky, self.last_ts, self.trimmed_last_ts, self.dropped))
+        return _ENC.encode((*self._columns(), self.last_ts, self.trimmed_last_ts, self.dropped))
 
     @classmethod
-    def unpack(cls, raw: bytes | None) -> CardState:
-        if not raw:
-            return cls()
-        ts, key, amount, country, merchant, risky, last, trimmed, dropped = _DEC.decode(raw)
-        return cls(ts, key, amount, country, merchant, risky, last, trimmed, dropped)
+    def unpack(cls, raw: bytes | None) -> Self:
+        state = cls()
+        if raw:
+            *cols, state.last_ts, state.trimmed_last_ts, state.dropped = _DEC.decode(raw)
+            state.ts, state.key = cols[0], cols[1]
+            for name, col in zip(cls.PAYLOAD, cols[2:], strict=True):
+                setattr(state, name, col)
+        return state
+
+
+class CardState(EventState):
+    """A card's transactions: amount, country, merchant and high-risk-MCC flag."""
+
+    PAYLOAD = ("amount", "country", "merchant", "risky")
+    __slots__ = PAYLOAD
 
 
 _ENC = msgspec.msgpack.Encoder()

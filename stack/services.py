@@ -124,6 +124,18 @@ def generator_service(settings: StackSettings) -> Service:
     )
 
 
+def click_generator_service(settings: StackSettings) -> Service:
+    return Service(
+        name="generator-clicks",
+        command=[sys.executable, "-m", "streaming", "generate", "--kind", "clicks",
+                 "--rate", str(settings.generator_rate)],
+        ports=[],
+        probe=lambda: None,
+        environment=_stack_env(settings),
+        infra=False,
+    )
+
+
 def _stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
@@ -140,6 +152,7 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "mlflow": mlflow_service,
     "stream-worker": worker_service,
     "generator": generator_service,
+    "generator-clicks": click_generator_service,
 }
 
 
@@ -150,5 +163,5 @@ def all_services(settings: StackSettings, only: Collection[str] | None = None) -
         raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
     services = [make(settings) for name, make in SERVICES.items() if only is None or name in only]
     if settings.generator_rate == 0:
-        services = [s for s in services if s.name != "generator"]
+        services = [s for s in services if not s.name.startswith("generator")]
     return services

@@ -13,14 +13,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
-from core.card_state import CardState
-from core.contracts import InvalidEvent, Transaction, decode
-from streaming.processor import ProcessorConfig, process, transaction_row
-from streaming.sinks import FEATURE_DATASET, TXN_DATASET, OfflineLog
+from core.card_state import EventState
+from core.contracts import InvalidEvent, decode
+from streaming.entities import CARD, EntitySpec, event_row
+from streaming.processor import ProcessorConfig, process
+from streaming.sinks import OfflineLog
 
 CHUNK = 50_000
 
@@ -59,43 +61,45 @@ def from_topic(bootstrap: str, topic: str) -> tuple[Iterator[bytes], int]:
     return records(), total
 
 
-def from_parquet(path: Path) -> tuple[list[Transaction], int]:
+def from_parquet(path: Path, spec: EntitySpec = CARD) -> tuple[list[msgspec.Struct], int]:
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"no parquet files under {path}")
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).drop_duplicates("event_id")
-    df = df.sort_values(["card_id", "event_time", "event_key"])
-    fields = [f for f in Transaction.__struct_fields__ if f != "schema_version"]
-    txns = [Transaction(**{k: r[k] for k in fields}) for r in df[fields].to_dict("records")]
-    return txns, len(txns)
+    df = df.sort_values([spec.join_key, "event_time", "event_key"])
+    fields = [f for f in spec.event_type.__struct_fields__ if f != "schema_version"]
+    events = [spec.event_type(**r) for r in df[fields].to_dict("records")]
+    return events, len(events)
 
 
-def run(events: Iterator[bytes | Transaction], total: int, out: OfflineLog, cfg: ProcessorConfig,
-        progress: bool = True) -> dict[str, int]:
+def run(events: Iterator[bytes | msgspec.Struct], total: int, out: OfflineLog, cfg: ProcessorConfig,
+        progress: bool = True, spec: EntitySpec = CARD) -> dict[str, int]:
     """Process every event and append its rows; returns counts by outcome."""
-    states: dict[str, CardState] = {}
-    txn_rows: list[dict] = []
+    states: dict[str, EventState] = {}
+    event_rows: list[dict] = []
     feature_rows: list[dict] = []
     counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "invalid": 0}
     revision = time.time_ns() // 1000  # later than anything the stream wrote before
+
+    def write() -> None:
+        out.append(spec.event_dataset, event_rows)
+        out.append(spec.feature_dataset, feature_rows)
+        event_rows.clear()
+        feature_rows.clear()
+
     for item in tqdm(events, total=total, desc="backfill", unit="ev", disable=not progress):
-        if isinstance(item, Transaction):
-            txn = item
-        else:
+        if isinstance(item, bytes):
             try:
-                txn = decode(item, Transaction)
+                item = decode(item, spec.event_type)
             except InvalidEvent:
                 counts["invalid"] += 1
                 continue
-        state = states.setdefault(txn.card_id, CardState())
-        res = process(state, txn, cfg, revision)
+        state = states.setdefault(getattr(item, spec.join_key), spec.state_type())
+        res = process(state, item, cfg, revision, spec)
         counts[str(res.outcome)] += 1
-        txn_rows.append(transaction_row(txn))
+        event_rows.append(event_row(item))
         feature_rows.extend(res.feature_rows)
         if len(feature_rows) >= CHUNK:
-            out.append(TXN_DATASET, txn_rows)
-            out.append(FEATURE_DATASET, feature_rows)
-            txn_rows, feature_rows = [], []
-    out.append(TXN_DATASET, txn_rows)
-    out.append(FEATURE_DATASET, feature_rows)
+            write()
+    write()
     return counts

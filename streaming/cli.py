@@ -38,11 +38,12 @@ def cmd_worker(args: argparse.Namespace, stack: StackSettings, console: Console)
 
 def cmd_features(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
     from core import feast_store
-    from streaming.read import CardFeatureReader
+    from streaming.read import CardFeatureReader, UserFeatureReader
 
     at = parse_time(args.at) if args.at else None
-    read, = CardFeatureReader(feast_store.open_store(stack)).read([args.card_id], at)
-    out = {"card_id": read.card_id, "found": read.found, "at": at, "last_event_time": read.last_event_time,
+    reader = CardFeatureReader if args.entity == "card" else UserFeatureReader
+    read, = reader(feast_store.open_store(stack)).read([args.entity_id], at)
+    out = {f"{args.entity}_id": read.card_id, "found": read.found, "at": at, "last_event_time": read.last_event_time,
            "features": read.features}
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -53,18 +54,21 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
 
     from core import feast_store
     from streaming import backfill
+    from streaming.entities import CARD, USER
     from streaming.processor import ProcessorConfig
     from streaming.sinks import OfflineLog
 
     cfg = StreamingSettings()
+    spec = CARD if args.kind == "transactions" else USER
     if args.parquet:
-        events, total = backfill.from_parquet(Path(args.parquet))
+        events, total = backfill.from_parquet(Path(args.parquet), spec)
     else:
-        events, total = backfill.from_topic(stack.kafka_bootstrap, args.topic or cfg.transactions_topic)
-    out_dir = Path(args.output) if args.output else feast_store.offline_dir(stack, "").parent / "offline"
+        default = cfg.transactions_topic if spec is CARD else cfg.clicks_topic
+        events, total = backfill.from_topic(stack.kafka_bootstrap, args.topic or default)
+    out_dir = Path(args.output) if args.output else feast_store.offline_dir(stack, "")
     counts = backfill.run(iter(events), total, OfflineLog(out_dir, writer_id="backfill"),
                           ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card),
-                          progress=console.is_terminal)
+                          progress=console.is_terminal, spec=spec)
     console.print(f"backfilled {sum(counts.values()):,} events into {out_dir}: {counts}")
     return 0
 
@@ -78,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="produce synthetic transactions and delayed ground truth")
     gen_cli.add_arguments(gen)
     feat = sub.add_parser("features", help="print an entity's window features as JSON")
-    feat.add_argument("entity", choices=["card"])
-    feat.add_argument("card_id")
+    feat.add_argument("entity", choices=["card", "user"])
+    feat.add_argument("entity_id", help="a card_id or user_id")
     feat.add_argument("--at", help="evaluate at this time (epoch ms or ISO-8601; default now)")
     back = sub.add_parser("backfill", help="recompute the offline feature log from a raw event log")
+    back.add_argument("--kind", choices=["transactions", "clicks"], default="transactions")
     src = back.add_mutually_exclusive_group()
     src.add_argument("--topic", help="a Kafka topic, read from offset 0 (default: the transactions topic)")
-    src.add_argument("--parquet", help="a parquet file or folder of transactions (offline 'transactions')")
+    src.add_argument("--parquet", help="a parquet file or folder of events (offline 'transactions' or 'clicks')")
     back.add_argument("--output", help="offline root to append to (default: the feature repo's offline log)")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)

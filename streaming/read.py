@@ -11,6 +11,7 @@ from typing import Any
 
 from core.card_state import CardState
 from core.features import window_features, with_request
+from core.user_features import UserState, user_features
 from streaming.sinks import now_ms
 
 STATE_FEATURES = ["card_window_state:state", "card_window_state:last_event_time"]
@@ -18,11 +19,26 @@ STATE_FEATURES = ["card_window_state:state", "card_window_state:last_event_time"
 
 @dataclass(frozen=True)
 class CardRead:
-    card_id: str
+    card_id: str  # the entity id (a user id for UserFeatureReader)
     features: dict[str, float]
     #: False for a card the online store does not know (new, or quiet past the TTL)
     found: bool
     last_event_time: int | None
+
+
+class UserFeatureReader:
+    """A user's click features as of any time (feature service personalization_v1)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def read(self, user_ids: list[str], at_ms: int | None = None) -> list[CardRead]:
+        t = int(now_ms()) if at_ms is None else at_ms
+        got = self.store.get_online_features(
+            features=["user_click_state:state", "user_click_state:last_event_time"],
+            entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+        return [CardRead(u, user_features(UserState.unpack(blob), t), last is not None, last)
+                for u, blob, last in zip(user_ids, got["state"], got["last_event_time"], strict=True)]
 
 
 class CardFeatureReader:

@@ -13,6 +13,8 @@ class StreamingSettings(BaseSettings):
 
     app_id: str = "streamfeat-features"
     transactions_topic: str = "transactions"
+    #: empty: this worker does not process clicks
+    clicks_topic: str = "clicks"
     dead_letters_topic: str = "dead-letters"
     #: flush pending online writes at least this often (and at max_batch_rows)
     flush_interval_s: float = Field(0.1, gt=0)

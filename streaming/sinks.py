@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TXN_DATASET = "transactions"
-FEATURE_DATASET = "card_txn_features"
+TXN_DATASET = "transactions"  # = streaming.entities.CARD.event_dataset
+FEATURE_DATASET = "card_txn_features"  # = CARD.feature_dataset
 
 
 class OnlineBatch:
@@ -42,8 +42,9 @@ class FeastOnlineSink:
     ``get_online_features`` as usual (streaming/read.py).
     """
 
-    def __init__(self, store: Any, feature_view: str = "card_window_state") -> None:
+    def __init__(self, store: Any, feature_view: str = "card_window_state", join_key: str = "card_id") -> None:
         self.store = store
+        self.join_key = join_key
         self.view = store.get_feature_view(feature_view)
         self.provider = store._get_provider()  # noqa: SLF001 - Feast's write path below push()
 
@@ -54,8 +55,8 @@ class FeastOnlineSink:
         if not batch.rows:
             return
         rows = []
-        for card_id, (blob, last) in batch.rows.items():
-            key = EntityKey(join_keys=["card_id"], entity_values=[Value(string_val=card_id)])
+        for entity_id, (blob, last) in batch.rows.items():
+            key = EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=entity_id)])
             values = {"state": Value(bytes_val=blob), "last_event_time": Value(int64_val=last)}
             rows.append((key, values, datetime.fromtimestamp(last / 1000.0, tz=UTC), None))
         self.provider.online_write_batch(self.store.config, self.view, rows, None)
@@ -64,9 +65,10 @@ class FeastOnlineSink:
 class FeastPushSink:
     """The same writes through the public ``FeatureStore.push`` (DataFrame per batch)."""
 
-    def __init__(self, store: Any, push_source: str = "card_state_push") -> None:
+    def __init__(self, store: Any, push_source: str = "card_state_push", join_key: str = "card_id") -> None:
         self.store = store
         self.push_source = push_source
+        self.join_key = join_key
 
     def write(self, batch: OnlineBatch) -> None:
         from feast.data_source import PushMode
@@ -75,7 +77,7 @@ class FeastPushSink:
             return
         cards = list(batch.rows)
         states, last = zip(*(batch.rows[c] for c in cards), strict=True)
-        df = pd.DataFrame({"card_id": cards, "state": list(states), "last_event_time": list(last),
+        df = pd.DataFrame({self.join_key: cards, "state": list(states), "last_event_time": list(last),
                            "event_timestamp": pd.to_datetime(list(last), unit="ms", utc=True)})
         self.store.push(self.push_source, df, to=PushMode.ONLINE)
 
@@ -119,14 +121,14 @@ def read_dataset(root: Path, dataset: str) -> pd.DataFrame:
     return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
-def latest_feature_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (card_id, event_key): an accepted row beats a too-late one, then the
+def latest_feature_rows(df: pd.DataFrame, join_key: str = "card_id") -> pd.DataFrame:
+    """One row per (entity, event_key): an accepted row beats a too-late one, then the
     highest revision (corrections and replays append; readers keep the newest)."""
     if df.empty:
         return df
     ranked = df.assign(_accepted=(df["status"] == "accepted").astype(int))
-    ranked = ranked.sort_values(["card_id", "event_key", "_accepted", "revision"])
-    return ranked.drop_duplicates(["card_id", "event_key"], keep="last").drop(columns="_accepted")
+    ranked = ranked.sort_values([join_key, "event_key", "_accepted", "revision"])
+    return ranked.drop_duplicates([join_key, "event_key"], keep="last").drop(columns="_accepted")
 
 
 def now_ms() -> float:

@@ -1,6 +1,7 @@
-"""The Faust worker: consume transactions, keep per-card window state in a changelog-backed
-Faust table, write features online (Feast/Redis) and offline (parquet), dead-letter bad
-records. Run it with ``python -m streaming worker``; several workers share one group.
+"""The Faust worker: consume transactions (by card) and clicks (by user), keep each entity's
+window state in a changelog-backed Faust table, write features online (Feast/Redis) and
+offline (parquet), dead-letter bad records. Run it with ``python -m streaming worker``;
+several workers share one consumer group.
 
 Delivery: at-least-once with idempotent effects. Events are acked (so their offsets can be
 committed) only after both sinks hold their outputs; Faust flushes the changelog before it
@@ -14,28 +15,36 @@ import asyncio
 import itertools
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
 from core import feast_store
-from core.card_state import CardState
-from core.contracts import DeadLetter, InvalidEvent, Transaction, decode, encode
+from core.contracts import DeadLetter, InvalidEvent, decode, encode
 from core.settings import StackSettings
+from streaming.entities import CARD, USER, EntitySpec, event_row
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, process, transaction_row
+from streaming.processor import Outcome, ProcessorConfig, process
 from streaming.settings import StreamingSettings
-from streaming.sinks import (
-    FEATURE_DATASET,
-    TXN_DATASET,
-    FeastOnlineSink,
-    FeastPushSink,
-    OfflineLog,
-    OnlineBatch,
-    now_ms,
-)
+from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
 
 log = logging.getLogger("streaming.worker")
+
+
+@dataclass
+class Pipeline:
+    """One event kind: its topic, its state table, and what is waiting to be written."""
+
+    spec: EntitySpec
+    topic: Any
+    table: Any
+    online: Any
+    batch: OnlineBatch = field(default_factory=OnlineBatch)
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    events_in: Any = None
+    events_out: dict[Outcome, Any] = field(default_factory=dict)
 
 
 class FeatureWorker:
@@ -52,67 +61,76 @@ class FeatureWorker:
             # default, linger 0) cost more than all the feature work.
             producer_linger=0.01, producer_max_batch_size=1_048_576,
         )
-        self.txn_topic = self.app.topic(cfg.transactions_topic, key_type=bytes, value_type=bytes,
-                                        key_serializer="raw", value_serializer="raw")
-        self.dlq_topic = self.app.topic(cfg.dead_letters_topic, key_type=bytes, value_type=bytes,
-                                        key_serializer="raw", value_serializer="raw")
-        self.table = self.app.Table("card-state", default=None, key_type=str, value_type=bytes,
-                                    partitions=cfg.partitions)
+        self.dlq_topic = self._raw_topic(cfg.dead_letters_topic)
         store = feast_store.open_store(stack)
-        self.online = FeastOnlineSink(store) if cfg.online_writer == "direct" else FeastPushSink(store)
-        self.offline = OfflineLog(feast_store.offline_dir(stack, "").parent / "offline")
-        self._batch = OnlineBatch()
-        self._txn_rows: list[dict[str, Any]] = []
-        self._feature_rows: list[dict[str, Any]] = []
+        self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
+        if cfg.clicks_topic:
+            self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
+        self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
         self._unacked: list[tuple[Any, Any]] = []  # (stream, event) waiting for durable outputs
         self._last_offline = time.monotonic()
         self._flush_lock = asyncio.Lock()
         self._revision = itertools.count(int(time.time() * 1000) * 1000)
         self._positions: dict[Any, int] = {}
-        # label children bound once (labels() is a dict lookup under a lock, per event)
-        self._events_in = self.metrics.events_in.labels(cfg.transactions_topic)
-        self._events_out = {o: self.metrics.events_out.labels(str(o)) for o in Outcome}
         self._register()
+
+    def _raw_topic(self, name: str) -> Any:
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw")
+
+    def _pipeline(self, spec: EntitySpec, topic: str, store: Any) -> Pipeline:
+        online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
+                  else FeastPushSink(store, spec.push_source, spec.join_key))
+        table = self.app.Table(f"{spec.name}-state", default=None, key_type=str, value_type=bytes,
+                               partitions=self.cfg.partitions)
+        # label children bound once (labels() is a dict lookup under a lock, per event)
+        return Pipeline(spec, self._raw_topic(topic), table, online,
+                        events_in=self.metrics.events_in.labels(topic),
+                        events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome})
 
     # -- wiring ----------------------------------------------------------------------
     def _register(self) -> None:
         app = self.app
-        app.agent(self.txn_topic, name="card-features")(self._agent)
+        for p in self.pipelines:
+            app.agent(p.topic, name=f"{p.spec.name}-features")(self._agent_for(p))
         app.timer(self.cfg.flush_interval_s)(self._on_timer)
         app.timer(5.0)(self._update_lag)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_before_shutdown.connect(self._on_shutdown)
 
-    async def _agent(self, stream: Any) -> None:
-        s = stream.noack()
-        async for event in s.events():
-            self._handle(event)
-            self._unacked.append((s, event))
-            if len(self._batch) >= self.cfg.max_batch_rows:
-                await self.flush()
+    def _agent_for(self, p: Pipeline) -> Any:
+        async def agent(stream: Any) -> None:
+            s = stream.noack()
+            async for event in s.events():
+                self._handle(p, event)
+                self._unacked.append((s, event))
+                if len(p.batch) >= self.cfg.max_batch_rows:
+                    await self.flush()
+        agent.__name__ = agent.__qualname__ = f"{p.spec.name}_agent"
+        return agent
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, p: Pipeline, event: Any) -> None:
         msg = event.message
-        self._events_in.inc()
+        p.events_in.inc()
         self._positions[msg.tp] = msg.offset
         try:
-            txn = decode(event.value, Transaction)
+            ev = decode(event.value, p.spec.event_type)
         except InvalidEvent as exc:
             self._dead_letter(msg, str(exc))
             return
-        state = CardState.unpack(self.table.get(txn.card_id))
-        result = process(state, txn, self.proc_cfg, next(self._revision))
-        self._events_out[result.outcome].inc()
+        entity_id = getattr(ev, p.spec.join_key)
+        state = p.spec.state_type.unpack(p.table.get(entity_id))
+        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec)
+        p.events_out[result.outcome].inc()
         # Logged again on a replay too: its first copy may not have reached the disk
         # (readers drop duplicate event ids).
-        self._txn_rows.append(transaction_row(txn))
-        self._feature_rows.extend(result.feature_rows)
+        p.event_rows.append(event_row(ev))
+        p.feature_rows.extend(result.feature_rows)
         if result.dirty:
             packed = state.pack()
-            self.table[txn.card_id] = packed
-            self._batch.put(txn.card_id, packed, state.last_ts,
-                            msg.timestamp * 1000.0 if msg.timestamp else now_ms())
+            p.table[entity_id] = packed
+            p.batch.put(entity_id, packed, state.last_ts, msg.timestamp * 1000.0 if msg.timestamp else now_ms())
 
     def _dead_letter(self, msg: Any, reason: str) -> None:
         payload = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
@@ -130,10 +148,12 @@ class FeatureWorker:
         offline rows and ack the events whose outputs are now durable."""
         async with self._flush_lock:
             loop = asyncio.get_running_loop()
-            if len(self._batch):
-                batch, self._batch = self._batch, OnlineBatch()
+            for p in self.pipelines:
+                if not len(p.batch):
+                    continue
+                batch, p.batch = p.batch, OnlineBatch()
                 t0 = time.perf_counter()
-                await loop.run_in_executor(None, self.online.write, batch)
+                await loop.run_in_executor(None, p.online.write, batch)
                 self.metrics.push_seconds.observe(time.perf_counter() - t0)
                 self.metrics.push_rows.observe(len(batch))
                 done = now_ms()
@@ -142,13 +162,13 @@ class FeatureWorker:
             due = time.monotonic() - self._last_offline >= self.cfg.offline_flush_interval_s
             if not (due or final) or not self._unacked:
                 return
-            txn_rows, self._txn_rows = self._txn_rows, []
-            feature_rows, self._feature_rows = self._feature_rows, []
             unacked, self._unacked = self._unacked, []
-            n_txn = await loop.run_in_executor(None, self.offline.append, TXN_DATASET, txn_rows)
-            n_feat = await loop.run_in_executor(None, self.offline.append, FEATURE_DATASET, feature_rows)
-            self.metrics.offline_rows.labels(TXN_DATASET).inc(n_txn)
-            self.metrics.offline_rows.labels(FEATURE_DATASET).inc(n_feat)
+            for p in self.pipelines:
+                event_rows, p.event_rows = p.event_rows, []
+                feature_rows, p.feature_rows = p.feature_rows, []
+                for dataset, rows in ((p.spec.event_dataset, event_rows), (p.spec.feature_dataset, feature_rows)):
+                    n = await loop.run_in_executor(None, self.offline.append, dataset, rows)
+                    self.metrics.offline_rows.labels(dataset).inc(n)
             self._last_offline = time.monotonic()
             for stream, event in unacked:
                 await stream.ack(event)

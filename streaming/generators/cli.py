@@ -10,8 +10,9 @@ from confluent_kafka import Producer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.contracts import TRANSACTIONS
+from core.contracts import CLICKS, TRANSACTIONS
 from core.settings import StackSettings
+from streaming.generators.clicks import ClickStream
 from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, TransactionStream
 
 
@@ -37,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=int, default=None, help="first event time, epoch ms (default now)")
     p.add_argument("--sim-rate", type=float, default=50.0,
                    help="event-time rate of legit traffic when not rate-limited (events/s)")
-    p.add_argument("--topic", default=TRANSACTIONS)
+    p.add_argument("--kind", choices=["transactions", "clicks"], default="transactions",
+                   help="transactions (with fraud scenarios and ground truth) or clickstream sessions")
+    p.add_argument("--topic", default=None, help="override the topic (default: transactions or clicks)")
 
 
 def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                     feedback_delay_ms=int(args.feedback_delay_s * 1000), drift_scenario=args.drift_scenario,
                     events_per_s=args.rate if live else args.sim_rate,
                     start_ms=args.start)
-    stream = TransactionStream(cfg)
+    stream = (TransactionStream(cfg) if args.kind == "transactions" else
+              ClickStream(args.seed, args.users, sessions_per_s=(args.rate or args.sim_rate) / 6, start_ms=args.start))
+    main_topic = TRANSACTIONS if args.kind == "transactions" else CLICKS
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 10,
                          "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
     n_txn, t0 = 0, time.monotonic()
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
         task = progress.add_task("gen", total=args.count, rate=0.0)
 
         def send(rec) -> None:
-            topic = args.topic if rec.topic == TRANSACTIONS else rec.topic
+            topic = args.topic if args.topic and rec.topic == main_topic else rec.topic
             while True:
                 try:
                     producer.produce(topic, key=rec.key, value=rec.value)
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                     producer.poll(0)
                     time.sleep(ahead)
             send(rec)
-            if rec.topic == TRANSACTIONS:
+            if rec.topic == main_topic:
                 n_txn += 1
                 if n_txn % 1000 == 0 or live:
                     producer.poll(0)
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
         progress.update(task, completed=n_txn)
     left = producer.flush(60)
     elapsed = time.monotonic() - t0
-    console.print(f"produced {n_txn:,} transactions in {elapsed:.1f} s ({n_txn / elapsed:,.0f}/s); "
+    console.print(f"produced {n_txn:,} {args.kind} in {elapsed:.1f} s ({n_txn / elapsed:,.0f}/s); "
                   f"{stream.stats}")
     if left:
         console.print(f"[red]error:[/] {left} records were not delivered")

@@ -85,7 +85,7 @@ class TransactionStream:
 
     def _legit(self, t: int) -> Transaction:
         w, rng, drift = self.world, self.rng, self.cfg.drift_scenario
-        card = rng.choices(w.cards, w.card_weights)[0]
+        card = rng.choices(w.cards, cum_weights=w.card_cum_weights)[0]
         travel = 0.25 if drift == "travel_surge" else 0.03
         country = card.home if rng.random() > travel else rng.choice(list(COUNTRIES))
         m = rng.choice(w.by_country[country])
@@ -105,7 +105,7 @@ class TransactionStream:
             card = self.rng.choice(pool)
             self.dormant_used.add(card.card_id)
         else:
-            card = self.rng.choices(self.world.cards, self.world.card_weights)[0]
+            card = self.rng.choices(self.world.cards, cum_weights=self.world.card_cum_weights)[0]
         plan: list[Planned] = SCENARIOS[name](self.world, card)
         self.stats["scenarios"] += 1
         for p in plan:

@@ -7,6 +7,7 @@ is also used by legitimate traffic.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ class World:
         n_dormant = max(1, int(len(cards) * dormant_share))
         self.dormant = cards[:n_dormant]        # never used by legit traffic
         self.cards = cards[n_dormant:]
-        self.card_weights = [c.activity for c in self.cards]
+        # cumulative, so that a weighted draw is a bisect, not a pass over every card
+        self.card_cum_weights = list(itertools.accumulate(c.activity for c in self.cards))
         mccs, mcc_w = zip(*((m, v[0]) for m, v in MCCS.items()), strict=True)
         self.merchants = [Merchant(f"merch-{i:05d}", rng.choices(mccs, mcc_w)[0],
                                    rng.choices(homes, weights)[0], rng.random() < 0.35)

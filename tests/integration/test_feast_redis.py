@@ -15,8 +15,10 @@ T0 = 1_790_000_000_000
 
 def test_apply_registers_the_repo(feast_repo: StackSettings) -> None:
     store = feast_store.open_store(feast_repo)
-    assert {fv.name for fv in store.list_feature_views()} >= {"card_window_state", "card_txn_features"}
-    assert {"fraud_v1", "fraud_v1_training"} <= {fs.name for fs in store.list_feature_services()}
+    assert {fv.name for fv in store.list_feature_views()} >= {"card_window_state", "card_txn_features",
+                                                             "user_click_state", "user_click_features"}
+    assert {"fraud_v1", "fraud_v1_training", "personalization_v1", "personalization_v1_training"} <= {
+        fs.name for fs in store.list_feature_services()}
     assert {"card", "user", "merchant"} <= {e.name for e in store.list_entities()}
 
 

@@ -40,8 +40,9 @@ def repo(feast_repo: StackSettings, kafka_bootstrap: str, tmp_path: Path) -> Sta
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str) -> tuple[str, str]:
-    names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}")
+def topics(kafka_bootstrap: str) -> tuple[str, str, str]:
+    """(transactions, dead letters, clicks), fresh for the test."""
+    names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}", f"clk-{uuid.uuid4().hex[:8]}")
     ensure_topics(kafka_bootstrap, names, partitions=3)
     return names
 
@@ -91,7 +92,7 @@ def _check(settings: StackSettings, exp: Expected) -> None:
 
 
 def test_features_online_and_offline_equal_the_brute_force(
-        repo: StackSettings, topics: tuple[str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(4000, seed=11, late_rate=0.03, max_delay_ms=120_000, bad_rate=0.003, fraud_rate=0.01)
     exp = Expected.of(records)
     assert exp.too_late > 0 and exp.bad > 0  # the run exercises lateness and bad records
@@ -135,7 +136,7 @@ def test_features_online_and_offline_equal_the_brute_force(
 
 
 def test_kill_9_and_restart_loses_and_doubles_nothing(
-        repo: StackSettings, topics: tuple[str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(6000, seed=12, late_rate=0.01)
     exp = Expected.of(records)
     half = len(records) // 2
@@ -155,7 +156,7 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(
 
 
 def test_two_workers_share_the_partitions(
-        repo: StackSettings, topics: tuple[str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(4000, seed=13)
     exp = Expected.of(records)
     app_id = f"t-{uuid.uuid4().hex[:6]}"
@@ -173,7 +174,7 @@ def test_two_workers_share_the_partitions(
             w.stop()
 
 
-def test_metrics_are_prometheus_text(repo: StackSettings, topics: tuple[str, str], kafka_bootstrap: str,
+def test_metrics_are_prometheus_text(repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str,
                                      tmp_path: Path) -> None:
     records = generate(300, seed=14)
     produce(kafka_bootstrap, topics[0], records)
@@ -208,3 +209,47 @@ def test_backfill_from_parquet_gives_the_event_time_truth(tmp_path: Path) -> Non
             want = reference_request(reference_features(evs, e.ts, (e.ts, e.key)), e.amount, e.ts)
             bad += mismatches(by_key[(card, e.key)], want)
     assert bad == []
+
+
+def test_click_features_online_and_offline_equal_the_brute_force(
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+    from core.card_state import event_key
+    from core.contracts import Click
+    from streaming.generators.clicks import ClickStream
+    from streaming.read import UserFeatureReader
+    from tests.support.reference import Click as RefClick
+    from tests.support.reference import reference_user_features
+
+    stream = ClickStream(seed=21, users=200, sessions_per_s=0.5, start_ms=1_790_000_000_000)
+    records = []
+    for rec in stream:
+        records.append(rec)
+        if len(records) >= 3000:
+            break
+    produce(kafka_bootstrap, topics[2], records)
+    ref: dict[str, list[RefClick]] = {}
+    for r in records:
+        c = decode(r.value, Click)
+        ref.setdefault(c.user_id, []).append(RefClick(c.event_time, event_key(c.event_id), c.action, c.dwell_ms,
+                                                      c.session_id))
+    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log").start()
+    offline = feast_store.offline_dir(repo, "")
+    try:
+        want = {e.key for evs in ref.values() for e in evs}
+        wait_for(lambda: want <= set(read_dataset(offline, "clicks").get("event_key", [])), 180,
+                 "every click in the offline log", [worker])
+    finally:
+        worker.stop()
+    reader = UserFeatureReader(feast_store.open_store(repo))
+    last = max(e.ts for evs in ref.values() for e in evs)
+    bad = []
+    for t in (last + 1, last - 1_800_000, last + 5_000_000):
+        for read in reader.read(sorted(ref), t):
+            bad += mismatches(read.features, reference_user_features(ref[read.card_id], t))
+    rows = latest_feature_rows(read_dataset(offline, "user_click_features"), "user_id")
+    by_key = {(r["user_id"], r["event_key"]): r for r in rows.to_dict("records")}
+    for user, evs in ref.items():
+        for e in evs:
+            bad += mismatches(by_key[(user, e.key)], reference_user_features(evs, e.ts, (e.ts, e.key)))
+    assert bad == [], bad[:10]
+    assert len(rows) == len(want)

@@ -76,3 +76,37 @@ def mismatches(got: dict[str, float], want: dict[str, float], rel: float = 1e-9)
         if g is None or not math.isclose(float(g), float(w), rel_tol=rel, abs_tol=1e-9):
             bad.append(f"{name}: got {g}, want {w}")
     return bad
+
+
+class Click(NamedTuple):
+    ts: int
+    key: int
+    action: str
+    dwell: int
+    session: str
+
+
+def reference_user_features(clicks: list[Click], t: int, bound: tuple[int, int] | None = None,
+                            inclusive: bool = False) -> dict[str, float]:
+    if bound is None:
+        seen = [c for c in clicks if c.ts <= t]
+    elif inclusive:
+        seen = [c for c in clicks if (c.ts, c.key) <= bound]
+    else:
+        seen = [c for c in clicks if (c.ts, c.key) < bound]
+    h1 = [c for c in seen if t - 3_600_000 < c.ts <= t]
+    d1 = [c for c in seen if t - 86_400_000 < c.ts <= t]
+    views = sum(c.action == "view" for c in d1)
+    sessions = len({c.session for c in d1})
+    last = max((c.ts for c in seen), default=None)
+    return {
+        "click_count_1h": len(h1), "click_count_24h": len(d1),
+        "view_count_1h": sum(c.action == "view" for c in h1),
+        "add_to_cart_count_1h": sum(c.action == "add_to_cart" for c in h1),
+        "purchase_count_24h": sum(c.action == "purchase" for c in d1),
+        "sessions_24h": sessions,
+        "dwell_avg_ms_1h": sum(c.dwell for c in h1) / len(h1) if h1 else 0.0,
+        "add_to_cart_rate_24h": sum(c.action == "add_to_cart" for c in d1) / views if views else 0.0,
+        "purchase_rate_24h": sum(c.action == "purchase" for c in d1) / sessions if sessions else 0.0,
+        "seconds_since_last_click": min(604800.0, (t - last) / 1000) if last is not None else 604800.0,
+    }

@@ -79,14 +79,15 @@ class Expected:
 class WorkerProcess:
     """``python -m streaming worker`` as a real process against the test stack."""
 
-    def __init__(self, stack: StackSettings, app_id: str, topic: str, dlq: str, log: Path) -> None:
+    def __init__(self, stack: StackSettings, app_id: str, topic: str, dlq: str, clicks: str, log: Path) -> None:
         self.metrics_port = health.free_port()
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
                     "STACK_KAFKA_PORT": str(stack.kafka_port), "STACK_HOST": stack.host,
                     "STACK_REDIS_PORT": str(stack.redis_port), "STACK_REDIS_DB": str(stack.redis_db),
                     "STACK_DATA_DIR": str(stack.data_dir), "STACK_FEATURE_REPO": str(stack.feature_repo),
                     "STREAMING_APP_ID": app_id, "STREAMING_TRANSACTIONS_TOPIC": topic,
-                    "STREAMING_DEAD_LETTERS_TOPIC": dlq, "STREAMING_PARTITIONS": "3",
+                    "STREAMING_DEAD_LETTERS_TOPIC": dlq, "STREAMING_CLICKS_TOPIC": clicks,
+                    "STREAMING_PARTITIONS": "3",
                     "STREAMING_METRICS_PORT": str(self.metrics_port),
                     "STREAMING_ALLOWED_LATENESS_MS": str(LATENESS_MS),
                     "STREAMING_OFFLINE_FLUSH_INTERVAL_S": "0.5"}
