@@ -43,6 +43,20 @@ def write_result(name: str, metric: str, value: float, unit: str, higher_is_bett
     return result
 
 
+def produce_all(producer: Any, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Produce (key, value) pairs with a confluent Producer, waiting for queue space rather
+    than failing, and flush; raise if anything was not delivered."""
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"could not deliver every record to {topic}")
+
+
 @dataclass(frozen=True)
 class BenchStack:
     settings: StackSettings

@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from bench.common import bench_stack, write_result
+from bench.common import bench_stack, produce_all, write_result
 from stack.topics import ensure_topics
 
 EVENTS = int(os.environ.get("BENCH_KAFKA_EVENTS", "1000000"))
@@ -41,15 +41,7 @@ def confluent_run(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "batch.size": 1_000_000,
                          "queue.buffering.max.messages": 1_000_000, "acks": "all"})
     t0 = time.perf_counter()
-    for key, value in events:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(120) != 0:
-        raise RuntimeError("confluent producer could not deliver every event")
+    produce_all(producer, topic, events)
     t_produce = time.perf_counter() - t0
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",

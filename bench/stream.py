@@ -27,7 +27,7 @@ import numpy as np
 from confluent_kafka import Producer
 from rich.console import Console
 
-from bench.common import bench_stack, write_result
+from bench.common import bench_stack, produce_all, write_result
 from core import feast_store
 from core.card_state import CardState, event_key
 from core.contracts import TRANSACTIONS, Transaction, decode, encode
@@ -55,16 +55,8 @@ def transactions(n: int, seed: int, users: int) -> list[tuple[bytes, bytes]]:
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                  "queue.buffering.max.messages": 1_000_000})
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
-    assert p.flush(120) == 0
+    produce_all(Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                          "queue.buffering.max.messages": 1_000_000}), topic, records)
 
 
 class Proc:

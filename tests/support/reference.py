@@ -28,16 +28,20 @@ def _pstd(xs: list[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
 
 
+def _seen(events: list, t: int, bound: tuple[int, int] | None, inclusive: bool) -> list:
+    """Events at or before t, or (with bound) sorting before the bound (ts, key), or up to
+    and including it."""
+    if bound is None:
+        return [e for e in events if e.ts <= t]
+    if inclusive:
+        return [e for e in events if (e.ts, e.key) <= bound]
+    return [e for e in events if (e.ts, e.key) < bound]
+
+
 def reference_features(events: list[Ev], t: int, bound: tuple[int, int] | None = None,
                        inclusive: bool = False) -> dict[str, float]:
-    """Features at t over events at or before t, or (with bound) over events sorting
-    before the bound (ts, key), or up to and including it."""
-    if bound is None:
-        seen = [e for e in events if e.ts <= t]
-    elif inclusive:
-        seen = [e for e in events if (e.ts, e.key) <= bound]
-    else:
-        seen = [e for e in events if (e.ts, e.key) < bound]
+    """Features at t over the events _seen() admits."""
+    seen = _seen(events, t, bound, inclusive)
     seen.sort(key=lambda e: (e.ts, e.key))
     win = {name: [e for e in seen if t - w < e.ts <= t] for name, w in WINDOWS_MS.items()}
     a5 = [e.amount for e in win["5m"]]
@@ -88,12 +92,7 @@ class Click(NamedTuple):
 
 def reference_user_features(clicks: list[Click], t: int, bound: tuple[int, int] | None = None,
                             inclusive: bool = False) -> dict[str, float]:
-    if bound is None:
-        seen = [c for c in clicks if c.ts <= t]
-    elif inclusive:
-        seen = [c for c in clicks if (c.ts, c.key) <= bound]
-    else:
-        seen = [c for c in clicks if (c.ts, c.key) < bound]
+    seen = _seen(clicks, t, bound, inclusive)
     h1 = [c for c in seen if t - 3_600_000 < c.ts <= t]
     d1 = [c for c in seen if t - 86_400_000 < c.ts <= t]
     views = sum(c.action == "view" for c in d1)
