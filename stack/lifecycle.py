@@ -55,7 +55,7 @@ def wait_healthy(settings: StackSettings, services: list[Service], sup: Supervis
         for name, svc in list(pending.items()):
             state = procs.get(name, {}).get("statename", "MISSING")
             if state == GAVE_UP:
-                raise StackError(f"{name} {state.lower()} at start-up; log: "
+                raise StackError(f"{name} failed to start (supervisord gave up after 5 tries); log: "
                                  f"{settings.logs_dir / (name + '.log')}\n{_log_tail(settings, name)}")
             reason = svc.probe()
             if reason is None:

@@ -253,3 +253,21 @@ def test_click_features_online_and_offline_equal_the_brute_force(
             bad += mismatches(by_key[(user, e.key)], reference_user_features(evs, e.ts, (e.ts, e.key)))
     assert bad == [], bad[:10]
     assert len(rows) == len(want)
+
+
+def test_graceful_shutdown_flushes_pending_writes(
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+    """With the offline flush due only in an hour, only the shutdown flush can write the
+    rows: SIGTERM must leave every processed event in the offline log."""
+    records = generate(800, seed=16)
+    exp = Expected.of(records)
+    produce(kafka_bootstrap, topics[0], records)
+    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log",
+                           STREAMING_OFFLINE_FLUSH_INTERVAL_S="3600").start()
+    wait_for(lambda: worker.metric("stream_events_in_total") >= len(records), 120, "all events consumed",
+             [worker])
+    assert not _offline_keys(repo)  # nothing flushed offline yet
+    worker.stop()  # SIGTERM
+    assert worker.proc is not None and worker.proc.returncode == 0
+    want = {e.key for evs in exp.accepted.values() for e in evs}
+    assert want <= _offline_keys(repo)

@@ -79,7 +79,8 @@ class Expected:
 class WorkerProcess:
     """``python -m streaming worker`` as a real process against the test stack."""
 
-    def __init__(self, stack: StackSettings, app_id: str, topic: str, dlq: str, clicks: str, log: Path) -> None:
+    def __init__(self, stack: StackSettings, app_id: str, topic: str, dlq: str, clicks: str, log: Path,
+                 **env: str) -> None:
         self.metrics_port = health.free_port()
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
                     "STACK_KAFKA_PORT": str(stack.kafka_port), "STACK_HOST": stack.host,
@@ -90,7 +91,7 @@ class WorkerProcess:
                     "STREAMING_PARTITIONS": "3",
                     "STREAMING_METRICS_PORT": str(self.metrics_port),
                     "STREAMING_ALLOWED_LATENESS_MS": str(LATENESS_MS),
-                    "STREAMING_OFFLINE_FLUSH_INTERVAL_S": "0.5"}
+                    "STREAMING_OFFLINE_FLUSH_INTERVAL_S": "0.5", **env}
         self.log = log
         self.proc: subprocess.Popen | None = None
 
