@@ -16,11 +16,14 @@ def _published(service: str) -> set[int]:
 
 
 def test_same_services_as_the_local_stack() -> None:
-    assert {"kafka", "redis", "mlflow", "init", "prometheus", "grafana"} <= set(COMPOSE["services"])
+    from stack.services import SERVICES
+
+    assert {"init", "prometheus", "grafana"} | set(SERVICES) <= set(COMPOSE["services"])
 
 
 def test_default_ports_match_settings() -> None:
     s = StackSettings()
+    assert s.worker_metrics_port in _published("stream-worker")
     assert s.kafka_port in _published("kafka")
     assert s.redis_port in _published("redis")
     assert s.mlflow_port in _published("mlflow")
