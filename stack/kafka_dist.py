@@ -63,6 +63,15 @@ def ensure_jars(settings: StackSettings) -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of 16 bytes). Like Kafka's own Uuid, never one
+    starting with '-', which the storage tool's argument parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def server_properties(settings: StackSettings, log_dir: Path) -> str:
     """One node that is both broker and controller, on loopback, tuned for development."""
     h, p, c = settings.host, settings.kafka_port, settings.kafka_controller_port
@@ -112,7 +121,7 @@ def prepare(settings: StackSettings) -> list[str]:
     log4j.write_text(LOG4J)
     classpath = f"{libs}/*"
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         proc = subprocess.run(
             [java, f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath,
              "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],

@@ -68,3 +68,9 @@ def test_feature_store_yaml_matches_the_default_settings() -> None:
     yaml_registry = (REPO_ROOT / "feature_repo" / raw["registry"]["path"]).resolve()
     assert yaml_registry == feast_store.registry_path(StackSettings()).resolve()
     assert raw["entity_key_serialization_version"] == cfg.entity_key_serialization_version
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = [kafka_dist.new_cluster_id() for _ in range(5000)]  # ~1 in 64 would start with '-'
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
