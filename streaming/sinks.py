@@ -24,10 +24,12 @@ class OnlineBatch:
     def __init__(self) -> None:
         self.rows: dict[str, tuple[bytes, int]] = {}
         self.first_seen_ms: dict[str, float] = {}  # produce time of the oldest pending event
+        self.partitions: dict[str, int] = {}  # source partition (= its changelog partition)
 
-    def put(self, card_id: str, packed: bytes, last_ts: int, produced_ms: float) -> None:
+    def put(self, card_id: str, packed: bytes, last_ts: int, produced_ms: float, partition: int = 0) -> None:
         self.rows[card_id] = (packed, last_ts)
         self.first_seen_ms.setdefault(card_id, produced_ms)
+        self.partitions[card_id] = partition
 
     def __len__(self) -> int:
         return len(self.rows)
