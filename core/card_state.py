@@ -105,6 +105,10 @@ class CardState(EventState):
 
     PAYLOAD = ("amount", "country", "merchant", "risky")
     __slots__ = PAYLOAD
+    amount: list[float]
+    country: list[str]
+    merchant: list[str]
+    risky: list[bool]
 
 
 _ENC = msgspec.msgpack.Encoder()

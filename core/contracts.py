@@ -30,6 +30,9 @@ EpochMs = Annotated[int, msgspec.Meta(ge=946_684_800_000, le=4_102_444_800_000)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Amount = Annotated[float, msgspec.Meta(gt=0, le=1_000_000)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
+Channel = Literal["pos", "online", "atm"]
+Action = Literal["view", "add_to_cart", "purchase"]
+Device = Literal["mobile", "desktop", "tablet"]
 
 
 class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,8 +49,8 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     device_id: Id
     ip: Annotated[str, msgspec.Meta(min_length=7, max_length=45)]
-    channel: Literal["pos", "online", "atm"]
-    schema_version: Literal[1] = SCHEMA_VERSION
+    channel: Channel
+    schema_version: Literal[1] = 1
 
 
 class Click(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,11 +59,11 @@ class Click(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     user_id: Id
     session_id: Id
     page: Id
-    action: Literal["view", "add_to_cart", "purchase"]
+    action: Action
     dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
-    device: Literal["mobile", "desktop", "tablet"]
+    device: Device
     country: Country
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
 
 
 class FraudFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -71,7 +74,7 @@ class FraudFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     event_time: EpochMs
     is_fraud: bool
     scenario: str
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,7 +107,7 @@ def encode(event: msgspec.Struct, validate: bool = True) -> bytes:
 def decode(raw: bytes, cls: type[T]) -> T:
     """Decode and validate; raise InvalidEvent with a readable reason."""
     try:
-        event = _DECODERS[cls].decode(raw)
+        event: T = _DECODERS[cls].decode(raw)  # type: ignore[index, assignment]
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidEvent(str(exc)) from None
     if isinstance(event, Transaction) and event.currency not in CURRENCIES:

@@ -25,6 +25,9 @@ class UserState(EventState):
 
     PAYLOAD = ("action", "dwell", "session")
     __slots__ = PAYLOAD
+    action: list[int]
+    dwell: list[int]
+    session: list[int]
 
 
 def user_features(state: UserState, t_ms: int, upto: int | None = None) -> dict[str, float]:

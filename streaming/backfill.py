@@ -49,9 +49,10 @@ def from_topic(bootstrap: str, topic: str) -> tuple[Iterator[bytes], int]:
                     msgs = consumer.consume(10_000, timeout=1.0)
                     done = False
                     for m in msgs:
-                        if m.error() is None:
-                            yield m.value()
-                        if m.offset() is not None and m.offset() >= high - 1:
+                        value, offset = m.value(), m.offset()
+                        if m.error() is None and value is not None:
+                            yield value
+                        if offset is not None and offset >= high - 1:
                             done = True
                     if done:
                         break

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -60,6 +62,7 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
 
     cfg = StreamingSettings()
     spec = CARD if args.kind == "transactions" else USER
+    events: Iterable[Any]
     if args.parquet:
         events, total = backfill.from_parquet(Path(args.parquet), spec)
     else:

@@ -59,8 +59,8 @@ class FeatureWorker:
             topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
             broker_commit_interval=cfg.commit_interval_s, consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, producer_acks=-1, table_standby_replicas=0,
-            # Batch changelog and dead-letter sends: one produce request per message (the
-            # default, linger 0) cost more than all the feature work.
+            # Batch Faust's own sends (dead letters): its default is one produce request per
+            # message (linger 0).
             producer_linger=0.01, producer_max_batch_size=1_048_576,
         )
         self.dlq_topic = self._raw_topic(cfg.dead_letters_topic)
@@ -99,9 +99,10 @@ class FeatureWorker:
             app.agent(p.topic, name=f"{p.spec.name}-features")(self._agent_for(p))
         app.timer(self.cfg.flush_interval_s)(self._on_timer)
         app.timer(5.0)(self._update_lag)
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_partitions_assigned.connect(self._on_assigned)
-        app.on_before_shutdown.connect(self._on_shutdown)
+        # (Faust's Signal.connect is typed for handlers that take a signal= keyword)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
     def _agent_for(self, p: Pipeline) -> Any:
         async def agent(stream: Any) -> None:
@@ -167,13 +168,26 @@ class FeatureWorker:
 
     async def flush(self, final: bool = False) -> None:
         """Write pending online state; every offline interval (or at the end) append the
-        offline rows and ack the events whose outputs are now durable."""
+        offline rows and ack the events whose outputs are now durable.
+
+        Everything a flush writes and acks is taken in one step before its first await:
+        events that arrive while it writes belong to the next flush, so no event is acked
+        before its own online, changelog and offline writes are done."""
         async with self._flush_lock:
             loop = asyncio.get_running_loop()
-            for p in self.pipelines:
-                if not len(p.batch):
-                    continue
-                batch, p.batch = p.batch, OnlineBatch()
+            batches = [(p, p.batch) for p in self.pipelines if len(p.batch)]
+            for p, _ in batches:
+                p.batch = OnlineBatch()
+            due = final or time.monotonic() - self._last_offline >= self.cfg.offline_flush_interval_s
+            unacked: list[tuple[Any, Any]] = []
+            offline: list[tuple[str, list[dict[str, Any]]]] = []
+            if due and self._unacked:
+                unacked, self._unacked = self._unacked, []
+                for p in self.pipelines:
+                    offline += [(p.spec.event_dataset, p.event_rows), (p.spec.feature_dataset, p.feature_rows)]
+                    p.event_rows, p.feature_rows = [], []
+
+            for p, batch in batches:
                 self._write_changelog(p, batch)
                 t0 = time.perf_counter()
                 await loop.run_in_executor(None, p.online.write, batch)
@@ -182,20 +196,15 @@ class FeatureWorker:
                 done = now_ms()
                 for produced in batch.first_seen_ms.values():
                     self.metrics.freshness.observe(max(0.0, (done - produced) / 1000.0))
-            due = time.monotonic() - self._last_offline >= self.cfg.offline_flush_interval_s
-            if not (due or final) or not self._unacked:
+            if not unacked:
                 return
-            unacked, self._unacked = self._unacked, []
             # The changelog must be durable before the events it covers are acked.
             left = await loop.run_in_executor(None, self._changelog.flush, 60)
             if left:
                 raise RuntimeError(f"{left} changelog records not delivered; not acking")
-            for p in self.pipelines:
-                event_rows, p.event_rows = p.event_rows, []
-                feature_rows, p.feature_rows = p.feature_rows, []
-                for dataset, rows in ((p.spec.event_dataset, event_rows), (p.spec.feature_dataset, feature_rows)):
-                    n = await loop.run_in_executor(None, self.offline.append, dataset, rows)
-                    self.metrics.offline_rows.labels(dataset).inc(n)
+            for dataset, rows in offline:
+                n = await loop.run_in_executor(None, self.offline.append, dataset, rows)
+                self.metrics.offline_rows.labels(dataset).inc(n)
             self._last_offline = time.monotonic()
             for stream, event in unacked:
                 await stream.ack(event)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from core.contracts import CLICKS, Click, encode
+from core.contracts import CLICKS, Action, Click, Device, encode
 from streaming.generators.transactions import Record
 from streaming.generators.world import HOME_WEIGHTS, diurnal_weight
 
@@ -23,8 +23,9 @@ class ClickStream:
                  start_ms: int | None = None, cart_rate: float = 0.25, purchase_rate: float = 0.35) -> None:
         self.rng = random.Random(seed)
         homes, weights = zip(*HOME_WEIGHTS.items(), strict=True)
+        devices: list[Device] = ["mobile", "mobile", "desktop", "tablet"]
         self.users = [(f"user-{u:06d}", self.rng.choices(homes, weights)[0],
-                       self.rng.choice(["mobile", "mobile", "desktop", "tablet"]),
+                       self.rng.choice(devices),
                        self.rng.betavariate(2, 5)) for u in range(users)]  # propensity per user
         self.sessions_per_s = sessions_per_s
         self.cart_rate, self.purchase_rate = cart_rate, purchase_rate
@@ -49,8 +50,8 @@ class ClickStream:
                     self.stats["purchases"] += 1
                     return
 
-    def _click(self, t: int, user_id: str, session_id: str, page: str, action: str, dwell: int,
-               device: str, country: str) -> None:
+    def _click(self, t: int, user_id: str, session_id: str, page: str, action: Action, dwell: int,
+               device: Device, country: str) -> None:
         ev = Click(event_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)), event_time=t,
                    user_id=user_id, session_id=session_id, page=page, action=action,
                    dwell_ms=min(dwell, 3_600_000), device=device, country=country)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.card_state import HOUR_MS, MINUTE_MS
+from core.contracts import Channel
 from streaming.generators.world import COUNTRIES, Card, World
 
 
@@ -25,7 +26,7 @@ class Planned:
     amount: float
     device_id: str
     ip: str
-    channel: str
+    channel: Channel
 
 
 Plan = Callable[[World, Card], list[Planned]]

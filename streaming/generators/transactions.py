@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, FraudFeedback, Transaction, encode
+from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, Channel, FraudFeedback, Transaction, encode
 from streaming.generators.scenarios import SCENARIO_WEIGHTS, SCENARIOS, Planned
 from streaming.generators.world import COUNTRIES, World, diurnal_weight
 
@@ -77,7 +77,7 @@ class TransactionStream:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def _txn(self, t: int, card, merchant_id: str, mcc: str, country: str, amount: float,
-             device: str, ip: str, channel: str) -> Transaction:
+             device: str, ip: str, channel: Channel) -> Transaction:
         lat, lon = self.world.location(country)
         return Transaction(event_id=self._uuid(), event_time=t, card_id=card.card_id, user_id=card.user_id,
                            merchant_id=merchant_id, mcc=mcc, amount=amount, currency=COUNTRIES[country][2],
@@ -90,7 +90,8 @@ class TransactionStream:
         country = card.home if rng.random() > travel else rng.choice(list(COUNTRIES))
         m = rng.choice(w.by_country[country])
         scale = 1.8 if drift == "amount_shift" else 1.0
-        channel = "online" if m.online else rng.choice(["pos", "pos", "pos", "atm"])
+        offline: list[Channel] = ["pos", "pos", "pos", "atm"]
+        channel: Channel = "online" if m.online else rng.choice(offline)
         return self._txn(t, card, m.merchant_id, m.mcc, country, w.amount(m.mcc, scale),
                          rng.choice(card.devices), w.ip(card.ip_prefix), channel)
 

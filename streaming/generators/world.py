@@ -91,8 +91,8 @@ class World:
             self.by_mcc.setdefault(m.mcc, []).append(m)
         for c in COUNTRIES:  # every country and MCC has at least one merchant
             self.by_country.setdefault(c, [self.merchants[0]])
-        for m in MCCS:
-            self.by_mcc.setdefault(m, [self.merchants[0]])
+        for mcc in MCCS:
+            self.by_mcc.setdefault(mcc, [self.merchants[0]])
 
     def amount(self, mcc: str, scale: float = 1.0) -> float:
         _, mu, sigma = MCCS[mcc]
