@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from core.card_state import DAY_MS, EventState, event_key
-from streaming.entities import CARD, EntitySpec, event_row
+from streaming.entities import CARD, EntitySpec
 
 
 class Outcome(StrEnum):
@@ -48,10 +48,6 @@ class Result:
     feature_rows: list[dict[str, Any]]
     #: whether the entity's online state changed (or must be rewritten after a replay)
     dirty: bool
-
-
-#: the request fields of a transaction as logged offline (kept for callers of the card path)
-transaction_row = event_row
 
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,

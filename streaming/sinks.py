@@ -14,9 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TXN_DATASET = "transactions"  # = streaming.entities.CARD.event_dataset
-FEATURE_DATASET = "card_txn_features"  # = CARD.feature_dataset
-
 
 class OnlineBatch:
     """Pending online writes, one per card (later writes of a card replace earlier ones)."""

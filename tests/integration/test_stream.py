@@ -20,11 +20,14 @@ from core.contracts import DeadLetter, Transaction, decode
 from core.settings import REPO_ROOT, StackSettings
 from stack.topics import ensure_topics
 from streaming import backfill
+from streaming.entities import CARD, event_row
 from streaming.processor import ProcessorConfig
 from streaming.read import CardFeatureReader
-from streaming.sinks import FEATURE_DATASET, TXN_DATASET, OfflineLog, latest_feature_rows, read_dataset
+from streaming.sinks import OfflineLog, latest_feature_rows, read_dataset
 from tests.support.reference import mismatches, reference_features, reference_request
 from tests.support.stream import LATENESS_MS, Expected, WorkerProcess, generate, produce, wait_for
+
+TXN_DATASET, FEATURE_DATASET = CARD.event_dataset, CARD.feature_dataset
 
 
 @pytest.fixture
@@ -195,8 +198,7 @@ def test_backfill_from_parquet_gives_the_event_time_truth(tmp_path: Path) -> Non
     exp = Expected.of(records, lateness_ms=10**12)  # event-time truth: nothing counts as late
     raw = tmp_path / "raw"
     log = OfflineLog(raw)
-    from streaming.processor import transaction_row
-    log.append(TXN_DATASET, [transaction_row(decode(r.value, Transaction)) for r in records])
+    log.append(TXN_DATASET, [event_row(decode(r.value, Transaction)) for r in records])
     txns, total = backfill.from_parquet(raw / TXN_DATASET)
     counts = backfill.run(iter(txns), total, OfflineLog(tmp_path / "out"), ProcessorConfig(LATENESS_MS),
                           progress=False)
