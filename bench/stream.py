@@ -33,6 +33,7 @@ from core.card_state import CardState, event_key
 from core.contracts import TRANSACTIONS, Transaction, decode, encode
 from core.settings import REPO_ROOT, StackSettings
 from stack import health
+from stack.services import stack_env
 from stack.topics import ensure_topics
 from streaming.generators.transactions import GenConfig, TransactionStream
 
@@ -65,10 +66,7 @@ class Proc:
     def __init__(self, settings: StackSettings, module: list[str], topic: str, app_id: str, log: Path,
                  **extra_env: str) -> None:
         self.port = health.free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_HOST": settings.host,
-               "STACK_KAFKA_PORT": str(settings.kafka_port), "STACK_REDIS_PORT": str(settings.redis_port),
-               "STACK_REDIS_DB": str(settings.redis_db), "STACK_DATA_DIR": str(settings.data_dir),
-               "STACK_FEATURE_REPO": str(settings.feature_repo), "STREAMING_APP_ID": app_id,
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "STREAMING_APP_ID": app_id,
                "STREAMING_TRANSACTIONS_TOPIC": topic, "STREAMING_DEAD_LETTERS_TOPIC": "dead-letters",
                "STREAMING_PARTITIONS": str(PARTITIONS), "STREAMING_METRICS_PORT": str(self.port), **extra_env}
         self.proc = subprocess.Popen([sys.executable, "-m", *module], env=env, cwd=REPO_ROOT,

@@ -13,7 +13,6 @@ import logging
 import sys
 
 import faust
-import pandas as pd
 from prometheus_client import CollectorRegistry, Counter
 
 from core import feast_store
@@ -22,6 +21,7 @@ from core.contracts import InvalidEvent, Transaction, decode
 from core.settings import StackSettings
 from streaming.processor import ProcessorConfig, process
 from streaming.settings import StreamingSettings
+from streaming.sinks import FeastPushSink, OnlineBatch
 
 
 def main(mode: str) -> None:
@@ -45,9 +45,9 @@ def main(mode: str) -> None:
                 pass
             events.inc()
 
-    async def naive(stream):  # type: ignore[no-untyped-def]
-        from feast.data_source import PushMode
+    push = FeastPushSink(store)
 
+    async def naive(stream):  # type: ignore[no-untyped-def]
         async for value in stream:
             events.inc()
             try:
@@ -56,9 +56,9 @@ def main(mode: str) -> None:
                 continue
             state = states.setdefault(txn.card_id, CardState())
             process(state, txn, proc_cfg, 0)
-            store.push("card_state_push", pd.DataFrame({
-                "card_id": [txn.card_id], "state": [state.pack()], "last_event_time": [state.last_ts],
-                "event_timestamp": [pd.Timestamp(state.last_ts, unit="ms", tz="UTC")]}), to=PushMode.ONLINE)
+            one = OnlineBatch()  # no coalescing, no batching: one push per event
+            one.put(txn.card_id, state.pack(), state.last_ts, 0)
+            push.write(one)
 
     app.agent(topic, name=f"bench-{mode}")({"noop": noop, "naive": naive}[mode])
     logging.getLogger("feast").setLevel(logging.WARNING)

@@ -107,7 +107,7 @@ def worker_service(settings: StackSettings) -> Service:
         command=[sys.executable, "-m", "streaming", "worker"],
         ports=[(settings.worker_metrics_port, "STACK_WORKER_METRICS_PORT")],
         probe=lambda: health.http(url),
-        environment={**_stack_env(settings), "STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
+        environment={**stack_env(settings), "STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
                      "STREAMING_PARTITIONS": str(settings.topic_partitions)},
         infra=False,
     )
@@ -119,7 +119,7 @@ def generator_service(settings: StackSettings) -> Service:
         command=[sys.executable, "-m", "streaming", "generate", "--rate", str(settings.generator_rate)],
         ports=[],
         probe=lambda: None,  # no port: supervisord's RUNNING state is its health
-        environment=_stack_env(settings),
+        environment=stack_env(settings),
         infra=False,
     )
 
@@ -131,12 +131,12 @@ def click_generator_service(settings: StackSettings) -> Service:
                  "--rate", str(settings.generator_rate)],
         ports=[],
         probe=lambda: None,
-        environment=_stack_env(settings),
+        environment=stack_env(settings),
         infra=False,
     )
 
 
-def _stack_env(settings: StackSettings) -> dict[str, str]:
+def stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
     env = {}

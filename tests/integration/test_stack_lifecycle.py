@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer
 from core.settings import REPO_ROOT, StackSettings
 from stack import lifecycle
 from stack.errors import StackError
+from stack.services import stack_env
 from stack.supervisor import Supervisor, orphans
 from tests.conftest import local_settings
 
@@ -48,10 +49,7 @@ def _wait_aof_has(settings: StackSettings, needle: bytes, timeout_s: float = 10)
 
 
 def _stack_env(settings: StackSettings) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(settings.data_dir),
-            "STACK_REDIS_PORT": str(settings.redis_port), "STACK_KAFKA_PORT": str(settings.kafka_port),
-            "STACK_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-            "STACK_MLFLOW_PORT": str(settings.mlflow_port)}
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings)}
 
 
 def test_second_up_reports_running_services(own_stack: StackSettings) -> None:

@@ -18,6 +18,7 @@ from core.card_state import event_key
 from core.contracts import TRANSACTIONS, InvalidEvent, Transaction, decode
 from core.settings import REPO_ROOT, StackSettings
 from stack import health
+from stack.services import stack_env
 from streaming.generators.transactions import GenConfig, Record, TransactionStream
 from tests.support.reference import Ev
 
@@ -82,10 +83,7 @@ class WorkerProcess:
     def __init__(self, stack: StackSettings, app_id: str, topic: str, dlq: str, clicks: str, log: Path,
                  **env: str) -> None:
         self.metrics_port = health.free_port()
-        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
-                    "STACK_KAFKA_PORT": str(stack.kafka_port), "STACK_HOST": stack.host,
-                    "STACK_REDIS_PORT": str(stack.redis_port), "STACK_REDIS_DB": str(stack.redis_db),
-                    "STACK_DATA_DIR": str(stack.data_dir), "STACK_FEATURE_REPO": str(stack.feature_repo),
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(stack),
                     "STREAMING_APP_ID": app_id, "STREAMING_TRANSACTIONS_TOPIC": topic,
                     "STREAMING_DEAD_LETTERS_TOPIC": dlq, "STREAMING_CLICKS_TOPIC": clicks,
                     "STREAMING_PARTITIONS": "3",
