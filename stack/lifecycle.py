@@ -57,7 +57,9 @@ def wait_healthy(settings: StackSettings, services: list[Service], sup: Supervis
             if state == GAVE_UP:
                 raise StackError(f"{name} failed to start (supervisord gave up after 5 tries); log: "
                                  f"{settings.logs_dir / (name + '.log')}\n{_log_tail(settings, name)}")
-            reason = svc.probe()
+            # Healthy means the probe passes *and* supervisord counts the process as
+            # started (past startsecs), so a second `up` finds it RUNNING, not STARTING.
+            reason = svc.probe() if state == "RUNNING" else f"supervisord state {state}"
             if reason is None:
                 say(f"  {name}: healthy")
                 del pending[name]
