@@ -116,7 +116,8 @@ def worker_service(settings: StackSettings) -> Service:
 def generator_service(settings: StackSettings) -> Service:
     return Service(
         name="generator",
-        command=[sys.executable, "-m", "streaming", "generate", "--rate", str(settings.generator_rate)],
+        command=[sys.executable, "-m", "streaming", "generate", "--rate", str(settings.generator_rate),
+                 "--users", str(settings.generator_users)],
         ports=[],
         probe=lambda: None,  # no port: supervisord's RUNNING state is its health
         environment=stack_env(settings),

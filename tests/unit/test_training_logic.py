@@ -1,0 +1,170 @@
+"""Pure training logic: rule labels, top-R labelling, splits, threshold, gate, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.rules import RULE_INPUTS, RULES, fired
+from training import calibration, evaluate, gate, splits
+from training.errors import DataError
+from training.labels import label
+
+QUIET = {"velocity_score": 0.2, "txn_count_5m": 1, "geo_diversity_score": 0.0, "unique_countries_5m": 1,
+         "has_high_risk_mcc": 0, "amount_avg_5m": 40.0, "is_weekend": 0, "hour_of_day": 14, "amount_max_5m": 40.0}
+FIRING = {
+    "high_velocity": {"velocity_score": 0.85, "txn_count_5m": 7, "amount_max_5m": 40.0},
+    "geo_hopping": {"geo_diversity_score": 0.86, "unique_countries_5m": 3},
+    "high_risk_merchant": {"has_high_risk_mcc": 1, "amount_avg_5m": 600.0, "amount_max_5m": 600.0},
+    "night_weekend": {"is_weekend": 1, "hour_of_day": 3},
+    "large_single": {"amount_max_5m": 1500.0, "amount_avg_5m": 1500.0, "txn_count_5m": 1},
+}
+EDGES = {  # just outside each rule
+    "high_velocity": {"velocity_score": 0.85, "txn_count_5m": 5},
+    "geo_hopping": {"geo_diversity_score": 0.86, "unique_countries_5m": 2},
+    "high_risk_merchant": {"has_high_risk_mcc": 1, "amount_avg_5m": 500.0},
+    "night_weekend": {"is_weekend": 1, "hour_of_day": 6},
+    "large_single": {"amount_max_5m": 1500.0, "txn_count_5m": 2},
+}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{**{f"after_{k}": v for k, v in r.items()}, "event_key": i} for i, r in enumerate(rows)])
+
+
+def test_quiet_transaction_fires_nothing() -> None:
+    assert fired(QUIET) == []
+
+
+@pytest.mark.parametrize("rule", [r.name for r in RULES])
+def test_each_rule_fires_alone_and_not_at_its_edge(rule: str) -> None:
+    assert fired({**QUIET, **FIRING[rule]}) == [rule]
+    assert fired({**QUIET, **EDGES[rule]}) == []
+
+
+def test_rule_weights_are_seed_002s() -> None:
+    assert [r.weight for r in RULES] == [0.4, 0.3, 0.2, 0.1, 0.3]
+    assert set(RULE_INPUTS) == set(QUIET)
+
+
+def test_labels_record_which_rules_fired_and_use_the_after_view() -> None:
+    rows = [QUIET, {**QUIET, **FIRING["geo_hopping"]}, {**QUIET, **FIRING["high_velocity"], **FIRING["geo_hopping"]}]
+    df = _frame(rows)
+    df["velocity_score"] = 0.99  # a before-view column must not matter
+    lab = label(df)
+    assert lab.y.tolist() == [0, 1, 1]
+    assert lab.fired_names(2) == ["high_velocity", "geo_hopping"]
+    assert lab.score.tolist() == pytest.approx([0.0, 0.3, 0.7])
+    assert lab.rule_counts()["geo_hopping"] == 2
+
+
+def test_top_rate_ties_are_deterministic_and_never_label_zero_scores() -> None:
+    rows = [{**QUIET, **FIRING["night_weekend"]}] * 4 + [QUIET] * 96
+    df = _frame(rows)
+    a = label(df, fraud_rate=0.02)
+    b = label(df.iloc[::-1].reset_index(drop=True), fraud_rate=0.02)
+    assert a.y.sum() == 2
+    assert sorted(df["event_key"][a.y == 1]) == sorted(df.iloc[::-1]["event_key"].to_numpy()[b.y == 1])
+    # asks for 50 %, only 4 rows score above zero: only those are fraud (seed 002's bug)
+    assert label(df, fraud_rate=0.5).y.sum() == 4
+    with pytest.raises(DataError):
+        label(df, fraud_rate=1.5)
+
+
+def _data(n: int = 1000, cards: int = 50) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"event_time": rng.permutation(n) * 1000, "card_id": [f"c{i % cards}" for i in range(n)]})
+    return df, (rng.random(n) < 0.1).astype(np.int8)
+
+
+def test_time_split_is_ordered_and_disjoint() -> None:
+    df, y = _data()
+    s = splits.split(df, y, "time", 0.1, 0.2)
+    t = df["event_time"].to_numpy()
+    assert len(s.train) == 700 and len(s.val) == 100 and len(s.test) == 200
+    assert t[s.train].max() < t[s.val].min() and t[s.val].max() < t[s.test].min()
+
+
+def test_stratified_split_keeps_the_fraud_rate() -> None:
+    df, y = _data(4000)
+    s = splits.split(df, y, "stratified", 0.1, 0.2)
+    assert len(set(s.train) | set(s.val) | set(s.test)) == 4000
+    assert abs(y[s.test].mean() - y.mean()) < 0.01
+
+
+@pytest.mark.parametrize("method", ["time", "stratified"])
+def test_group_split_keeps_each_card_on_one_side(method: str) -> None:
+    df, y = _data(2000, cards=200)
+    s = splits.split(df, y, method, 0.1, 0.2, group=True)
+    sides = [set(df["card_id"].to_numpy()[idx]) for idx in (s.train, s.val, s.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert len(s.train) + len(s.val) + len(s.test) == 2000
+
+
+def test_bad_split_sizes_are_a_clear_error() -> None:
+    df, y = _data()
+    with pytest.raises(DataError, match="split sizes"):
+        splits.split(df, y, "time", 0.5, 0.5)
+
+
+def test_threshold_maximises_f1_or_meets_the_target_precision() -> None:
+    y = np.array([0, 0, 0, 0, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    thr = evaluate.choose_threshold(y, p)
+    best_f1 = max(evaluate.compute(y, p, t)["f1"] for t in p)
+    assert evaluate.compute(y, p, thr)["f1"] == pytest.approx(best_f1)
+    thr_p = evaluate.choose_threshold(y, p, target_precision=1.0)
+    assert thr_p == pytest.approx(0.7)
+    assert evaluate.compute(y, p, thr_p)["precision"] == 1.0
+
+
+METRICS = {"auc": 0.9, "f1": 0.6, "ece": 0.01}
+
+
+def test_gate_passes_a_better_model_and_lists_every_check() -> None:
+    r = gate.evaluate(METRICS, {"auc": 0.8}, {"auc": 0.88, "f1": 0.55}, gate.GateConfig(),
+                      psi_vs_champion=0.05, importance_overlap=0.8)
+    assert r.passed
+    assert [c.name for c in r.checks] == ["min_auc", "calibration", "beats_baseline", "beats_champion",
+                                          "prediction_shift", "importance_stability"]
+
+
+@pytest.mark.parametrize(("kw", "failing"), [
+    ({"candidate": {**METRICS, "auc": 0.7}}, {"min_auc", "beats_baseline", "beats_champion"}),
+    ({"candidate": {**METRICS, "ece": 0.2}}, {"calibration"}),
+    ({"champion": {"auc": 0.95, "f1": 0.5}}, {"beats_champion"}),
+    ({"champion": {"auc": 0.85, "f1": 0.7}}, {"beats_champion"}),
+    ({"psi": 0.4}, {"prediction_shift"}),
+    ({"overlap": 0.1}, {"importance_stability"}),
+])
+def test_gate_refuses_with_reasons(kw: dict, failing: set[str]) -> None:
+    r = gate.evaluate(kw.get("candidate", METRICS), {"auc": 0.8}, kw.get("champion", {"auc": 0.88, "f1": 0.55}),
+                      gate.GateConfig(), psi_vs_champion=kw.get("psi", 0.05),
+                      importance_overlap=kw.get("overlap", 0.8))
+    assert not r.passed
+    assert {c.name for c in r.checks if not c.passed} == failing
+    assert all(reason.split(":")[0] in failing for reason in r.reasons())
+
+
+def test_gate_without_champion_skips_the_comparisons() -> None:
+    r = gate.evaluate(METRICS, {"auc": 0.8}, None, gate.GateConfig(), champion_note="no champion yet")
+    assert r.passed
+    assert {c.name for c in r.checks if c.skipped} == {"beats_champion", "prediction_shift", "importance_stability"}
+
+
+def test_calibration_improves_a_miscalibrated_score() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.random(20_000)
+    y = (rng.random(20_000) < truth).astype(int)
+    raw = truth ** 3  # monotone but badly calibrated
+    cal, scores = calibration.choose(raw, y)
+    assert cal.method in ("isotonic", "sigmoid")
+    assert evaluate.ece(y, cal(raw)) < evaluate.ece(y, raw) / 3
+
+
+def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=20_000)
+    assert evaluate.psi(a, rng.normal(size=20_000)) < 0.01
+    assert evaluate.psi(a, rng.normal(1.0, 1.0, size=20_000)) > 0.25

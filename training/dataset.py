@@ -1,0 +1,158 @@
+"""Point-in-time training data from the offline store.
+
+The offline log ``card_txn_features`` (Feast feature view, feature service
+``fraud_v1_training``) already holds, for every transaction, the card's features as of
+just before it and just after it, computed by the same code as the stream. A training row
+is therefore an exact point-in-time join by construction: the latest revision of the
+transaction's own row (``streaming.sinks.latest_feature_rows``), joined on its event key
+with the transaction's request fields from the ``transactions`` log. Feast's generic as-of
+join (``get_historical_features``) would pick "the newest row at or before t" per card,
+which is wrong for two transactions of one card in the same millisecond and ignores
+revisions; the feature service still decides which features a model may use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+
+from core import feast_store
+from core.features import REQUEST_FEATURES, WINDOW_FEATURES
+from core.model_inputs import MODEL_FEATURES, txn_fields
+from core.settings import StackSettings
+from training.errors import DataError
+
+log = logging.getLogger("training.dataset")
+
+RANGES: dict[str, tuple[float, float]] = {
+    **{f: (0.0, np.inf) for f in WINDOW_FEATURES},
+    "velocity_score": (0.0, 1.0), "geo_diversity_score": (0.0, 1.0), "has_high_risk_mcc": (0.0, 1.0),
+    "hour_of_day": (0.0, 23.0), "is_weekend": (0.0, 1.0), "amount_zscore_24h": (-np.inf, np.inf),
+    "amount": (0.0, 1e7),
+}
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame  # one row per transaction: ids, event_time, MODEL_FEATURES, after_*
+    features: list[str]
+    source: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def X(self) -> np.ndarray:  # noqa: N802 - the usual name
+        return self.frame[self.features].to_numpy(dtype=np.float32)
+
+
+def _read(folder: Path, columns: list[str] | None = None, time_range: tuple[int | None, int | None] = (None, None)
+          ) -> pd.DataFrame:
+    if not folder.exists() or not any(folder.rglob("*.parquet")):
+        return pd.DataFrame()
+    ds = pads.dataset(folder, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    flt = None
+    start, end = time_range
+    if start is not None:
+        flt = pads.field("event_time") >= start
+    if end is not None:
+        cond = pads.field("event_time") < end
+        flt = cond if flt is None else flt & cond
+    cols = [c for c in columns if c in ds.schema.names] if columns else None
+    return ds.to_table(columns=cols, filter=flt).to_pandas()
+
+
+def feature_service_features(settings: StackSettings, name: str) -> list[str]:
+    """The features a feature service exposes (its offline ``*_training`` twin)."""
+    store = feast_store.open_store(settings)
+    wanted = name if name.endswith("_training") else f"{name}_training"
+    try:
+        service = store.get_feature_service(wanted)
+    except Exception as exc:  # Feast raises its own not-found type
+        known = sorted(s.name for s in store.list_feature_services())
+        raise DataError(f"feature service {name!r} not found in the Feast registry (known: {', '.join(known)})"
+                        ) from exc
+    return [f.name for proj in service.feature_view_projections for f in proj.features]
+
+
+def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms: int | None = None,
+         end_ms: int | None = None, max_samples: int | None = None,
+         offline_root: Path | None = None) -> Dataset:
+    root = offline_root or feast_store.offline_dir(settings, "")
+    served = feature_service_features(settings, feature_service)
+    missing = [f for f in WINDOW_FEATURES + REQUEST_FEATURES if f not in served]
+    if missing:
+        raise DataError(f"feature service {feature_service!r} lacks model inputs: {', '.join(missing)}")
+    feats = _read(root / "card_txn_features", time_range=(start_ms, end_ms))
+    if feats.empty:
+        raise DataError(f"no transactions in the offline store ({root / 'card_txn_features'}) for that time range: "
+                        "run `make up` and let the generator run a few minutes, or backfill with "
+                        "`python -m streaming backfill --topic transactions`")
+    from streaming.sinks import latest_feature_rows
+
+    n_raw = len(feats)
+    feats = latest_feature_rows(feats, "card_id")
+    txns = _read(root / "transactions", ["event_id", "event_key", "card_id", "event_time", "mcc", "amount",
+                                         "channel", "merchant_id", "country"], (start_ms, end_ms))
+    if txns.empty:
+        raise DataError(f"no raw transactions under {root / 'transactions'}: the offline log is incomplete")
+    txns = txns.drop_duplicates(["card_id", "event_key"])
+    df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
+        txns.drop(columns=["event_time"]), on=["card_id", "event_key"], how="inner", validate="one_to_one")
+    lost = len(feats) - len(df)
+    if lost:
+        log.warning("%d feature rows have no raw transaction (partial logs?); left out", lost)
+    df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
+    if max_samples is not None and len(df) > max_samples:
+        df = df.iloc[-max_samples:].reset_index(drop=True)  # the most recent ones
+    for name, col in txn_fields_frame(df).items():
+        df[name] = col
+    check(df, MODEL_FEATURES)
+    summary = {"rows": len(df), "rows_in_log": n_raw, "cards": int(df["card_id"].nunique()),
+               "start": pd.to_datetime(df["event_time"].min(), unit="ms", utc=True).isoformat(),
+               "end": pd.to_datetime(df["event_time"].max(), unit="ms", utc=True).isoformat(),
+               "too_late_rows": int((df["status"] == "too_late").sum()), "feature_service": feature_service}
+    return Dataset(df, list(MODEL_FEATURES), str(root), summary)
+
+
+def txn_fields_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The request fields of core.model_inputs, vectorised over a frame of transactions."""
+    probe = txn_fields(1.0, "0000", "pos")
+    from core.contracts import HIGH_RISK_MCCS
+
+    out = pd.DataFrame({
+        "amount": df["amount"].astype(np.float64),
+        "mcc_high_risk": df["mcc"].isin(HIGH_RISK_MCCS).astype(np.float64),
+        "channel_online": (df["channel"] == "online").astype(np.float64),
+        "channel_atm": (df["channel"] == "atm").astype(np.float64),
+    }, index=df.index)
+    assert list(out.columns) == list(probe), "txn_fields and its vectorised twin disagree"
+    return out
+
+
+def check(df: pd.DataFrame, features: tuple[str, ...] | list[str]) -> None:
+    """Clear errors for data a model must not be trained on."""
+    absent = [f for f in features if f not in df.columns]
+    if absent:
+        raise DataError(f"offline rows lack features {', '.join(absent)}: written by an older stream version?")
+    nulls = df[list(features)].isna().sum()
+    if nulls.any():
+        cols = ", ".join(f"{c} ({n})" for c, n in nulls[nulls > 0].items())
+        raise DataError(f"null values in {cols}")
+    values = df[list(features)].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = [f for i, f in enumerate(features) if not np.isfinite(values[:, i]).all()]
+        raise DataError(f"infinite values in {', '.join(bad)}")
+    for name, (lo, hi) in RANGES.items():
+        if name in df:
+            col = df[name]
+            bad = (col < lo) | (col > hi)
+            if bad.any():
+                raise DataError(f"{int(bad.sum())} rows with {name} outside [{lo}, {hi}] (e.g. {col[bad].iloc[0]})")
+    dups = int(df.duplicated("event_id").sum())
+    if dups:
+        raise DataError(f"{dups} duplicate event ids after de-duplicating the offline log")

@@ -1,0 +1,351 @@
+"""``train``: dataset → labels → split → (search) → fit + baseline → calibration →
+threshold → CV → test metrics → ONNX parity → champion comparison → gate → MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.model_selection import StratifiedKFold
+
+from core.rules import RULES
+from core.settings import StackSettings
+from training import calibration, evaluate, export, gate, ground_truth, models, search, splits, tracking
+from training.config import TrainConfig
+from training.dataset import Dataset, load
+from training.errors import DataError, TrainingError
+from training.labels import Labels, describe, label
+
+log = logging.getLogger("training")
+Say = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_type: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    threshold: float
+    gate: gate.GateResult
+    registered_name: str = ""
+    version: str | None = None
+    alias: str | None = None
+    previous_champion: str | None = None
+    onnx_path: Path | None = None
+    onnx_sha256: str = ""
+    parity: dict[str, float] = field(default_factory=dict)
+    cv: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ground_truth: dict[str, Any] = field(default_factory=dict)
+    label_summary: str = ""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    champion_metrics: dict[str, float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, say: Say, verbose: bool) -> None:
+        self.say, self.verbose, self.times = say, verbose, {}
+
+    def step(self, name: str) -> Any:
+        timer = self
+
+        class _Step:
+            def __enter__(self) -> None:
+                self.t0 = time.perf_counter()
+                timer.say(f"  {name} ...")
+
+            def __exit__(self, *exc: Any) -> None:
+                timer.times[name] = time.perf_counter() - self.t0
+
+        return _Step()
+
+
+def _downsample(idx: np.ndarray, y: np.ndarray, ratio: float | None, seed: int) -> np.ndarray:
+    if ratio is None:
+        return idx
+    pos, neg = idx[y[idx] == 1], idx[y[idx] == 0]
+    keep = min(len(neg), int(np.ceil(ratio * max(1, len(pos)))))
+    chosen = np.random.default_rng(seed).choice(neg, keep, replace=False)
+    return np.sort(np.concatenate([pos, chosen]))
+
+
+def _cv(cfg: TrainConfig, X: np.ndarray, y: np.ndarray, params: dict[str, Any], say: Say  # noqa: N803
+        ) -> dict[str, tuple[float, float]]:
+    """Stratified k-fold on the training rows; thresholds chosen on each fold's own training part."""
+    if cfg.cv_folds < 2:
+        return {}
+    if np.bincount(y, minlength=2).min() < cfg.cv_folds:
+        say(f"  cross-validation skipped: fewer than {cfg.cv_folds} rows in a class")
+        return {}
+    from tqdm import tqdm
+
+    folds = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    rows = []
+    for tr, te in tqdm(list(folds.split(X, y)), desc="  cross-validation", unit="fold", leave=False,
+                       disable=None):
+        fitted = models.fit(cfg.model_type, X[tr], y[tr], None, None, params, cfg.seed, cfg.resample)
+        thr = evaluate.choose_threshold(y[tr], fitted.predict(X[tr]))
+        rows.append(evaluate.compute(y[te], fitted.predict(X[te]), thr))
+    df = pd.DataFrame(rows)
+    return {m: (float(df[m].mean()), float(df[m].std(ddof=1))) for m in evaluate.METRIC_NAMES}
+
+
+def _fixed_params(cfg: TrainConfig, fitted: models.Fitted, params: dict[str, Any]) -> dict[str, Any]:
+    """Params for refits without a validation set: boosters keep the tree count early stopping chose."""
+    p = dict(params)
+    mt = models.get(cfg.model_type)
+    if mt.boosted:
+        est = fitted.estimator
+        p["n_estimators"] = (est.get_booster().num_boosted_rounds() if cfg.model_type == "xgboost"
+                             else int(est.n_estimators))
+        p.pop("early_stopping_rounds", None)
+    return p
+
+
+def _monotone(cfg: TrainConfig, features: list[str]) -> dict[str, Any]:
+    unknown = [f for f in cfg.monotone if f not in features]
+    if unknown:
+        raise TrainingError(f"--monotone: unknown features {', '.join(unknown)}")
+    signs = [1 if f in cfg.monotone else 0 for f in features]
+    if cfg.model_type == "xgboost":
+        return {"monotone_constraints": "(" + ",".join(map(str, signs)) + ")"}
+    if cfg.model_type == "lightgbm":
+        return {"monotone_constraints": signs}
+    raise TrainingError("--monotone applies to xgboost and lightgbm")
+
+
+def _champion_view(name: str, features: list[str], X_test: np.ndarray, y_test: np.ndarray  # noqa: N803
+                   ) -> tuple[dict[str, float] | None, np.ndarray | None, np.ndarray | None, str, str | None]:
+    champ = tracking.load(name, tracking.CHAMPION)
+    if champ is None:
+        return None, None, None, "no champion yet", None
+    if champ.features != features:
+        return None, None, None, f"champion v{champ.version} uses other features; not comparable", champ.version
+    p = export.score(export.session(champ.onnx), X_test)
+    metrics = evaluate.compute(y_test, p, champ.threshold)
+    imp = champ.metadata.get("importance")
+    return metrics, p, (np.asarray(imp, dtype=np.float64) if imp else None), "", champ.version
+
+
+def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainResult:
+    import mlflow
+
+    if cfg.task != "fraud":
+        raise TrainingError("--task personalization is not built yet (see the training issue); use --task fraud")
+    models.get(cfg.model_type)  # fail fast on a typo
+    t_all = time.perf_counter()
+    timer = _Timer(say, cfg.verbose)
+    uri = tracking.connect(settings, say)
+    name = cfg.registered_name or tracking.REGISTERED[cfg.task]
+
+    with timer.step("loading point-in-time features from the offline store"):
+        ds: Dataset = load(settings, feature_service=cfg.feature_service, start_ms=cfg.start_ms, end_ms=cfg.end_ms,
+                           max_samples=cfg.max_samples)
+    df = ds.frame
+    say(f"    {len(df):,} transactions, {ds.summary['cards']:,} cards, {ds.summary['start']} .. {ds.summary['end']}")
+    labels: Labels = label(df, cfg.fraud_rate)
+    say(f"    labels: {describe(labels)}")
+    y = labels.y
+    if y.sum() < cfg.min_positives:
+        raise DataError(f"only {int(y.sum())} fraud labels (minimum {cfg.min_positives}): let the generator run "
+                        "longer, backfill more data, or label by --fraud-rate")
+    if not 0.0005 <= labels.rate <= 0.3:
+        say(f"  warning: label rate {labels.rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
+    X = ds.X
+    sp = splits.split(df, y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed)
+    for part, idx in (("train", sp.train), ("validation", sp.val), ("test", sp.test)):
+        if y[idx].sum() == 0:
+            raise DataError(f"the {part} split has no fraud labels; use --split stratified or more data")
+    train_idx = _downsample(sp.train, y, cfg.downsample, cfg.seed)
+    Xtr, ytr, Xva, yva, Xte, yte = X[train_idx], y[train_idx], X[sp.val], y[sp.val], X[sp.test], y[sp.test]
+
+    params = dict(cfg.params)
+    if cfg.monotone:
+        params.update(_monotone(cfg, ds.features))
+    trials: list[dict[str, Any]] = []
+    if cfg.search != "none":
+        with timer.step(f"hyperparameter search ({cfg.search})"):
+            def objective(p: dict[str, Any]) -> float:
+                f = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, {**params, **p}, cfg.seed, cfg.resample)
+                return float(skm.average_precision_score(yva, f.predict(Xva)))
+
+            best, trials = search.run(cfg.search, cfg.spaces.get(cfg.model_type, {}), objective, cfg.n_trials,
+                                      cfg.seed)
+            params.update(best)
+            say(f"    best of {len(trials)} trials: {best}")
+
+    with timer.step(f"training {cfg.model_type}"):
+        fitted = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, params, cfg.seed, cfg.resample)
+    with timer.step("training the logistic-regression baseline"):
+        base = models.fit("logistic_regression", Xtr, ytr, Xva, yva, {}, cfg.seed)
+    with timer.step("calibration and threshold"):
+        p_val_raw = fitted.predict(Xva)
+        if cfg.calibration == "auto":
+            cal, cal_scores = calibration.choose(p_val_raw, yva, cfg.seed)
+        elif cfg.calibration == "none":
+            cal, cal_scores = calibration.Calibrator("none"), {}
+        else:
+            cal, cal_scores = calibration._fit(cfg.calibration, p_val_raw, yva), {}  # noqa: SLF001
+        threshold = evaluate.choose_threshold(yva, cal(p_val_raw), cfg.target_precision)
+        base_thr = evaluate.choose_threshold(yva, base.predict(Xva), cfg.target_precision)
+    p_test = cal(fitted.predict(Xte))
+    metrics = evaluate.compute(yte, p_test, threshold)
+    p_base = base.predict(Xte)
+    base_metrics = evaluate.compute(yte, p_base, base_thr)
+    say(f"    test AUC {metrics['auc']:.4f} (baseline {base_metrics['auc']:.4f}), F1 {metrics['f1']:.4f} at "
+        f"{threshold:.3f}, calibration {cal.method}")
+    with timer.step("cross-validation"):
+        cv = _cv(cfg, Xtr, ytr, _fixed_params(cfg, fitted, params), say)
+
+    importance = fitted.importance()
+    sample = np.random.default_rng(cfg.seed).choice(len(Xte), min(len(Xte), 2000), replace=False)
+    contributions = fitted.contributions(Xte[sample])
+    metadata = {"features": ds.features, "threshold": threshold, "model_type": cfg.model_type,
+                "feature_service": cfg.feature_service, "calibration": cal.describe(),
+                "importance": [float(v) for v in importance], "label_mode": labels.mode,
+                "risk_bands": {"high": 0.7, "medium": 0.4}}
+    with timer.step("ONNX export and parity"):
+        t0 = time.perf_counter()
+        onnx_model = export.build(fitted, len(ds.features), cal, metadata)
+        export_s = time.perf_counter() - t0
+        parity = export.parity(onnx_model, fitted, cal, Xte)
+    raw = onnx_model.SerializeToString()
+    digest = export.sha256(raw)
+
+    with timer.step("comparing with the champion"):
+        champ_metrics, champ_p, champ_imp, champ_note, champ_version = _champion_view(name, ds.features, Xte, yte)
+    psi_champ = evaluate.psi(champ_p, p_test, probabilities=True) if champ_p is not None else None
+    overlap = gate.top_overlap(importance, champ_imp) if champ_imp is not None and len(champ_imp) == len(importance) \
+        else None
+    verdict = gate.evaluate(metrics, None if cfg.model_type == "logistic_regression" else base_metrics, champ_metrics,
+                            gate.GateConfig(min_auc=cfg.min_auc, max_ece=cfg.max_ece),
+                            psi_vs_champion=psi_champ, importance_overlap=overlap, champion_note=champ_note)
+    if not verdict.passed and cfg.force:
+        verdict.forced = True
+        verdict.note = "forced past the gate with --force: " + "; ".join(verdict.reasons())
+
+    truth_report: dict[str, Any] = {}
+    if cfg.ground_truth:
+        with timer.step("ground truth from fraud-feedback"):
+            truth = ground_truth.read(settings.kafka_bootstrap, cfg.feedback_topic)
+            if truth is None:
+                say("    Kafka not reachable: ground-truth evaluation skipped")
+            else:
+                aligned = ground_truth.align(df["event_id"].iloc[sp.test], truth)
+                truth_report = evaluate.ground_truth_report(aligned, yte, p_test, threshold)
+
+    out_dir = cfg.output_dir or Path(tempfile.mkdtemp(prefix="train-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exp_id = tracking.experiment(cfg.experiment_name, settings)
+    result = TrainResult("", cfg.model_type, metrics, base_metrics, threshold, verdict, parity=parity, cv=cv,
+                         ground_truth=truth_report, label_summary=describe(labels), dataset=ds.summary,
+                         champion_metrics=champ_metrics, calibration={**cal.describe(), "brier": cal_scores},
+                         onnx_sha256=digest, registered_name=name)
+    with mlflow.start_run(experiment_id=exp_id) as run, timer.step("logging to MLflow"):
+        result.run_id = run.info.run_id
+        mlflow.set_tags({"model_type": cfg.model_type, "task": cfg.task, "gate": verdict.verdict,
+                         "feature_service": cfg.feature_service, "label_mode": labels.mode})
+        mlflow.log_params({"model_type": cfg.model_type, "split": cfg.split, "test_size": cfg.test_size,
+                           "val_size": cfg.val_size, "group_split": cfg.group_split, "fraud_rate": cfg.fraud_rate,
+                           "cv_folds": cfg.cv_folds, "search": cfg.search, "calibration": cal.method,
+                           "threshold": round(threshold, 6), "downsample": cfg.downsample,
+                           "resample": cfg.resample, "seed": cfg.seed, "train_rows": len(train_idx),
+                           **{f"param_{k}": v for k, v in {**models.get(cfg.model_type).defaults, **params}.items()}})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in base_metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"cv_{k}_mean": m for k, (m, _) in cv.items() if np.isfinite(m)})
+        mlflow.log_metrics({f"cv_{k}_std": s for k, (_, s) in cv.items() if np.isfinite(s)})
+        mlflow.log_metrics({f"rule_{k}": v for k, v in labels.rule_counts().items()})
+        mlflow.log_metrics({"label_rate": labels.rate, "onnx_export_seconds": export_s,
+                            **{f"parity_{k}": v for k, v in parity.items()}})
+        if truth_report.get("model"):
+            mlflow.log_metrics({f"gt_model_{k}": v for k, v in truth_report["model"].items()})
+            mlflow.log_metrics({f"gt_rules_{k}": v for k, v in truth_report["rules"].items()})
+        roll = evaluate.rolling(df["event_time"].to_numpy()[sp.test], yte, p_test, threshold)
+        plots = evaluate.plots(out_dir / "plots", yte, p_test, threshold, ds.features, importance, contributions,
+                               Xte[sample], roll)
+        for pth in plots:
+            mlflow.log_artifact(str(pth), "plots")
+        report = skm.classification_report(yte, p_test >= threshold, target_names=["legit", "fraud"], digits=4)
+        files = {
+            "classification_report.txt": report,
+            "gate.json": json.dumps(verdict.to_dict(), indent=2),
+            "dataset.json": json.dumps(ds.summary, indent=2),
+            "label_rules.json": json.dumps({"mode": labels.mode, "counts": labels.rule_counts(),
+                                            "weights": {r.name: r.weight for r in RULES}}, indent=2),
+            "features.json": json.dumps(ds.features),
+            "cv.json": json.dumps(cv, indent=2),
+            "ground_truth.json": json.dumps(truth_report, indent=2),
+            "search_trials.json": json.dumps(trials, indent=2, default=str),
+            "calibration.json": json.dumps(result.calibration, indent=2),
+        }
+        for fname, text in files.items():
+            (out_dir / fname).write_text(text)
+            mlflow.log_artifact(str(out_dir / fname), "reports")
+        roll.to_csv(out_dir / "rolling_metrics.csv", index=False)
+        mlflow.log_artifact(str(out_dir / "rolling_metrics.csv"), "reports")
+        ref = df.iloc[sp.test][["event_id", "event_time", *ds.features]].iloc[sample[: cfg.reference_rows]]
+        ref = ref.assign(score=p_test[sample[: cfg.reference_rows]])
+        ref.to_parquet(out_dir / "reference.parquet", index=False)
+        mlflow.log_artifact(str(out_dir / "reference.parquet"), "drift")
+        onnx_path = out_dir / "model.onnx"
+        onnx_path.write_bytes(raw)
+        result.onnx_path = onnx_path
+        if verdict.passed or cfg.force:
+            model_uri = tracking.log_onnx(onnx_model, Xte[:5], p_test[:5])
+            tags = {"model_type": cfg.model_type, "onnx_sha256": digest, "test_auc": f"{metrics['auc']:.4f}",
+                    "test_f1": f"{metrics['f1']:.4f}", "threshold": f"{threshold:.6f}", "gate": verdict.verdict,
+                    "run_id": run.info.run_id}
+            if verdict.note:
+                tags["audit_note"] = verdict.note
+            result.version = tracking.register(model_uri, name, tags)
+            result.alias = tracking.CHALLENGER
+            if cfg.promote:
+                reason = "passed the gate" if verdict.passed else verdict.note
+                result.previous_champion = tracking.promote(name, result.version, reason)
+                result.alias = tracking.CHAMPION
+            card = model_card(name, result, cfg, champ_version)
+            (out_dir / "model_card.md").write_text(card)
+            mlflow.log_artifact(str(out_dir / "model_card.md"), "reports")
+        mlflow.set_tag("registered_version", result.version or "none")
+    result.timings = {**timer.times, "total": time.perf_counter() - t_all}
+    log.info("tracking at %s", uri)
+    return result
+
+
+def model_card(name: str, r: TrainResult, cfg: TrainConfig, champion_version: str | None) -> str:
+    m, b = r.metrics, r.baseline_metrics
+    lines = [
+        f"# {name} v{r.version} ({r.model_type})", "",
+        f"- alias: **{r.alias}**; previous champion: {r.previous_champion or 'none'}",
+        f"- run: `{r.run_id}`; ONNX sha256 `{r.onnx_sha256}`",
+        f"- data: {r.dataset.get('rows')} transactions from {r.dataset.get('start')} to {r.dataset.get('end')}, "
+        f"feature service `{cfg.feature_service}`",
+        f"- labels: {r.label_summary}",
+        f"- split: {cfg.split}{' (grouped by card)' if cfg.group_split else ''}, validation {cfg.val_size}, "
+        f"test {cfg.test_size}",
+        f"- calibration: {r.calibration.get('method')}; threshold {r.threshold:.4f}", "",
+        "| metric | model | LR baseline |", "|---|---|---|",
+        *[f"| {k} | {m[k]:.4f} | {b[k]:.4f} |" for k in evaluate.METRIC_NAMES], "",
+        f"Gate: **{r.gate.verdict}**" + (f" ({r.gate.note})" if r.gate.note else ""), "",
+        *[f"- {'skip' if c.skipped else ('ok' if c.passed else 'FAIL')} {c.name}: {c.detail}" for c in r.gate.checks],
+    ]
+    if r.ground_truth.get("model"):
+        gt = r.ground_truth
+        lines += ["", "Ground truth (fraud-feedback) on the test rows:",
+                  f"- model recall {gt['model']['recall']:.3f}, precision {gt['model']['precision']:.3f}; "
+                  f"rules recall {gt['rules']['recall']:.3f}, precision {gt['rules']['precision']:.3f}"]
+    lines += ["", "Intended use: scoring card transactions before authorisation with features from "
+              "the `fraud_v1` feature service. Trained on rule labels: it learns the rules' view of fraud."]
+    return "\n".join(lines) + "\n"
