@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -24,10 +26,25 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range: a port the kernel handed out with
+    bind(0) can be taken by any client's outgoing connection before the server binds it
+    (seen: Kafka failing to bind while other clients were busy)."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12_000), low)
+        if port_free(host, port):
+            return port
+    raise RuntimeError(f"no free port found below {low}")
 
 
 def kafka(bootstrap: str) -> str | None:

@@ -121,7 +121,7 @@ def summary(r) -> None:  # r: TrainResult
     if gt.get("model"):
         c.print(f"ground truth ({gt['rows_with_feedback']:,} test rows with feedback, {gt['fraud']} fraud): "
                 f"model recall {gt['model']['recall']:.3f} precision {gt['model']['precision']:.3f}"
-                f"{' AUC %.3f' % gt['model']['auc'] if 'auc' in gt['model'] else ''}; rules recall "
+                f"{' AUC {:.3f}'.format(gt['model']['auc']) if 'auc' in gt['model'] else ''}; rules recall "
                 f"{gt['rules']['recall']:.3f} precision {gt['rules']['precision']:.3f}")
         for s, v in gt["per_scenario"].items():
             c.print(f"  {s:<22} {v['fraud']:>5} fraud  model recall {v['model_recall']:.2f}  "

@@ -18,6 +18,9 @@ class GateConfig:
     min_importance_overlap: float = 0.3
     #: the candidate may trail the champion by this much and still count as "not worse"
     tolerance: float = 0.0
+    #: an AUC gain over the champion this large explains a shifted score distribution or
+    #: changed feature importances (they guard against unexplained changes)
+    clear_gain: float = 0.01
 
 
 @dataclass
@@ -84,13 +87,19 @@ def evaluate(candidate: dict[str, float], baseline: dict[str, float] | None, cha
     r.checks.append(Check("beats_champion", bool(better),
                           f"AUC {auc:.4f} vs {champion['auc']:.4f}, F1 {candidate['f1']:.4f} vs "
                           f"{champion['f1']:.4f} on the same test set"))
+    gain = auc - champion["auc"]
+    excuse = f"; allowed by a clear AUC gain of {gain:+.4f}" if gain >= cfg.clear_gain else ""
     if psi_vs_champion is not None:
-        r.checks.append(Check("prediction_shift", bool(psi_vs_champion < cfg.max_psi),
-                              f"PSI of scores vs champion {psi_vs_champion:.4f} (maximum {cfg.max_psi})"))
+        ok = psi_vs_champion < cfg.max_psi or bool(excuse)
+        r.checks.append(Check("prediction_shift", bool(ok),
+                              f"PSI of scores vs champion {psi_vs_champion:.4f} (maximum {cfg.max_psi})"
+                              + (excuse if psi_vs_champion >= cfg.max_psi else "")))
     if importance_overlap is not None:
-        r.checks.append(Check("importance_stability", bool(importance_overlap >= cfg.min_importance_overlap),
+        ok = importance_overlap >= cfg.min_importance_overlap or bool(excuse)
+        r.checks.append(Check("importance_stability", bool(ok),
                               f"top-10 feature overlap with champion {importance_overlap:.2f} "
-                              f"(minimum {cfg.min_importance_overlap})"))
+                              f"(minimum {cfg.min_importance_overlap})"
+                              + (excuse if importance_overlap < cfg.min_importance_overlap else "")))
     else:
         r.checks.append(Check("importance_stability", True, "champion has no importance record", skipped=True))
     return r

@@ -135,8 +135,8 @@ def test_gate_passes_a_better_model_and_lists_every_check() -> None:
     ({"candidate": {**METRICS, "ece": 0.2}}, {"calibration"}),
     ({"champion": {"auc": 0.95, "f1": 0.5}}, {"beats_champion"}),
     ({"champion": {"auc": 0.85, "f1": 0.7}}, {"beats_champion"}),
-    ({"psi": 0.4}, {"prediction_shift"}),
-    ({"overlap": 0.1}, {"importance_stability"}),
+    ({"psi": 0.4, "champion": {"auc": 0.895, "f1": 0.55}}, {"prediction_shift"}),
+    ({"overlap": 0.1, "champion": {"auc": 0.895, "f1": 0.55}}, {"importance_stability"}),
 ])
 def test_gate_refuses_with_reasons(kw: dict, failing: set[str]) -> None:
     r = gate.evaluate(kw.get("candidate", METRICS), {"auc": 0.8}, kw.get("champion", {"auc": 0.88, "f1": 0.55}),
@@ -145,6 +145,15 @@ def test_gate_refuses_with_reasons(kw: dict, failing: set[str]) -> None:
     assert not r.passed
     assert {c.name for c in r.checks if not c.passed} == failing
     assert all(reason.split(":")[0] in failing for reason in r.reasons())
+
+
+def test_a_clear_gain_explains_a_shift_but_not_a_worse_f1() -> None:
+    r = gate.evaluate(METRICS, {"auc": 0.8}, {"auc": 0.85, "f1": 0.55}, gate.GateConfig(),
+                      psi_vs_champion=0.6, importance_overlap=0.1)
+    assert r.passed and "clear AUC gain" in r.checks[-1].detail
+    r = gate.evaluate(METRICS, {"auc": 0.8}, {"auc": 0.85, "f1": 0.65}, gate.GateConfig(),
+                      psi_vs_champion=0.6, importance_overlap=0.1)
+    assert [c.name for c in r.checks if not c.passed] == ["beats_champion"]
 
 
 def test_gate_without_champion_skips_the_comparisons() -> None:

@@ -1,0 +1,179 @@
+"""Training against the real parts: transactions go through Kafka and a real stream worker
+into the Feast offline log; training reads them, logs to the MLflow server, registers with
+aliases and exports ONNX that matches the native model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from core import feast_store
+from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS
+from core.model_inputs import MODEL_FEATURES, model_row
+from core.settings import REPO_ROOT, StackSettings
+from stack.services import stack_env
+from stack.topics import ensure_topics
+from streaming.generators.transactions import GenConfig, TransactionStream
+from streaming.sinks import read_dataset
+from tests.support.stream import WorkerProcess, wait_for
+from training import export, tracking
+from training.config import TrainConfig
+from training.models import MODEL_TYPES
+from training.pipeline import train
+
+N_TXNS = 6000
+
+
+@pytest.fixture(scope="module")
+def data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackSettings, str]]:
+    """(settings of an isolated repo holding the stream's offline log, feedback topic)."""
+    root = tmp_path_factory.mktemp("training")
+    copy = root / "feature_repo"
+    shutil.copytree(REPO_ROOT / "feature_repo", copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    host, _, port = kafka_bootstrap.rpartition(":")
+    settings = feast_repo.model_copy(update={"feature_repo": copy, "data_dir": root / "data",
+                                             "kafka_host": host, "kafka_port": int(port)})
+    feast_store.apply(settings)
+    txn, fb, dlq, clk = (f"{p}-{uuid.uuid4().hex[:8]}" for p in ("txn", "fb", "dlq", "clk"))
+    ensure_topics(kafka_bootstrap, [txn, fb, dlq, clk], partitions=3)
+    # one purchase per card every hour or so: velocity rules fire on fraud scenarios
+    stream = TransactionStream(GenConfig(seed=5, users=1500, events_per_s=0.5, fraud_rate=0.02,
+                                         feedback_delay_ms=0, start_ms=1_790_000_000_000))
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    n = 0
+    for rec in _take(stream, N_TXNS):
+        producer.produce(txn if rec.topic == TRANSACTIONS else fb if rec.topic == FRAUD_FEEDBACK else dlq,
+                         key=rec.key, value=rec.value)
+        n += rec.topic == TRANSACTIONS
+    assert producer.flush(60) == 0
+    worker = WorkerProcess(settings, f"t-{uuid.uuid4().hex[:6]}", txn, dlq, clk, root / "worker.log").start()
+    try:
+        def logged() -> int:
+            df = read_dataset(feast_store.offline_dir(settings, ""), "transactions")
+            return df["event_id"].nunique() if not df.empty else 0
+
+        wait_for(lambda: logged() >= n, 240, "every transaction in the offline log", [worker])
+    finally:
+        worker.stop()
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    yield settings, fb
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def _take(stream: TransactionStream, n: int) -> list:
+    out, count = [], 0
+    for rec in stream:
+        out.append(rec)
+        count += rec.topic == TRANSACTIONS
+        if count >= n:
+            break
+    return out + list(stream.drain())
+
+
+def _cfg(name: str, feedback: str, tmp_path: Path, **kw) -> TrainConfig:
+    kw = {"cv_folds": 2, "min_auc": 0.6, "max_ece": 0.2, **kw}
+    return TrainConfig(registered_name=name, feedback_topic=feedback, output_dir=tmp_path / "out", **kw)
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_every_model_type_trains_registers_and_exports_onnx(data: tuple[StackSettings, str], tmp_path: Path,
+                                                             model_type: str) -> None:
+    settings, feedback = data
+    name = f"fraud-{model_type}-{uuid.uuid4().hex[:6]}"
+    r = train(settings, _cfg(name, feedback, tmp_path, model_type=model_type, force=True), say=lambda _m: None)
+    assert r.dataset["rows"] >= N_TXNS * 0.95
+    assert r.metrics["auc"] > 0.6 and 0 < r.threshold < 1
+    assert r.parity["model"] <= 1e-5 and r.parity["calibration"] <= 1e-5
+    assert r.version == "1" and r.alias == tracking.CHAMPION
+    assert r.gate.passed or r.gate.note.startswith("forced")
+    # the registry serves the graph we exported, with its features and threshold
+    tracking.connect(settings, lambda _m: None)
+    reg = tracking.load(name, tracking.CHAMPION)
+    assert reg is not None and export.sha256(reg.onnx) == r.onnx_sha256 == reg.tags["onnx_sha256"]
+    assert reg.features == list(MODEL_FEATURES) and reg.threshold == pytest.approx(r.threshold)
+    assert r.ground_truth["rows_with_feedback"] > 0 and "per_scenario" in r.ground_truth
+    run = mlflow.get_run(r.run_id)
+    assert run.data.metrics["test_auc"] == pytest.approx(r.metrics["auc"])
+    assert {"rule_high_velocity", "cv_auc_mean", "baseline_auc"} <= set(run.data.metrics)
+    artifacts = {a.path for d in ("plots", "reports", "drift") for a in mlflow.MlflowClient().list_artifacts(
+        r.run_id, d)}
+    assert {"plots/roc.png", "plots/pr.png", "plots/calibration.png", "reports/gate.json",
+            "reports/model_card.md", "drift/reference.parquet"} <= artifacts
+    # scores from the registered graph are probabilities
+    X = np.array([model_row({f: 0.0 for f in MODEL_FEATURES}, 50.0, "5411", "pos")], dtype=np.float32)
+    p = export.score(export.session(reg.onnx), X)
+    assert 0.0 <= p[0] <= 1.0
+
+
+def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(data: tuple[StackSettings, str],
+                                                                  tmp_path: Path) -> None:
+    settings, feedback = data
+    name = f"fraud-gate-{uuid.uuid4().hex[:6]}"
+    weak = {"n_estimators": 2, "max_depth": 1}
+    first = train(settings, _cfg(name, feedback, tmp_path, params=weak, force=True, ground_truth=False),
+                  say=lambda _m: None)
+    assert first.version == "1" and first.alias == tracking.CHAMPION
+    better = train(settings, _cfg(name, feedback, tmp_path, ground_truth=False), say=lambda _m: None)
+    assert better.gate.passed, better.gate.reasons()
+    assert better.version == "2" and better.previous_champion == "1"
+    assert next(c for c in better.gate.checks if c.name == "beats_champion").skipped is False
+    # the weak one again, through the CLI: refused, exit 4, champion unchanged
+    (tmp_path / "weak.yaml").write_text("params:\n  xgboost:\n    n_estimators: 2\n    max_depth: 1\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings)}
+    out = subprocess.run([sys.executable, "training/train.py", "--config", str(tmp_path / "weak.yaml"),
+                          "--registered-name", name, "--cv-folds", "0", "--no-ground-truth", "--min-auc", "0.6",
+                          "--max-ece", "0.2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 4, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "FAIL beats_champion" in out.stdout and "not registered" in out.stdout
+    tracking.connect(settings, lambda _m: None)
+    champ = tracking.load(name, tracking.CHAMPION)
+    assert champ is not None and champ.version == "2"
+
+
+def test_monotone_velocity_never_lowers_the_score(data: tuple[StackSettings, str], tmp_path: Path) -> None:
+    settings, feedback = data
+    r = train(settings, _cfg(f"fraud-mono-{uuid.uuid4().hex[:6]}", feedback, tmp_path, cv_folds=0, force=True,
+                             ground_truth=False, monotone=["txn_count_5m", "velocity_score", "txn_count_1m"]),
+              say=lambda _m: None)
+    sess = export.session(r.onnx_path.read_bytes())
+    rng = np.random.default_rng(0)
+    base = {f: float(v) for f, v in zip(MODEL_FEATURES, rng.random(len(MODEL_FEATURES)), strict=True)}
+    rows = []
+    for n in range(0, 12):
+        f = {**base, "txn_count_5m": n, "txn_count_1m": min(n, 3),
+             "velocity_score": 1 - np.exp(-n / 4)}
+        rows.append(model_row(f, 30.0, "5411", "online"))
+    scores = export.score(sess, np.array(rows, dtype=np.float32))
+    assert np.all(np.diff(scores) >= -1e-7), scores
+
+
+def test_irrelevant_fields_do_not_change_the_inputs() -> None:
+    """Device, IP and merchant id are not model inputs: two transactions that differ only
+    there get the same row (and so the same score)."""
+    feats = {f: 1.0 for f in MODEL_FEATURES}
+    assert model_row(feats, 12.5, "5411", "pos") == model_row(dict(feats), 12.5, "5411", "pos")
+    assert model_row(feats, 12.5, "7995", "pos") != model_row(feats, 12.5, "5411", "pos")
+
+
+def test_no_data_is_a_clear_error(feast_repo: StackSettings, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(feast_repo)}
+    out = subprocess.run([sys.executable, "training/train.py", "--model-type", "lightgbm"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no transactions in the offline store") and "make up" in last
