@@ -12,6 +12,7 @@ BENCHMARKS = {
     "kafka_throughput": "bench.kafka_throughput",
     "feast_online": "bench.feast_online",
     "stream": "bench.stream",
+    "training": "bench.training",
 }
 
 

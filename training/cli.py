@@ -59,6 +59,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--max-samples", type=int, help="use the most recent N transactions")
     d.add_argument("--fraud-rate", type=_fraction,
                    help="label the top R fraction by rule score instead of 'any rule fires'")
+    d.add_argument("--label-window-min", type=int, default=30,
+                   help="personalization: positive when the session purchases within N minutes (default 30)")
     d.add_argument("--split", default="time", choices=["time", "stratified"], help="split method (default time)")
     d.add_argument("--test-size", type=_fraction, default=0.1)
     d.add_argument("--val-size", type=_fraction, default=0.1)
@@ -67,7 +69,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--downsample", type=float, help="keep N negatives per positive for training (evaluation untouched)")
     d.add_argument("--no-ground-truth", action="store_true", help="skip the fraud-feedback evaluation")
     r = p.add_argument_group("registry")
-    r.add_argument("--experiment-name", default="fraud-detection")
+    r.add_argument("--experiment-name", help="default fraud-detection (purchase-propensity for personalization)")
     r.add_argument("--registered-name", help="registered model (default fraud-detector)")
     r.add_argument("--force", action="store_true", help="register and promote even if the gate fails (audited)")
     r.add_argument("--no-promote", action="store_true", help="register as challenger only")
@@ -86,10 +88,12 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         params = (raw.get("params") or {}).get(args.model_type, {})
         spaces.update(raw.get("search_spaces") or {})
     return TrainConfig(
-        model_type=args.model_type, task=args.task, experiment_name=args.experiment_name,
+        model_type=args.model_type, task=args.task,
+        experiment_name=args.experiment_name or ("fraud-detection" if args.task == "fraud" else "purchase-propensity"),
         feature_service=args.feature_service, start_ms=args.start, end_ms=args.end, max_samples=args.max_samples,
         fraud_rate=args.fraud_rate, split=args.split, test_size=args.test_size, val_size=args.val_size,
-        group_split=args.group_split, cv_folds=args.cv_folds, search=args.search, n_trials=args.n_trials,
+        group_split=args.group_split, label_window_min=args.label_window_min, cv_folds=args.cv_folds,
+        search=args.search, n_trials=args.n_trials,
         params=params, spaces=spaces, calibration=args.calibration, target_precision=args.target_precision,
         downsample=args.downsample, resample=args.resample, registered_name=args.registered_name,
         monotone=[f for f in args.monotone.split(",") if f], force=args.force, promote=not args.no_promote,
@@ -102,7 +106,7 @@ def summary(r) -> None:  # r: TrainResult
     from rich.table import Table
 
     c = Console()
-    t = Table(title=f"{r.model_type}: test metrics (rule labels)", show_lines=False)
+    t = Table(title=f"{r.registered_name} ({r.model_type}): test metrics", show_lines=False)
     t.add_column("metric")
     t.add_column("model", justify="right")
     t.add_column("LR baseline", justify="right")

@@ -46,6 +46,8 @@ class TrainConfig(BaseModel):
     downsample: float | None = Field(None, gt=0, description="keep this many negatives per positive in training")
     resample: bool = False
     min_positives: int = 20
+    #: personalization: a click is positive when its session purchases within this many minutes
+    label_window_min: int = Field(30, ge=1)
     force: bool = False
     promote: bool = True
     ground_truth: bool = True

@@ -156,3 +156,49 @@ def check(df: pd.DataFrame, features: tuple[str, ...] | list[str]) -> None:
     dups = int(df.duplicated("event_id").sum())
     if dups:
         raise DataError(f"{dups} duplicate event ids after de-duplicating the offline log")
+
+
+def load_clicks(settings: StackSettings, *, feature_service: str = "personalization_v1",
+                start_ms: int | None = None, end_ms: int | None = None, max_samples: int | None = None,
+                offline_root: Path | None = None) -> Dataset:
+    """Personalization rows: per click, the user's features as of just before it (offline log
+    ``user_click_features``) plus the click's own fields."""
+    from core.model_inputs import PROPENSITY_FEATURES, click_fields
+    from core.user_features import USER_FEATURES
+    from streaming.sinks import latest_feature_rows
+
+    root = offline_root or feast_store.offline_dir(settings, "")
+    served = feature_service_features(settings, feature_service)
+    missing = [f for f in USER_FEATURES if f not in served]
+    if missing:
+        raise DataError(f"feature service {feature_service!r} lacks model inputs: {', '.join(missing)}")
+    feats = _read(root / "user_click_features", time_range=(start_ms, end_ms))
+    if feats.empty:
+        raise DataError(f"no clicks in the offline store ({root / 'user_click_features'}): run `make up` and let "
+                        "the click generator run, or backfill with `python -m streaming backfill --kind clicks`")
+    n_raw = len(feats)
+    feats = latest_feature_rows(feats, "user_id")
+    clicks = _read(root / "clicks", ["event_id", "event_key", "user_id", "session_id", "action", "dwell_ms",
+                                     "device"], (start_ms, end_ms)).drop_duplicates(["user_id", "event_key"])
+    df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
+        clicks, on=["user_id", "event_key"], how="inner", validate="one_to_one")
+    df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
+    if max_samples is not None and len(df) > max_samples:
+        df = df.iloc[-max_samples:].reset_index(drop=True)
+    probe = click_fields("view", 0, "mobile")
+    fields = pd.DataFrame({
+        "is_view": (df["action"] == "view").astype(np.float64),
+        "is_add_to_cart": (df["action"] == "add_to_cart").astype(np.float64),
+        "is_purchase": (df["action"] == "purchase").astype(np.float64),
+        "dwell_ms": df["dwell_ms"].astype(np.float64),
+        "device_mobile": (df["device"] == "mobile").astype(np.float64),
+        "device_tablet": (df["device"] == "tablet").astype(np.float64)}, index=df.index)
+    assert list(fields.columns) == list(probe), "click_fields and its vectorised twin disagree"
+    for name, col in fields.items():
+        df[name] = col
+    check(df, PROPENSITY_FEATURES)
+    summary = {"rows": len(df), "rows_in_log": n_raw, "users": int(df["user_id"].nunique()),
+               "start": pd.to_datetime(df["event_time"].min(), unit="ms", utc=True).isoformat(),
+               "end": pd.to_datetime(df["event_time"].max(), unit="ms", utc=True).isoformat(),
+               "feature_service": feature_service}
+    return Dataset(df, list(PROPENSITY_FEATURES), str(root), summary)

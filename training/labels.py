@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.rules import RULE_INPUTS, RULE_NAMES, RULES, fired_matrix, rule_scores
+from core.rules import RULE_INPUTS, RULE_NAMES, fired_matrix, rule_scores
 from training.errors import DataError
 
 log = logging.getLogger("training.labels")
@@ -21,12 +21,13 @@ class Labels:
     score: np.ndarray  # the weighted rule score
     fired: np.ndarray  # bool, rows x rules
     mode: str
+    names: tuple[str, ...] = RULE_NAMES
 
     def rule_counts(self) -> dict[str, int]:
-        return {name: int(self.fired[:, i].sum()) for i, name in enumerate(RULE_NAMES)}
+        return {name: int(self.fired[:, i].sum()) for i, name in enumerate(self.names)}
 
     def fired_names(self, row: int) -> list[str]:
-        return [name for i, name in enumerate(RULE_NAMES) if self.fired[row, i]]
+        return [name for i, name in enumerate(self.names) if self.fired[row, i]]
 
     @property
     def rate(self) -> float:
@@ -66,5 +67,27 @@ def label(df: pd.DataFrame, fraud_rate: float | None = None, tie_key: str = "eve
 
 
 def describe(labels: Labels) -> str:
-    parts = ", ".join(f"{r.name} {labels.rule_counts()[r.name]}" for r in RULES)
-    return f"{int(labels.y.sum())} fraud of {len(labels.y)} ({labels.rate:.2%}, {labels.mode}); rules fired: {parts}"
+    head = f"{int(labels.y.sum())} positive of {len(labels.y)} ({labels.rate:.2%}, {labels.mode})"
+    if not labels.names:
+        return head
+    return head + "; rules fired: " + ", ".join(f"{n} {c}" for n, c in labels.rule_counts().items())
+
+
+def purchase_labels(df: pd.DataFrame, window_ms: int) -> Labels:
+    """Personalization: a click is positive when its session has a purchase strictly after it
+    and within ``window_ms`` (the label looks ahead; the features never do)."""
+    order = np.lexsort((df["event_key"].to_numpy(), df["event_time"].to_numpy(), df["session_id"].to_numpy()))
+    sess = df["session_id"].to_numpy()[order]
+    t = df["event_time"].to_numpy()[order].astype(np.int64)
+    purchases = np.flatnonzero(df["action"].to_numpy()[order] == "purchase")
+    if len(purchases) == 0:
+        y_sorted = np.zeros(len(t), dtype=bool)
+    else:
+        # the first purchase strictly after each click (in session, time, key order)
+        k = np.searchsorted(purchases, np.arange(len(t)), side="right")
+        j = purchases[np.minimum(k, len(purchases) - 1)]
+        y_sorted = (k < len(purchases)) & (sess[j] == sess) & (t[j] - t <= window_ms)
+    y = np.empty(len(t), dtype=np.int8)
+    y[order] = y_sorted
+    return Labels(y, y.astype(np.float64), np.zeros((len(y), 0), dtype=bool),
+                  f"purchase in the session within {window_ms // 60_000} min", names=())

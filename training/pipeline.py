@@ -21,9 +21,9 @@ from core.rules import RULES
 from core.settings import StackSettings
 from training import calibration, evaluate, export, gate, ground_truth, models, search, splits, tracking
 from training.config import TrainConfig
-from training.dataset import Dataset, load
+from training.dataset import Dataset, load, load_clicks
 from training.errors import DataError, TrainingError
-from training.labels import Labels, describe, label
+from training.labels import Labels, describe, label, purchase_labels
 
 log = logging.getLogger("training")
 Say = Callable[[str], None]
@@ -141,26 +141,32 @@ def _champion_view(name: str, features: list[str], X_test: np.ndarray, y_test: n
 def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainResult:
     import mlflow
 
-    if cfg.task != "fraud":
-        raise TrainingError("--task personalization is not built yet (see the training issue); use --task fraud")
     models.get(cfg.model_type)  # fail fast on a typo
     t_all = time.perf_counter()
     timer = _Timer(say, cfg.verbose)
     uri = tracking.connect(settings, say)
     name = cfg.registered_name or tracking.REGISTERED[cfg.task]
 
+    fraud = cfg.task == "fraud"
     with timer.step("loading point-in-time features from the offline store"):
-        ds: Dataset = load(settings, feature_service=cfg.feature_service, start_ms=cfg.start_ms, end_ms=cfg.end_ms,
-                           max_samples=cfg.max_samples)
+        if fraud:
+            ds: Dataset = load(settings, feature_service=cfg.feature_service, start_ms=cfg.start_ms,
+                               end_ms=cfg.end_ms, max_samples=cfg.max_samples)
+        else:
+            service = "personalization_v1" if cfg.feature_service == "fraud_v1" else cfg.feature_service
+            ds = load_clicks(settings, feature_service=service, start_ms=cfg.start_ms, end_ms=cfg.end_ms,
+                             max_samples=cfg.max_samples)
     df = ds.frame
-    say(f"    {len(df):,} transactions, {ds.summary['cards']:,} cards, {ds.summary['start']} .. {ds.summary['end']}")
-    labels: Labels = label(df, cfg.fraud_rate)
+    what = "transactions" if fraud else "clicks"
+    say(f"    {len(df):,} {what}, {ds.summary.get('cards', ds.summary.get('users')):,} "
+        f"{'cards' if fraud else 'users'}, {ds.summary['start']} .. {ds.summary['end']}")
+    labels: Labels = label(df, cfg.fraud_rate) if fraud else purchase_labels(df, cfg.label_window_min * 60_000)
     say(f"    labels: {describe(labels)}")
     y = labels.y
     if y.sum() < cfg.min_positives:
-        raise DataError(f"only {int(y.sum())} fraud labels (minimum {cfg.min_positives}): let the generator run "
-                        "longer, backfill more data, or label by --fraud-rate")
-    if not 0.0005 <= labels.rate <= 0.3:
+        raise DataError(f"only {int(y.sum())} positive labels (minimum {cfg.min_positives}): let the generator run "
+                        "longer, backfill more data" + (", or label by --fraud-rate" if fraud else ""))
+    if fraud and not 0.0005 <= labels.rate <= 0.3:
         say(f"  warning: label rate {labels.rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
     X = ds.X
     sp = splits.split(df, y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed)
@@ -211,8 +217,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     importance = fitted.importance()
     sample = np.random.default_rng(cfg.seed).choice(len(Xte), min(len(Xte), 2000), replace=False)
     contributions = fitted.contributions(Xte[sample])
-    metadata = {"features": ds.features, "threshold": threshold, "model_type": cfg.model_type,
-                "feature_service": cfg.feature_service, "calibration": cal.describe(),
+    metadata = {"features": ds.features, "threshold": threshold, "model_type": cfg.model_type, "task": cfg.task,
+                "feature_service": ds.summary["feature_service"], "calibration": cal.describe(),
                 "importance": [float(v) for v in importance], "label_mode": labels.mode,
                 "risk_bands": {"high": 0.7, "medium": 0.4}}
     with timer.step("ONNX export and parity"):
@@ -236,7 +242,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         verdict.note = "forced past the gate with --force: " + "; ".join(verdict.reasons())
 
     truth_report: dict[str, Any] = {}
-    if cfg.ground_truth:
+    if cfg.ground_truth and fraud:
         with timer.step("ground truth from fraud-feedback"):
             truth = ground_truth.read(settings.kafka_bootstrap, cfg.feedback_topic)
             if truth is None:
@@ -266,7 +272,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base_metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"cv_{k}_mean": m for k, (m, _) in cv.items() if np.isfinite(m)})
         mlflow.log_metrics({f"cv_{k}_std": s for k, (_, s) in cv.items() if np.isfinite(s)})
-        mlflow.log_metrics({f"rule_{k}": v for k, v in labels.rule_counts().items()})
+        if labels.names:
+            mlflow.log_metrics({f"rule_{k}": v for k, v in labels.rule_counts().items()})
         mlflow.log_metrics({"label_rate": labels.rate, "onnx_export_seconds": export_s,
                             **{f"parity_{k}": v for k, v in parity.items()}})
         if truth_report.get("model"):
@@ -283,7 +290,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             "gate.json": json.dumps(verdict.to_dict(), indent=2),
             "dataset.json": json.dumps(ds.summary, indent=2),
             "label_rules.json": json.dumps({"mode": labels.mode, "counts": labels.rule_counts(),
-                                            "weights": {r.name: r.weight for r in RULES}}, indent=2),
+                                            "weights": {r.name: r.weight for r in RULES if r.name in labels.names}},
+                                           indent=2),
             "features.json": json.dumps(ds.features),
             "cv.json": json.dumps(cv, indent=2),
             "ground_truth.json": json.dumps(truth_report, indent=2),
@@ -346,6 +354,10 @@ def model_card(name: str, r: TrainResult, cfg: TrainConfig, champion_version: st
         lines += ["", "Ground truth (fraud-feedback) on the test rows:",
                   f"- model recall {gt['model']['recall']:.3f}, precision {gt['model']['precision']:.3f}; "
                   f"rules recall {gt['rules']['recall']:.3f}, precision {gt['rules']['precision']:.3f}"]
-    lines += ["", "Intended use: scoring card transactions before authorisation with features from "
-              "the `fraud_v1` feature service. Trained on rule labels: it learns the rules' view of fraud."]
+    if cfg.task == "fraud":
+        lines += ["", "Intended use: scoring card transactions before authorisation with features from "
+                  "the `fraud_v1` feature service. Trained on rule labels: it learns the rules' view of fraud."]
+    else:
+        lines += ["", "Intended use: ranking users' purchase propensity within a session from the "
+                  "`personalization_v1` features. Not a fraud model."]
     return "\n".join(lines) + "\n"

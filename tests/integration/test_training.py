@@ -23,6 +23,7 @@ from core.model_inputs import MODEL_FEATURES, model_row
 from core.settings import REPO_ROOT, StackSettings
 from stack.services import stack_env
 from stack.topics import ensure_topics
+from streaming.generators.clicks import ClickStream
 from streaming.generators.transactions import GenConfig, TransactionStream
 from streaming.sinks import read_dataset
 from tests.support.stream import WorkerProcess, wait_for
@@ -32,6 +33,7 @@ from training.models import MODEL_TYPES
 from training.pipeline import train
 
 N_TXNS = 6000
+N_CLICKS = 4000
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,13 @@ def data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str,
         producer.produce(txn if rec.topic == TRANSACTIONS else fb if rec.topic == FRAUD_FEEDBACK else dlq,
                          key=rec.key, value=rec.value)
         n += rec.topic == TRANSACTIONS
+    clicks = ClickStream(seed=6, users=300, sessions_per_s=0.5, start_ms=1_790_000_000_000)
+    n_clicks = 0
+    for rec in clicks:
+        producer.produce(clk, key=rec.key, value=rec.value)
+        n_clicks += 1
+        if n_clicks >= N_CLICKS:
+            break
     assert producer.flush(60) == 0
     worker = WorkerProcess(settings, f"t-{uuid.uuid4().hex[:6]}", txn, dlq, clk, root / "worker.log").start()
     try:
@@ -64,6 +73,12 @@ def data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str,
             return df["event_id"].nunique() if not df.empty else 0
 
         wait_for(lambda: logged() >= n, 240, "every transaction in the offline log", [worker])
+
+        def clicks_logged() -> int:
+            df = read_dataset(feast_store.offline_dir(settings, ""), "clicks")
+            return df["event_id"].nunique() if not df.empty else 0
+
+        wait_for(lambda: clicks_logged() >= n_clicks, 240, "every click in the offline log", [worker])
     finally:
         worker.stop()
     old = os.environ.get("MLFLOW_TRACKING_URI")
@@ -144,6 +159,33 @@ def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(data: tuple[St
     champ = tracking.load(name, tracking.CHAMPION)
     assert champ is not None and champ.version == "2"
 
+    # the lifecycle CLI on the same registered model
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT, env={**env, "COLUMNS": "200"},
+                              capture_output=True, text=True, timeout=300)
+
+    hist = cli("history", "--name", name)
+    assert hist.returncode == 0 and "champion" in hist.stdout and "challenger" in hist.stdout, hist.stderr
+    cmp = cli("compare", "--name", name, "1", "2")
+    assert cmp.returncode == 0 and "auc" in cmp.stdout and "v1" in cmp.stdout and "v2" in cmp.stdout, cmp.stderr
+    ev = cli("evaluate", "--name", name)
+    assert ev.returncode == 0 and f"{name} v2" in ev.stdout, ev.stderr
+    db = tmp_path / "scores.db"
+    sc = cli("score", "--name", name, "--db", f"sqlite:///{db}", "--max-samples", "500")
+    assert sc.returncode == 0, sc.stderr
+    import sqlalchemy as sa
+
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        rows = conn.execute(sa.text("select risk_tier, fraud_probability, model_version from fraud_scores")).all()
+    assert len(rows) == 500 and {r[2] for r in rows} == {"2"}
+    assert all((r[0] == "high") == (r[1] >= 0.7) and (r[0] == "low") == (r[1] < 0.4) for r in rows)
+    pr = cli("promote", "--name", name, "1", "--reason", "rollback drill")
+    assert pr.returncode == 0 and "was v2" in pr.stdout, pr.stderr
+    champ = tracking.load(name, tracking.CHAMPION)
+    assert champ is not None and champ.version == "1" and champ.tags["promoted_reason"] == "rollback drill"
+    missing = cli("promote", "--name", name, "99")
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("error:")
+
 
 def test_monotone_velocity_never_lowers_the_score(data: tuple[StackSettings, str], tmp_path: Path) -> None:
     settings, feedback = data
@@ -160,6 +202,25 @@ def test_monotone_velocity_never_lowers_the_score(data: tuple[StackSettings, str
         rows.append(model_row(f, 30.0, "5411", "online"))
     scores = export.score(sess, np.array(rows, dtype=np.float32))
     assert np.all(np.diff(scores) >= -1e-7), scores
+
+
+def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSettings, str],
+                                                            tmp_path: Path) -> None:
+    from core.model_inputs import PROPENSITY_FEATURES
+
+    settings, feedback = data
+    name = f"propensity-{uuid.uuid4().hex[:6]}"
+    r = train(settings, _cfg(name, feedback, tmp_path, task="personalization", model_type="lightgbm",
+                             experiment_name="purchase-propensity", force=True, min_positives=10),
+              say=lambda _m: None)
+    assert r.dataset["rows"] >= N_CLICKS * 0.95 and "users" in r.dataset
+    assert "purchase in the session" in r.label_summary and "rules fired" not in r.label_summary
+    assert r.ground_truth == {}  # fraud feedback says nothing about purchases
+    assert r.metrics["auc"] > 0.6, r.metrics
+    tracking.connect(settings, lambda _m: None)
+    reg = tracking.load(name, tracking.CHAMPION)
+    assert reg is not None and reg.features == list(PROPENSITY_FEATURES)
+    assert reg.metadata["task"] == "personalization"
 
 
 def test_irrelevant_fields_do_not_change_the_inputs() -> None:

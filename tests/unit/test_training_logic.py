@@ -177,3 +177,65 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
     a = rng.normal(size=20_000)
     assert evaluate.psi(a, rng.normal(size=20_000)) < 0.01
     assert evaluate.psi(a, rng.normal(1.0, 1.0, size=20_000)) > 0.25
+
+
+def test_purchase_labels_look_ahead_within_the_session_only() -> None:
+    from training.labels import purchase_labels
+
+    minute = 60_000
+    df = pd.DataFrame({
+        "session_id": ["s1", "s1", "s1", "s2", "s2", "s3"],
+        "event_time": [0, 5 * minute, 10 * minute, 0, 50 * minute, 1 * minute],
+        "event_key": [1, 2, 3, 4, 5, 6],
+        "action": ["view", "add_to_cart", "purchase", "view", "purchase", "view"],
+    }).sample(frac=1.0, random_state=3)  # row order must not matter
+    lab = purchase_labels(df, 30 * minute)
+    got = dict(zip(df["event_key"], lab.y.tolist(), strict=True))
+    # s1: both clicks before the purchase are positive, the purchase itself has none after it;
+    # s2: the purchase is 50 min later (outside 30); s3: never purchases
+    assert got == {1: 1, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0}
+    assert lab.names == () and lab.rule_counts() == {}
+
+
+@pytest.mark.parametrize("kind", ["grid", "random", "optuna"])
+def test_search_finds_the_best_params_of_a_known_objective(kind: str) -> None:
+    from training import search
+
+    space = {"a": [1, 2, 3], "b": [0.1, 0.5]}
+    best, trials = search.run(kind, space, lambda p: -(p["a"] - 2) ** 2 - abs(p["b"] - 0.5), n_trials=6, seed=1)
+    assert len(trials) == (6 if kind != "grid" else 6)
+    assert best == max(trials, key=lambda t: t["score"])["params"]
+    if kind == "grid":
+        assert best == {"a": 2, "b": 0.5}
+
+
+def test_search_space_errors_are_clear() -> None:
+    from training import search
+    from training.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="non-empty list"):
+        search.run("grid", {"a": []}, lambda p: 0.0, 3, 0)
+
+
+def test_smote_tomek_balances_the_sklearn_models_only() -> None:
+    from training import models
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4)).astype(np.float32)
+    y = (X[:, 0] > 1.6).astype(np.int8)
+    fitted = models.fit("logistic_regression", X, y, None, None, resample=True)
+    assert fitted.predict(X).shape == (600,)
+    with pytest.raises(ValueError, match="sklearn models"):
+        models.fit("xgboost", X, y, None, None, resample=True)
+
+
+def test_yaml_config_errors_are_one_line(tmp_path) -> None:
+    from training.config import load_yaml
+    from training.errors import TrainingError
+
+    (tmp_path / "bad.yaml").write_text("params: [1, 2\n")
+    with pytest.raises(TrainingError, match="not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "odd.yaml").write_text("parms: {}\n")
+    with pytest.raises(TrainingError, match="unknown keys parms"):
+        load_yaml(tmp_path / "odd.yaml")
