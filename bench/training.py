@@ -53,6 +53,15 @@ def _prepare(settings: Any, rows: int, console: Any) -> Any:
     return counts
 
 
+def _onnx_scorer(sess: Any) -> Any:
+    from training import export
+
+    def score(a: np.ndarray) -> Any:
+        return sess.run([export.OUTPUT], {export.INPUT: a})
+
+    return score
+
+
 def _latency(fn: Any, X: np.ndarray, reps: int) -> float:  # noqa: N803
     fn(X)
     t0 = time.perf_counter()
@@ -110,11 +119,11 @@ def run(console: Any) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             onnx_model = export.build(f, X.shape[1], calibration.Calibrator("none"), {"features": ds.features})
             export_s = time.perf_counter() - t0
-            sess = export.session(onnx_model)
+            score = _onnx_scorer(export.session(onnx_model))
             one, hundred = Xva[:1], Xva[:100]
-            onnx_1 = _latency(lambda a: sess.run([export.OUTPUT], {export.INPUT: a}), one, 2000)
+            onnx_1 = _latency(score, one, 2000)
             native_1 = _latency(f.estimator.predict_proba, one, 300)
-            onnx_100 = _latency(lambda a: sess.run([export.OUTPUT], {export.INPUT: a}), hundred, 300)
+            onnx_100 = _latency(score, hundred, 300)
             native_100 = _latency(f.estimator.predict_proba, hundred, 100)
             results.append(write_result(
                 f"onnx_single_row_{model_type}", "single-row scoring latency", onnx_1, "us", False,
