@@ -121,6 +121,8 @@ def run(console: Any) -> list[dict[str, Any]]:
             export_s = time.perf_counter() - t0
             score = _onnx_scorer(export.session(onnx_model))
             one, hundred = Xva[:1], Xva[:100]
+            if hasattr(f.estimator, "n_jobs"):  # a serving process scores one row on one thread
+                f.estimator.set_params(n_jobs=1)
             onnx_1 = _latency(score, one, 2000)
             native_1 = _latency(f.estimator.predict_proba, one, 300)
             onnx_100 = _latency(score, hundred, 300)

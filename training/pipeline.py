@@ -220,6 +220,9 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     metadata = {"features": ds.features, "threshold": threshold, "model_type": cfg.model_type, "task": cfg.task,
                 "feature_service": ds.summary["feature_service"], "calibration": cal.describe(),
                 "importance": [float(v) for v in importance], "label_mode": labels.mode,
+                # what "usual" means when the inference service explains a score
+                "feature_mean": [float(v) for v in Xtr.mean(axis=0, dtype=np.float64)],
+                "feature_std": [float(v) for v in Xtr.std(axis=0, dtype=np.float64)],
                 "risk_bands": {"high": 0.7, "medium": 0.4}}
     with timer.step("ONNX export and parity"):
         t0 = time.perf_counter()

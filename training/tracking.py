@@ -25,6 +25,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 def connect(settings: StackSettings, say: Any = print) -> str:
     """The stack's tracking server when it answers, else a local sqlite store (same code)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     if not log.isEnabledFor(logging.INFO):  # mlflow sets its own level on import

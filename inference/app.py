@@ -1,0 +1,242 @@
+"""The scoring API: ``python -m inference`` (uvicorn, uvloop, httptools) on STACK_API_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from core import feast_store
+from core.settings import StackSettings
+from inference import scoring
+from inference.model import ModelHolder
+from inference.schemas import BatchRequest, BatchResponse, ModelInfo, Problem, Score, Transaction
+from inference.settings import InferenceSettings
+from streaming.read import CardFeatureReader
+
+log = logging.getLogger("inference")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class ServiceUnavailable(Exception):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("inference_requests_total", "requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram("inference_request_seconds", "request latency", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.decisions = Counter("inference_decisions_total", "decisions", ["decision"], registry=r)
+        self.feature_fetch = Histogram("inference_feature_fetch_seconds", "Feast online read", buckets=LATENCY_BUCKETS,
+                                       registry=r)
+        self.model_version = Gauge("inference_model_version", "served model version", ["name", "alias"], registry=r)
+        self.reloads = Counter("inference_reloads_total", "model reloads", ["result"], registry=r)
+        self.dropped = Counter("inference_scores_dropped_total", "scores not published", ["reason"], registry=r)
+
+
+def create_app(stack: StackSettings | None = None, settings: InferenceSettings | None = None,
+               store: Any = None) -> FastAPI:
+    stack = stack or StackSettings()
+    cfg = settings or InferenceSettings()
+    metrics = Metrics()
+    holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow)
+    state: dict[str, Any] = {}
+
+    def reload() -> tuple[bool, str]:
+        changed, msg = holder.reload()
+        metrics.reloads.labels("changed" if changed else ("failed" if holder.last_error else "unchanged")).inc()
+        if holder.current is not None:
+            metrics.model_version.labels(cfg.model_name, cfg.model_alias).set(float(holder.current.version))
+        return changed, msg
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(cfg.poll_interval_s)
+            await asyncio.to_thread(reload)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from training import tracking
+
+        tracking.connect(stack, lambda m: log.info(m))
+        state["reader"] = CardFeatureReader(store or feast_store.open_store(stack))
+        await asyncio.to_thread(reload)
+        if holder.current is None:
+            log.warning("no model yet (%s); /ready answers 503 until one is promoted", holder.last_error)
+        if cfg.publish_scores:
+            from inference.publisher import ScorePublisher
+
+            state["publisher"] = ScorePublisher(stack.kafka_bootstrap, cfg.scores_topic, cfg.scores_queue,
+                                                lambda why: metrics.dropped.labels(why).inc())
+        task = asyncio.create_task(watch()) if cfg.poll_interval_s > 0 else None
+        yield
+        if task:
+            task.cancel()
+        if "publisher" in state:
+            state.pop("publisher").close()
+
+    app = FastAPI(title="streamfeat inference", version="1", 
+                  lifespan=lifespan, description="Fraud scores from Feast online features and ONNX Runtime.",
+                  responses={422: {"model": Problem}, 503: {"model": Problem}})
+    app.state.holder, app.state.metrics, app.state.settings = holder, metrics, cfg
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > cfg.max_body_bytes):
+            return JSONResponse({"detail": f"body larger than {cfg.max_body_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_r: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors()[:10]:
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    def score_many(txns: list[Transaction], endpoint: str) -> list[Score]:
+        t0 = time.perf_counter()
+        model = holder.current  # one reference for the whole request
+        if model is None:
+            raise ServiceUnavailable(f"no model loaded: {holder.last_error or 'loading'}")
+        challenger = holder.challenger
+        reader: CardFeatureReader = state["reader"]
+        cards = list(dict.fromkeys(t.card_id for t in txns))
+        f0 = time.perf_counter()
+        try:
+            states = dict(zip(cards, reader.states(cards), strict=True))  # one Feast call
+        except Exception as exc:  # Redis down, timeouts: a 503 with the reason, never a 500
+            raise ServiceUnavailable(f"online feature store unavailable: {type(exc).__name__}: {exc}") from exc
+        metrics.feature_fetch.observe(time.perf_counter() - f0)
+        now = scoring.now_ms()
+        prepared = [scoring.prepare(*states[t.card_id], t, t.event_time or now) for t in txns]
+        X = np.asarray([p.row for p in prepared], dtype=np.float32)
+        probs = model.score(X)
+        shadow = challenger.score(X) if challenger is not None else None
+        bands = model.metadata.get("risk_bands", {})
+        out = []
+        for i, (t, p) in enumerate(zip(txns, prepared, strict=True)):
+            prob = float(probs[i])
+            decision = scoring.decide(prob, model.threshold, cfg.decline_at)
+            age = (now - p.last_event_time) if p.last_event_time is not None else None
+            s = Score(event_id=t.event_id, card_id=t.card_id, fraud_probability=prob, decision=decision,
+                      risk_tier=scoring.tier(prob, bands), model_version=model.version,
+                      reasons=scoring.reasons(model, X[i].astype(np.float64), p.after, cfg.reasons),
+                      feature_age_ms=age, features_missing=p.missing,
+                      features_stale=age is not None and age > cfg.stale_after_s * 1000,
+                      shadow=({"model_version": challenger.version, "fraud_probability": float(shadow[i])}
+                              if shadow is not None and challenger is not None else None),
+                      latency_ms=(time.perf_counter() - t0) * 1000)
+            metrics.decisions.labels(decision).inc()
+            out.append(s)
+            if "publisher" in state:
+                state["publisher"].publish(t.card_id, {
+                    "event_id": t.event_id, "card_id": t.card_id, "event_time": t.event_time or now,
+                    "scored_at": now, "fraud_probability": prob, "decision": decision,
+                    "model_name": model.name, "model_version": model.version,
+                    "features": dict(zip(model.features, p.row, strict=True)),
+                    "shadow": s.shadow, "latency_ms": s.latency_ms})
+        return out
+
+    def observed(endpoint: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        status = "200"
+        try:
+            return fn()
+        except ServiceUnavailable:
+            status = "503"
+            raise
+        finally:
+            metrics.requests.labels(endpoint, status).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    @app.post("/v1/score", response_model=Score, summary="Score one transaction")
+    def score(txn: Transaction) -> Score:
+        return observed("score", lambda: score_many([txn], "score")[0])
+
+    @app.post("/v1/score/batch", response_model=BatchResponse, summary="Score up to INFERENCE_MAX_BATCH transactions")
+    def score_batch(req: BatchRequest) -> Any:
+        if len(req.transactions) > cfg.max_batch:
+            return JSONResponse({"detail": f"at most {cfg.max_batch} transactions per batch, got "
+                                             f"{len(req.transactions)}"}, status_code=422)
+        return observed("score_batch", lambda: BatchResponse(scores=score_many(req.transactions, "score_batch")))
+
+    @app.get("/v1/features/card/{card_id}", summary="A card's window features as of now (or ?at=epoch ms)")
+    def features(card_id: str, at: int | None = None) -> dict[str, Any]:
+        if not 1 <= len(card_id) <= 64:
+            return JSONResponse({"detail": "card_id must be 1..64 characters"}, status_code=422)  # type: ignore
+        if at is not None and not 946_684_800_000 <= at <= 4_102_444_800_000:
+            return JSONResponse({"detail": "at must be epoch ms between 2000 and 2100"},  # type: ignore
+                                  status_code=422)
+        try:
+            read = state["reader"].read([card_id], at)[0]
+        except Exception as exc:
+            raise ServiceUnavailable(f"online feature store unavailable: {type(exc).__name__}: {exc}") from exc
+        return {"card_id": card_id, "at": at or scoring.now_ms(), "found": read.found,
+                "last_event_time": read.last_event_time, "features": read.features}
+
+    @app.get("/v1/model", response_model=ModelInfo, summary="The served model")
+    def model_info() -> Any:
+        m = holder.current
+        if m is None:
+            raise ServiceUnavailable(f"no model loaded: {holder.last_error}")
+        return ModelInfo(name=m.name, version=m.version, alias=m.alias, model_type=str(m.metadata.get("model_type")),
+                         threshold=m.threshold, decline_at=cfg.decline_at, features=m.features, sha256=m.sha256,
+                         metrics={k: v for k, v in m.tags.items() if k.startswith("test_")}, loaded_at=m.loaded_at,
+                         challenger_version=holder.challenger.version if holder.challenger else None)
+
+    @app.get("/health", summary="Alive")
+    def health() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/ready", summary="Model loaded and Redis reachable")
+    def ready() -> Any:
+        if holder.current is None:
+            return JSONResponse({"detail": f"no model loaded: {holder.last_error}"}, status_code=503)
+        try:
+            state["reader"].states(["__ready_probe__"])
+        except Exception as exc:
+            return JSONResponse({"detail": f"online feature store unavailable: {exc}"}, status_code=503)
+        return {"status": "ready", "model_version": holder.current.version}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    bearer = HTTPBearer(auto_error=False)
+
+    def admin(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        from fastapi import HTTPException
+
+        token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
+        if creds is None:
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        if token is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(403, "wrong token" if token else "admin calls are disabled: set INFERENCE_ADMIN_TOKEN")
+
+    @app.post("/v1/admin/reload", summary="Reload the model alias now", dependencies=[Depends(admin)])
+    def admin_reload() -> dict[str, Any]:
+        changed, msg = reload()
+        return {"changed": changed, "message": msg,
+                "model_version": holder.current.version if holder.current else None}
+
+    return app

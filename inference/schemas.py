@@ -1,0 +1,98 @@
+"""Request and response models (strict: unknown fields, wrong types, NaN/inf and absurd
+values answer 422 with the reason)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.contracts import CURRENCIES
+
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=False)
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+
+EXAMPLE = {
+    "event_id": "3f2b8c1e-9a4d-4e1b-8f7a-2c5d6e7f8a9b", "event_time": 1790000000000, "card_id": "card-000042",
+    "user_id": "user-000042", "merchant_id": "m-0007", "mcc": "5411", "amount": 42.5, "currency": "EUR",
+    "country": "DE", "lat": 52.52, "lon": 13.4, "device_id": "dev-01", "ip": "10.1.2.3", "channel": "pos",
+}
+
+
+class Transaction(BaseModel):
+    """One card transaction, the event fields of ARCHITECTURE.md."""
+
+    model_config = ConfigDict(**Strict, json_schema_extra={"examples": [EXAMPLE]})
+
+    event_id: Annotated[str, Field(min_length=8, max_length=64)]
+    event_time: Annotated[int | None, Field(ge=946_684_800_000, le=4_102_444_800_000,
+                                            description="epoch ms (UTC); default: now")] = None
+    card_id: Id
+    user_id: Id
+    merchant_id: Id
+    mcc: Annotated[str, Field(pattern="^[0-9]{4}$")]
+    amount: Annotated[float, Field(gt=0, le=1_000_000, description="in the transaction currency")]
+    currency: str
+    country: Annotated[str, Field(pattern="^[A-Z]{2}$")]
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+    device_id: Id
+    ip: Annotated[str, Field(min_length=7, max_length=45)]
+    channel: Literal["pos", "online", "atm"]
+    schema_version: Literal[1] = 1
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        if v not in CURRENCIES:
+            raise ValueError(f"unknown currency {v!r}; one of {', '.join(sorted(CURRENCIES))}")
+        return v
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(**Strict)
+    transactions: Annotated[list[Transaction], Field(min_length=1)]
+
+
+class Reason(BaseModel):
+    kind: Literal["feature", "rule"]
+    name: str
+    text: str
+
+
+class Score(BaseModel):
+    event_id: str
+    card_id: str
+    fraud_probability: float
+    decision: Literal["approve", "review", "decline"]
+    risk_tier: Literal["low", "medium", "high"]
+    model_version: str
+    reasons: list[Reason]
+    feature_age_ms: int | None = Field(description="now minus the card's newest event; null for a new card")
+    features_missing: bool = Field(description="no history online: new card, or quiet past the feature TTL; "
+                                               "windows count 0 and seconds_since_last_txn is 7 days")
+    features_stale: bool = Field(description="newest event older than INFERENCE_STALE_AFTER_S")
+    shadow: dict[str, float | str] | None = None
+    latency_ms: float
+
+
+class BatchResponse(BaseModel):
+    scores: list[Score]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    model_type: str
+    threshold: float
+    decline_at: float
+    features: list[str]
+    sha256: str
+    metrics: dict[str, str]
+    loaded_at: str
+    challenger_version: str | None
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,89 @@
+"""Scoring a transaction: the card's window state from Feast online, the features as of just
+before the transaction (the same functions and ordering as the offline log, so a retried or
+historical request sees exactly its own "before" view), the model row, the ONNX score, the
+decision and the reasons."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.card_state import CardState, event_key
+from core.contracts import HIGH_RISK_MCCS
+from core.features import window_features, with_request
+from core.model_inputs import model_row
+from core.rules import RULES
+from inference.model import ServedModel
+
+
+@dataclass(frozen=True)
+class Prepared:
+    row: list[float]
+    features: dict[str, float]
+    after: dict[str, float]  # as of just after the transaction: what the rules look at
+    missing: bool
+    last_event_time: int | None
+
+
+def prepare(state: CardState, last_event_time: int | None, txn: Any, t_ms: int) -> Prepared:
+    key = event_key(txn.event_id)
+    before = state.prefix_len(t_ms, key, inclusive=False)
+    features = with_request(window_features(state, t_ms, before), txn.amount, t_ms)
+    if state.contains(t_ms, key):  # a retry: the state already holds it
+        after_state, upto = state, before + 1
+    else:
+        after_state = copy.copy(state)
+        for name in ("ts", "key", *CardState.PAYLOAD):
+            setattr(after_state, name, list(getattr(state, name)))
+        after_state.insert(t_ms, key, txn.amount, txn.country, txn.merchant_id, txn.mcc in HIGH_RISK_MCCS)
+        upto = before + 1
+    after = with_request(window_features(after_state, t_ms, upto), txn.amount, t_ms)
+    return Prepared(model_row(features, txn.amount, txn.mcc, txn.channel), features, after,
+                    last_event_time is None, last_event_time)
+
+
+def decide(p: float, threshold: float, decline_at: float) -> str:
+    if p >= max(decline_at, threshold):
+        return "decline"
+    return "review" if p >= threshold else "approve"
+
+
+def tier(p: float, bands: dict[str, float]) -> str:
+    return "high" if p >= bands.get("high", 0.7) else "medium" if p >= bands.get("medium", 0.4) else "low"
+
+
+_WORDS = {
+    "txn_count_1m": "transactions in the last minute", "txn_count_5m": "transactions in the last 5 minutes",
+    "txn_count_1h": "transactions in the last hour", "txn_count_24h": "transactions in the last 24 hours",
+    "amount_sum_5m": "spent in the last 5 minutes", "amount_sum_1h": "spent in the last hour",
+    "amount_avg_5m": "average amount over 5 minutes", "amount_max_5m": "largest amount in 5 minutes",
+    "unique_countries_5m": "countries in 5 minutes", "unique_countries_1h": "countries in the last hour",
+    "unique_merchants_1h": "merchants in the last hour", "seconds_since_last_txn": "seconds since the last purchase",
+    "amount_zscore_24h": "amount vs the card's 24 h average (z-score)", "velocity_score": "velocity score",
+    "geo_diversity_score": "geo diversity score", "amount": "amount", "hour_of_day": "hour of day (UTC)",
+    "mcc_high_risk": "high-risk merchant category", "has_high_risk_mcc": "high-risk merchant in 5 minutes",
+}
+
+
+def reasons(model: ServedModel, row: np.ndarray, after: dict[str, float], k: int) -> list[dict[str, str]]:
+    """Fired rules (on the view including this transaction) and the features furthest from
+    their training mean, weighted by the model's importance: a cheap, documented heuristic
+    (the ONNX graph has no per-row contributions)."""
+    out = [{"kind": "rule", "name": r.name, "text": r.description} for r in RULES if bool(r.test(after))]
+    if k and len(model.weight) == len(row):
+        dev = np.abs(row - model.mean) * model.weight
+        for j in np.argsort(dev)[::-1][:k]:
+            if dev[j] <= 0:
+                break
+            name = model.features[j]
+            out.append({"kind": "feature", "name": name,
+                        "text": f"{_WORDS.get(name, name)}: {row[j]:.4g} (usual {model.mean[j]:.3g})"})
+    return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,37 @@
+"""Inference service settings (env prefix ``INFERENCE_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InferenceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore")
+
+    model_name: str = "fraud-detector"
+    model_alias: str = "champion"
+    #: seconds between checks of the alias in the registry (0: only on admin reload)
+    poll_interval_s: float = Field(15.0, ge=0)
+    #: bearer token for /v1/admin/*; required when production is true
+    admin_token: SecretStr | None = None
+    production: bool = False
+    #: decision bands: approve below the model's threshold, decline at or above this
+    decline_at: float = Field(0.9, gt=0, le=1)
+    max_batch: int = Field(100, ge=1, le=10_000)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    #: a card whose newest event is older than this is flagged stale (its windows are empty)
+    stale_after_s: float = Field(24 * 3600.0, gt=0)
+    shadow: bool = True  # also score the challenger (recorded, never returned as the decision)
+    publish_scores: bool = True
+    scores_topic: str = "scores"
+    scores_queue: int = Field(100_000, ge=100)
+    onnx_threads: int = Field(1, ge=1)
+    reasons: int = Field(3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _token_in_production(self) -> InferenceSettings:
+        if self.production and (self.admin_token is None or len(self.admin_token.get_secret_value()) < 16):
+            raise ValueError("INFERENCE_ADMIN_TOKEN (at least 16 characters) is required when INFERENCE_PRODUCTION "
+                             "is true")
+        return self

@@ -1,0 +1,243 @@
+"""The scoring API against real Redis, Feast, MLflow and Kafka, with models trained by the
+training code on stream-produced data."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer
+from fastapi.testclient import TestClient
+
+from core import feast_store
+from core.model_inputs import MODEL_FEATURES
+from core.settings import StackSettings
+from inference.app import create_app
+from inference.settings import InferenceSettings
+from stack.topics import ensure_topics
+from streaming.sinks import latest_feature_rows, read_dataset
+from training import export, tracking
+from training.config import TrainConfig
+from training.dataset import txn_fields_frame
+from training.pipeline import train
+
+TOKEN = "t0ken-for-tests-0123456789"
+TXN_FIELDS = ["event_id", "event_time", "card_id", "user_id", "merchant_id", "mcc", "amount", "currency",
+              "country", "lat", "lon", "device_id", "ip", "channel"]
+
+
+@pytest.fixture(scope="module")
+def served(stream_data: tuple[StackSettings, str], kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[TestClient, StackSettings, str, str]]:
+    """(client, settings, registered name, scores topic): v1 a weak model, v2 the champion."""
+    settings, feedback = stream_data
+    name = f"fraud-api-{uuid.uuid4().hex[:6]}"
+    out = tmp_path_factory.mktemp("api-models")
+    common = {"registered_name": name, "feedback_topic": feedback, "cv_folds": 0, "min_auc": 0.6, "max_ece": 0.2,
+              "ground_truth": False, "force": True}
+    train(settings, TrainConfig(params={"n_estimators": 3, "max_depth": 2}, output_dir=out / "v1", **common),
+          say=lambda _m: None)
+    train(settings, TrainConfig(output_dir=out / "v2", **common), say=lambda _m: None)
+    topic = f"scores-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic)
+    with TestClient(create_app(settings, cfg)) as client:
+        yield client, settings, name, topic
+
+
+def _offline(settings: StackSettings, n: int) -> pd.DataFrame:
+    root = feast_store.offline_dir(settings, "")
+    feats = latest_feature_rows(read_dataset(root, "card_txn_features"))
+    txns = read_dataset(root, "transactions").drop_duplicates("event_id")
+    df = feats[feats["status"] == "accepted"].drop(columns=["event_timestamp", "date"], errors="ignore").merge(
+        txns.drop(columns=["event_time", "event_timestamp", "date"], errors="ignore"), on=["card_id", "event_key"])
+    return df.sort_values("event_time").tail(n).reset_index(drop=True)
+
+
+def _body(row: dict) -> dict:
+    return {k: (int(row[k]) if k == "event_time" else row[k]) for k in TXN_FIELDS}
+
+
+def test_online_scores_equal_offline_scores_of_the_same_transactions(served: tuple) -> None:
+    client, settings, name, _ = served
+    df = _offline(settings, 100)
+    resp = client.post("/v1/score/batch", json={"transactions": [_body(r) for r in df.to_dict("records")]})
+    assert resp.status_code == 200, resp.text
+    online = np.array([s["fraud_probability"] for s in resp.json()["scores"]])
+    # offline: the logged "before" features and the transaction's own fields, the same graph
+    for col, values in txn_fields_frame(df).items():
+        df[col] = values
+    champ = tracking.load(name, tracking.CHAMPION)
+    assert champ is not None and all(s["model_version"] == champ.version for s in resp.json()["scores"])
+    offline = export.score(export.session(champ.onnx), df[list(MODEL_FEATURES)].to_numpy(dtype=np.float32))
+    assert np.max(np.abs(online - offline)) <= 1e-6
+    assert not any(s["features_missing"] for s in resp.json()["scores"])
+
+
+def test_a_score_has_a_decision_reasons_and_flags(served: tuple) -> None:
+    client, settings, _, _ = served
+    row = _offline(settings, 1).to_dict("records")[0]
+    s = client.post("/v1/score", json=_body(row)).json()
+    assert 0 <= s["fraud_probability"] <= 1 and s["decision"] in ("approve", "review", "decline")
+    assert s["risk_tier"] in ("low", "medium", "high") and s["feature_age_ms"] is not None
+    assert s["reasons"] and all(r["text"] for r in s["reasons"])
+    new = {**_body(row), "card_id": f"never-seen-{uuid.uuid4().hex[:6]}", "event_id": str(uuid.uuid4())}
+    fresh = client.post("/v1/score", json=new).json()
+    assert fresh["features_missing"] is True and fresh["feature_age_ms"] is None
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"surprise": 1}, "extra"),
+    ({"amount": -5}, "amount"),
+    ({"amount": 5e9}, "amount"),
+    ({"currency": "XXX"}, "unknown currency"),
+    ({"mcc": "54"}, "mcc"),
+    ({"channel": "fax"}, "channel"),
+    ({"lat": "north"}, "lat"),
+])
+def test_bad_input_answers_422_with_the_reason(served: tuple, change: dict, needle: str) -> None:
+    client, settings, _, _ = served
+    body = {**_body(_offline(settings, 1).to_dict("records")[0]), **change}
+    resp = client.post("/v1/score", json=body)
+    assert resp.status_code == 422 and needle in resp.json()["detail"].lower(), resp.text
+
+
+def test_nan_too_big_and_too_many_are_refused(served: tuple) -> None:
+    client, settings, _, _ = served
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    raw = orjson.dumps(body).replace(f'"amount":{body["amount"]}'.encode(), b'"amount":NaN')
+    assert b"NaN" in raw
+    assert client.post("/v1/score", content=raw, headers={"content-type": "application/json"}).status_code == 422
+    big = orjson.dumps({"transactions": [body] * 3000})
+    assert client.post("/v1/score/batch", content=big, headers={"content-type": "application/json"}
+                       ).status_code == 413
+    many = client.post("/v1/score/batch", json={"transactions": [body] * 101})
+    assert many.status_code == 422 and "at most 100" in many.json()["detail"]
+
+
+def test_admin_calls_need_the_token(served: tuple) -> None:
+    client = served[0]
+    assert client.post("/v1/admin/reload").status_code == 401
+    assert client.post("/v1/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    ok = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and ok.json()["model_version"]
+
+
+def test_model_health_ready_metrics_and_features(served: tuple) -> None:
+    client, settings, name, _ = served
+    info = client.get("/v1/model").json()
+    assert info["name"] == name and info["features"] == list(MODEL_FEATURES) and len(info["sha256"]) == 64
+    assert client.get("/health").json()["status"] == "alive"
+    assert client.get("/ready").status_code == 200
+    card = _offline(settings, 1)["card_id"][0]
+    feats = client.get(f"/v1/features/card/{card}").json()
+    assert feats["found"] is True and "txn_count_5m" in feats["features"]
+    text = client.get("/metrics").text
+    assert "inference_requests_total" in text and "inference_model_version" in text
+    assert "/v1/score" in client.get("/openapi.json").json()["paths"]
+
+
+def test_scores_are_published(served: tuple, kafka_bootstrap: str) -> None:
+    client, settings, _, topic = served
+    rows = _offline(settings, 5).to_dict("records")
+    for r in rows:
+        assert client.post("/v1/score", json=_body(r)).status_code == 200
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    want = {r["event_id"] for r in rows}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while not want <= seen and time.monotonic() < deadline:
+        for m in consumer.consume(100, 0.5):
+            if m.error() is None:
+                rec = orjson.loads(m.value())
+                seen.add(rec["event_id"])
+                assert set(rec["features"]) == set(MODEL_FEATURES) and 0 <= rec["fraud_probability"] <= 1
+    consumer.close()
+    assert want <= seen
+
+
+def test_hot_reload_under_load_fails_no_request_and_mixes_no_models(served: tuple) -> None:
+    client, settings, name, _ = served
+    body = [_body(r) for r in _offline(settings, 20).to_dict("records")]
+    errors: list[str] = []
+    versions: list[set[str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = client.post("/v1/score/batch", json={"transactions": body})
+            if r.status_code != 200:
+                errors.append(f"{r.status_code} {r.text[:200]}")
+            else:
+                versions.append({s["model_version"] for s in r.json()["scores"]})
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for version in ("1", "2", "1", "2"):
+            tracking.promote(name, version, "reload drill")
+            r = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200 and r.json()["model_version"] == version
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert versions and all(len(v) == 1 for v in versions)  # one model per request
+    assert {"1", "2"} <= set().union(*versions)
+
+
+def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> None:
+    """A second app on a Redis of its own, stopped and started again mid-test."""
+    import subprocess
+
+    from stack import health
+
+    _, settings, name, _ = served
+    port = health.free_port()
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--dir", str(redis_dir)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while health.redis(f"redis://127.0.0.1:{port}/0") is not None:
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+        return proc
+
+    own = settings.model_copy(update={"redis_port": port, "data_dir": tmp_path / "data"})
+    feast_store.apply(own)
+    proc = start()
+    cfg = InferenceSettings(model_name=name, poll_interval_s=0, publish_scores=False)
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    try:
+        with TestClient(create_app(own, cfg)) as client:
+            assert client.post("/v1/score", json=body).status_code == 200
+            proc.terminate()
+            proc.wait(10)
+            down = client.post("/v1/score", json=body)
+            assert down.status_code == 503 and "online feature store unavailable" in down.json()["detail"]
+            assert client.get("/ready").status_code == 503
+            proc = start()
+            deadline = time.monotonic() + 30
+            while (r := client.post("/v1/score", json=body)).status_code != 200:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.1)
+            assert math.isfinite(r.json()["fraud_probability"])
+    finally:
+        proc.terminate()
+        proc.wait(10)
