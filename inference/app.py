@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,16 +21,12 @@ from core.settings import StackSettings
 from inference import scoring
 from inference.model import ModelHolder
 from inference.schemas import BatchRequest, BatchResponse, ModelInfo, Problem, Score, Transaction
+from inference.scoring import Unavailable as ServiceUnavailable
 from inference.settings import InferenceSettings
 from streaming.read import CardFeatureReader
 
 log = logging.getLogger("inference")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-
-
-class ServiceUnavailable(Exception):
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
 
 
 class Metrics:
@@ -82,6 +77,9 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
             state["publisher"] = ScorePublisher(stack.kafka_bootstrap, cfg.scores_topic, cfg.scores_queue,
                                                 lambda why: metrics.dropped.labels(why).inc())
+        state["scorer"] = scoring.Scorer(holder, state["reader"], cfg, state.get("publisher"),
+                                         on_fetch=metrics.feature_fetch.observe,
+                                         on_decision=lambda d: metrics.decisions.labels(d).inc())
         task = asyncio.create_task(watch()) if cfg.poll_interval_s > 0 else None
         yield
         if task:
@@ -114,48 +112,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
     def score_many(txns: list[Transaction], endpoint: str) -> list[Score]:
-        t0 = time.perf_counter()
-        model = holder.current  # one reference for the whole request
-        if model is None:
-            raise ServiceUnavailable(f"no model loaded: {holder.last_error or 'loading'}")
-        challenger = holder.challenger
-        reader: CardFeatureReader = state["reader"]
-        cards = list(dict.fromkeys(t.card_id for t in txns))
-        f0 = time.perf_counter()
-        try:
-            states = dict(zip(cards, reader.states(cards), strict=True))  # one Feast call
-        except Exception as exc:  # Redis down, timeouts: a 503 with the reason, never a 500
-            raise ServiceUnavailable(f"online feature store unavailable: {type(exc).__name__}: {exc}") from exc
-        metrics.feature_fetch.observe(time.perf_counter() - f0)
-        now = scoring.now_ms()
-        prepared = [scoring.prepare(*states[t.card_id], t, t.event_time or now) for t in txns]
-        X = np.asarray([p.row for p in prepared], dtype=np.float32)
-        probs = model.score(X)
-        shadow = challenger.score(X) if challenger is not None else None
-        bands = model.metadata.get("risk_bands", {})
-        out = []
-        for i, (t, p) in enumerate(zip(txns, prepared, strict=True)):
-            prob = float(probs[i])
-            decision = scoring.decide(prob, model.threshold, cfg.decline_at)
-            age = (now - p.last_event_time) if p.last_event_time is not None else None
-            s = Score(event_id=t.event_id, card_id=t.card_id, fraud_probability=prob, decision=decision,
-                      risk_tier=scoring.tier(prob, bands), model_version=model.version,
-                      reasons=scoring.reasons(model, X[i].astype(np.float64), p.after, cfg.reasons),
-                      feature_age_ms=age, features_missing=p.missing,
-                      features_stale=age is not None and age > cfg.stale_after_s * 1000,
-                      shadow=({"model_version": challenger.version, "fraud_probability": float(shadow[i])}
-                              if shadow is not None and challenger is not None else None),
-                      latency_ms=(time.perf_counter() - t0) * 1000)
-            metrics.decisions.labels(decision).inc()
-            out.append(s)
-            if "publisher" in state:
-                state["publisher"].publish(t.card_id, {
-                    "event_id": t.event_id, "card_id": t.card_id, "event_time": t.event_time or now,
-                    "scored_at": now, "fraud_probability": prob, "decision": decision,
-                    "model_name": model.name, "model_version": model.version,
-                    "features": dict(zip(model.features, p.row, strict=True)),
-                    "shadow": s.shadow, "latency_ms": s.latency_ms})
-        return out
+        return [Score(**d) for d in state["scorer"].score(txns)]
 
     def observed(endpoint: str, fn: Any) -> Any:
         t0 = time.perf_counter()

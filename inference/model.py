@@ -53,6 +53,8 @@ def build(reg: tracking.RegisteredModel, threads: int = 1) -> ServedModel:
     mean = np.asarray(reg.metadata.get("feature_mean", [0.0] * n), dtype=np.float64)
     std = np.asarray(reg.metadata.get("feature_std", [1.0] * n), dtype=np.float64)
     imp = np.asarray(reg.metadata.get("importance", [1.0] * n), dtype=np.float64)
+    if "feature_mean" not in reg.metadata:  # an older model: no notion of "usual", no feature reasons
+        imp = np.zeros(n)
     model = ServedModel(reg.name, reg.version, reg.alias or "", export.sha256(reg.onnx), sess, reg.features,
                         reg.threshold, reg.metadata, reg.tags, weight=imp / np.where(std > 0, std, 1.0), mean=mean,
                         std=std)

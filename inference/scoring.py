@@ -17,7 +17,7 @@ from core.contracts import HIGH_RISK_MCCS
 from core.features import window_features, with_request
 from core.model_inputs import model_row
 from core.rules import RULES
-from inference.model import ServedModel
+from inference.model import ModelHolder, ServedModel
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,65 @@ def reasons(model: ServedModel, row: np.ndarray, after: dict[str, float], k: int
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Unavailable(Exception):
+    """A dependency is down or no model is loaded: HTTP 503 with this detail."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Scorer:
+    """The one scoring path: the HTTP API and the stream scorer both call ``score``."""
+
+    def __init__(self, holder: ModelHolder, reader: Any, cfg: Any, publisher: Any = None,
+                 on_fetch: Any = None, on_decision: Any = None) -> None:
+        self.holder, self.reader, self.cfg, self.publisher = holder, reader, cfg, publisher
+        self.on_fetch = on_fetch or (lambda _s: None)
+        self.on_decision = on_decision or (lambda _d: None)
+
+    def score(self, txns: list[Any]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        model = self.holder.current  # one reference for the whole request: no mixed models
+        if model is None:
+            raise Unavailable(f"no model loaded: {self.holder.last_error or 'loading'}")
+        challenger = self.holder.challenger
+        cards = list(dict.fromkeys(t.card_id for t in txns))
+        f0 = time.perf_counter()
+        try:
+            states = dict(zip(cards, self.reader.states(cards), strict=True))  # one Feast call
+        except Exception as exc:  # Redis down, timeouts: a 503 with the reason, never a 500
+            raise Unavailable(f"online feature store unavailable: {type(exc).__name__}: {exc}") from exc
+        self.on_fetch(time.perf_counter() - f0)
+        now = now_ms()
+        prepared = [prepare(*states[t.card_id], t, t.event_time or now) for t in txns]
+        X = np.asarray([p.row for p in prepared], dtype=np.float32)  # noqa: N806
+        probs = model.score(X)
+        shadow = challenger.score(X) if challenger is not None else None
+        bands = model.metadata.get("risk_bands", {})
+        cfg = self.cfg
+        out = []
+        for i, (t, p) in enumerate(zip(txns, prepared, strict=True)):
+            prob = float(probs[i])
+            decision = decide(prob, model.threshold, cfg.decline_at)
+            age = (now - p.last_event_time) if p.last_event_time is not None else None
+            rec = {"event_id": t.event_id, "card_id": t.card_id, "fraud_probability": prob, "decision": decision,
+                   "risk_tier": tier(prob, bands), "model_version": model.version,
+                   "reasons": reasons(model, X[i].astype(np.float64), p.after, cfg.reasons),
+                   "feature_age_ms": age, "features_missing": p.missing,
+                   "features_stale": age is not None and age > cfg.stale_after_s * 1000,
+                   "shadow": ({"model_version": challenger.version, "fraud_probability": float(shadow[i])}
+                              if shadow is not None and challenger is not None else None),
+                   "latency_ms": (time.perf_counter() - t0) * 1000}
+            self.on_decision(decision)
+            out.append(rec)
+            if self.publisher is not None:
+                self.publisher.publish(t.card_id, {
+                    "event_id": t.event_id, "card_id": t.card_id, "event_time": t.event_time or now,
+                    "scored_at": now, "fraud_probability": prob, "decision": decision,
+                    "model_name": model.name, "model_version": model.version,
+                    "features": dict(zip(model.features, p.row, strict=True)),
+                    "shadow": rec["shadow"], "latency_ms": rec["latency_ms"]})
+        return out

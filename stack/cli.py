@@ -46,7 +46,11 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     for r in rows:
         up = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
         colour = "green" if r.health == "ok" else "red"
-        detail = lifecycle.stream_detail(settings) if r.name == "stream-worker" and r.health == "ok" else ""
+        detail = ""
+        if r.health == "ok" and r.name == "stream-worker":
+            detail = lifecycle.stream_detail(settings)
+        elif r.health == "ok" and r.name == "inference-api":
+            detail = lifecycle.api_detail(settings)
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "

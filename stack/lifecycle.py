@@ -166,5 +166,24 @@ def stream_detail(settings: StackSettings, sample_s: float = 1.0) -> str:
             f"{now.get('stream_dead_letters_total', 0):,.0f}, mean freshness {fresh * 1000:,.0f} ms")
 
 
+def api_detail(settings: StackSettings) -> str:
+    """The served model (from /ready), or why none is served yet."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.host}:{settings.api_port}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return f"serving model v{json.loads(resp.read())['model_version']}"
+    except urllib.error.HTTPError as exc:
+        try:
+            return "not ready: " + str(json.loads(exc.read()).get("detail", ""))[:80]
+        except ValueError:
+            return f"not ready (HTTP {exc.code})"
+    except (OSError, ValueError):
+        return ""
+
+
 def log_files(settings: StackSettings) -> list[Path]:
     return sorted(settings.logs_dir.glob("*.log"))

@@ -137,6 +137,32 @@ def click_generator_service(settings: StackSettings) -> Service:
     )
 
 
+def inference_service(settings: StackSettings) -> Service:
+    """The scoring API. Healthy when alive; /ready (model loaded) turns green once a model is
+    promoted (python training/train.py), which `make status` shows."""
+    url = f"http://{settings.host}:{settings.api_port}/health"
+    return Service(
+        name="inference-api",
+        command=[sys.executable, "-m", "inference"],
+        ports=[(settings.api_port, "STACK_API_PORT")],
+        probe=lambda: health.http(url),
+        environment=stack_env(settings),
+        infra=False,
+    )
+
+
+def scorer_service(settings: StackSettings) -> Service:
+    """Scores live transactions into the `scores` topic (for drift checks and online learning)."""
+    return Service(
+        name="stream-scorer",
+        command=[sys.executable, "-m", "inference", "scorer"],
+        ports=[],
+        probe=lambda: None,
+        environment=stack_env(settings),
+        infra=False,
+    )
+
+
 def stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
@@ -154,6 +180,8 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "stream-worker": worker_service,
     "generator": generator_service,
     "generator-clicks": click_generator_service,
+    "inference-api": inference_service,
+    "stream-scorer": scorer_service,
 }
 
 

@@ -60,6 +60,7 @@ def stream_data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str
         if n_clicks >= N_CLICKS:
             break
     assert producer.flush(60) == 0
+    del producer  # no client left retrying a broker that is gone at the end of the session
     worker = WorkerProcess(settings, f"t-{uuid.uuid4().hex[:6]}", txn, dlq, clk, root / "worker.log").start()
     try:
         def logged() -> int:

@@ -241,3 +241,85 @@ def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_schemathesis_finds_no_server_error(served: tuple) -> None:
+    """Property-based requests from the OpenAPI schema against a real uvicorn server."""
+    import subprocess
+    import sys
+
+    import uvicorn
+
+    from stack import health
+
+    _, settings, name, topic = served
+    port = health.free_port()
+    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, cfg), host="127.0.0.1", port=port,
+                                           log_level="warning", loop="asyncio"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while health.http(f"http://127.0.0.1:{port}/ready") is not None:
+            assert time.monotonic() < deadline, "the API did not become ready"
+            time.sleep(0.1)
+        out = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{port}/openapi.json",
+                              "--checks", "not_a_server_error", "-n", "30", "--generation-deterministic"],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+        assert "POST /v1/score" in out.stdout, out.stdout[-2000:]  # it did test the operations
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_stream_scorer_scores_live_transactions_into_scores(served: tuple, kafka_bootstrap: str) -> None:
+    from confluent_kafka import Producer
+
+    from inference.stream_scorer import StreamScorer
+    from streaming.generators.transactions import GenConfig, TransactionStream
+
+    _, settings, name, _ = served
+    txn_topic, scores = f"txn-{uuid.uuid4().hex[:8]}", f"scores-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [txn_topic, scores], partitions=2)
+    cfg = InferenceSettings(model_name=name, poll_interval_s=0, scores_topic=scores)
+    scorer = StreamScorer(settings, cfg, topic=txn_topic, share=0.5, group=f"g-{uuid.uuid4().hex[:6]}")
+    scorer.consumer.subscribe([txn_topic])
+    thread = threading.Thread(target=scorer.run, daemon=True)
+    thread.start()
+    try:
+        # produce once the scorer's group owns the partitions (it starts at the latest offset)
+        deadline = time.monotonic() + 60
+        while not scorer.consumer.assignment():
+            assert time.monotonic() < deadline, "the scorer never joined its group"
+            time.sleep(0.1)
+        recs: list = []
+        stream = TransactionStream(GenConfig(seed=9, users=100, start_ms=1_790_000_000_000))
+        for r in stream:
+            if r.topic == "transactions":
+                recs.append(r)
+            if len(recs) >= 400:
+                break
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        for r in recs:
+            p.produce(txn_topic, key=r.key, value=r.value)
+        assert p.flush(30) == 0
+        while scorer.counts["consumed"] < len(recs):
+            assert time.monotonic() < deadline + 60, scorer.counts
+            time.sleep(0.1)
+    finally:
+        scorer.stop.set()
+        thread.join(30)
+    assert scorer.counts["scored"] + scorer.counts["skipped"] == len(recs)
+    assert 0.3 < scorer.counts["scored"] / len(recs) < 0.7  # share 0.5, sampled by event id
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"c-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([scores])
+    got: list[dict] = []
+    end = time.monotonic() + 30
+    while len(got) < scorer.counts["scored"] and time.monotonic() < end:
+        got += [orjson.loads(m.value()) for m in consumer.consume(500, 0.5) if m.error() is None]
+    consumer.close()
+    assert len({g["event_id"] for g in got}) == scorer.counts["scored"]
+    assert all(g["model_name"] == name and 0 <= g["fraud_probability"] <= 1 for g in got)
