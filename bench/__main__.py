@@ -13,6 +13,7 @@ BENCHMARKS = {
     "feast_online": "bench.feast_online",
     "stream": "bench.stream",
     "training": "bench.training",
+    "inference": "bench.inference",
 }
 
 

@@ -1,0 +1,173 @@
+"""``make bench NAME=inference``: open-loop load on ``POST /v1/score`` at fixed rates from a
+loopback Go load generator (bench/loadgen, built with the machine's Go), for the ONNX Runtime
+service and, in the same run, the same request path with native XGBoost ``predict_proba``.
+
+Setup: 20k generated transactions of the last two hours; the cards' window states written to
+Redis through the stream's own Feast sink; an XGBoost model trained on them, exported to ONNX
+and registered (local sqlite MLflow) as the champion. Requests are those transactions with
+new event ids (scored "now"). Env: BENCH_RATES (default 500,1000,2000,3000), BENCH_SECONDS (15).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.common import bench_stack, write_result
+from core import feast_store
+from core.settings import REPO_ROOT
+from stack import health
+from stack.services import stack_env
+
+
+def _loadgen(cache: Path) -> Path:
+    out = cache / "loadgen"
+    src = REPO_ROOT / "bench" / "loadgen"
+    if not out.exists() or out.stat().st_mtime < (src / "main.go").stat().st_mtime:
+        subprocess.run(["go", "build", "-o", str(out), "."], cwd=src, check=True)
+    return out
+
+
+def _prepare(settings: Any, root: Path) -> tuple[list[bytes], Path]:
+    """States online, a champion in MLflow; returns request bodies and the native model path."""
+    import mlflow
+
+    from core.contracts import Transaction
+    from streaming.entities import CARD
+    from streaming.generators.transactions import GenConfig, TransactionStream
+    from streaming.processor import ProcessorConfig, process
+    from streaming.sinks import FeastOnlineSink, OfflineLog, OnlineBatch
+    from training import calibration, export, models, tracking
+    from training.dataset import load
+    from training.labels import label
+    from training.splits import split
+
+    now = int(time.time() * 1000)
+    stream = TransactionStream(GenConfig(seed=3, users=4000, events_per_s=3.0, start_ms=now - 2 * 3600_000,
+                                         feedback_delay_ms=0))
+    txns: list[Transaction] = []
+    for rec in stream:
+        if rec.topic == "transactions":
+            txns.append(msgspec.json.decode(rec.value, type=Transaction))
+            if len(txns) >= 20_000:
+                break
+    states: dict[str, Any] = {}
+    cfg = ProcessorConfig()
+    offline = OfflineLog(feast_store.offline_dir(settings, ""))
+    events, feats = [], []
+    from streaming.entities import event_row
+
+    for i, t in enumerate(txns):
+        st = states.setdefault(t.card_id, CARD.state_type())
+        res = process(st, t, cfg, i, CARD)
+        events.append(event_row(t))
+        feats.extend(res.feature_rows)
+    offline.append("transactions", events)
+    offline.append("card_txn_features", feats)
+    batch = OnlineBatch()
+    for card, st in states.items():
+        batch.put(card, st.pack(), st.last_ts, now)
+    FeastOnlineSink(feast_store.open_store(settings)).write(batch)
+
+    ds = load(settings)
+    y = label(ds.frame).y
+    sp = split(ds.frame, y)
+    X = ds.X
+    fitted = models.fit("xgboost", X[sp.train], y[sp.train], X[sp.val], y[sp.val])
+    native = root / "native.json"
+    fitted.estimator.save_model(str(native))
+    thr = 0.5
+    onnx_model = export.build(fitted, X.shape[1], calibration.Calibrator("none"),
+                              {"features": ds.features, "threshold": thr, "model_type": "xgboost",
+                               "importance": [float(v) for v in fitted.importance()],
+                               "feature_mean": [float(v) for v in X.mean(axis=0)],
+                               "feature_std": [float(v) for v in X.std(axis=0)]})
+    tracking.connect(settings, lambda _m: None)
+    with mlflow.start_run():
+        uri = tracking.log_onnx(onnx_model, X[:5], fitted.predict(X[:5]))
+    version = tracking.register(uri, "fraud-detector", {"onnx_sha256": export.sha256(onnx_model)})
+    tracking.promote("fraud-detector", version, "benchmark")
+    bodies = []
+    for t in txns[-5000:]:
+        d = msgspec.to_builtins(t)
+        d["event_id"] = str(uuid.uuid4())
+        d.pop("event_time")
+        bodies.append(json.dumps(d).encode())
+    return bodies, native
+
+
+def _serve(env: dict[str, str], port: int, native: Path | None, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bench.inference_server", "--port", str(port)]
+    if native:
+        cmd += ["--native", str(native)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while health.http(f"http://127.0.0.1:{port}/ready") is not None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"inference server did not get ready; see {log}")
+        time.sleep(0.2)
+    return proc
+
+
+def run(console: Any) -> list[dict[str, Any]]:
+    rates = [float(r) for r in os.environ.get("BENCH_RATES", "500,1000,2000,3000").split(",")]
+    seconds = float(os.environ.get("BENCH_SECONDS", "15"))
+    with bench_stack(need=("redis", "kafka")) as stack, tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        root = Path(tmp)
+        repo = root / "feature_repo"
+        shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        settings = stack.settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data"})
+        feast_store.apply(settings)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        bodies, native = _prepare(settings, root)
+        (root / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")
+        loadgen = _loadgen(settings.cache_dir)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings),
+               "INFERENCE_SCORES_TOPIC": f"bench-scores-{uuid.uuid4().hex[:6]}"}
+        table: dict[str, list[dict[str, Any]]] = {}
+        for mode in ("onnx", "native"):
+            port = health.free_port()
+            server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log")
+            try:
+                table[mode] = []
+                for rate in rates:
+                    out = subprocess.run([str(loadgen), "-url", f"http://127.0.0.1:{port}/v1/score", "-rate",
+                                          str(rate), "-duration", f"{seconds}s", "-bodies",
+                                          str(root / "bodies.jsonl")], capture_output=True, text=True, check=True)
+                    row = json.loads(out.stdout)
+                    table[mode].append(row)
+                    console.print(f"  {mode:<6} {rate:>6.0f} req/s: p50 {row['p50_ms']:.2f} p95 {row['p95_ms']:.2f} "
+                                  f"p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms, errors {row['errors']}, "
+                                  f"achieved {row['achieved_rps']:.0f}/s")
+            finally:
+                server.terminate()
+                server.wait(30)
+
+    def best(rows: list[dict[str, Any]]) -> float:
+        ok = [r["rate"] for r in rows if r["errors"] == 0 and r["p99_ms"] <= 10.0]
+        return max(ok) if ok else 0.0
+
+    def at(rows: list[dict[str, Any]], rate: float) -> dict[str, Any]:
+        return next((r for r in rows if r["rate"] == rate), rows[0])
+
+    ref = 1000.0 if 1000.0 in rates else rates[0]
+    params = {"rates": rates, "seconds_per_rate": seconds, "table": table, "workers": 1,
+              "goals": "p99 <= 5 ms at 1000 req/s; >= 3000 req/s sustained by one instance"}
+    return [
+        write_result("inference_p99", f"p99 latency of POST /v1/score at {ref:.0f} req/s",
+                     at(table["onnx"], ref)["p99_ms"], "ms", False, "same path with native predict_proba", at(table["native"], ref)["p99_ms"], params),
+        write_result("inference_max_rate", "highest tested rate with p99 <= 10 ms and no errors",
+                     best(table["onnx"]), "req/s", True, "same path with native predict_proba", best(table["native"]),
+                     {"rates": rates, "seconds_per_rate": seconds}),
+    ]

@@ -1,0 +1,3 @@
+module streamfeat/loadgen
+
+go 1.21
