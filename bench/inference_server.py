@@ -35,6 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--native")
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
     stack = StackSettings()
     app = create_app(stack, InferenceSettings(poll_interval_s=0))
@@ -49,6 +50,10 @@ def main() -> None:
                 yield
 
         app.router.lifespan_context = lifespan
+    if args.workers > 1:  # the factory path of `python -m inference` (ONNX only)
+        uvicorn.run("inference.app:factory", factory=True, host="127.0.0.1", port=args.port, loop="uvloop",
+                    http="httptools", log_level="warning", access_log=False, workers=args.workers)
+        return
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning",
                 access_log=False)
 

@@ -36,10 +36,8 @@ def main() -> int:
         return 0
     import uvicorn
 
-    from inference.app import create_app
-
-    uvicorn.run(create_app(stack, cfg), host=stack.host, port=stack.api_port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run("inference.app:factory", factory=True, host=stack.host, port=stack.api_port, loop="uvloop",
+                http="httptools", log_level="warning", access_log=False, workers=cfg.workers)
     return 0
 
 

@@ -219,3 +219,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                 "model_version": holder.current.version if holder.current else None}
 
     return app
+
+
+def factory() -> FastAPI:
+    """For ``uvicorn --factory`` and multi-worker serving: settings from the environment."""
+    return create_app()

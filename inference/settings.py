@@ -27,6 +27,8 @@ class InferenceSettings(BaseSettings):
     scores_topic: str = "scores"
     scores_queue: int = Field(100_000, ge=100)
     onnx_threads: int = Field(1, ge=1)
+    #: uvicorn worker processes (each loads the model and keeps its own connections)
+    workers: int = Field(1, ge=1, le=64)
     reasons: int = Field(3, ge=0, le=10)
 
     @model_validator(mode="after")

@@ -1,0 +1,65 @@
+"""Pure inference logic: decisions, tiers, the pre-transaction view, request validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.card_state import CardState, event_key
+from core.features import window_features
+from inference import scoring
+from inference.schemas import EXAMPLE, Transaction
+from inference.settings import InferenceSettings
+
+
+@pytest.mark.parametrize(("p", "want"), [(0.1, "approve"), (0.5, "review"), (0.89, "review"), (0.9, "decline")])
+def test_decision_bands(p: float, want: str) -> None:
+    assert scoring.decide(p, threshold=0.5, decline_at=0.9) == want
+
+
+def test_decline_never_below_the_threshold() -> None:
+    assert scoring.decide(0.85, threshold=0.95, decline_at=0.8) == "approve"
+
+
+def test_tiers() -> None:
+    assert [scoring.tier(p, {"high": 0.7, "medium": 0.4}) for p in (0.1, 0.4, 0.69, 0.7)] == \
+        ["low", "medium", "medium", "high"]
+
+
+def _state(events: list[tuple[int, str]]) -> CardState:
+    s = CardState()
+    for ts, eid in events:
+        s.insert(ts, event_key(eid), 10.0, "DE", "m1", False)
+    return s
+
+
+def test_a_retried_transaction_sees_its_own_before_view() -> None:
+    t0 = 1_790_000_000_000
+    txn = Transaction(**{**EXAMPLE, "event_id": "e-00000002", "event_time": t0 + 60_000})
+    fresh = _state([(t0, "e-00000001")])
+    again = _state([(t0, "e-00000001"), (t0 + 60_000, "e-00000002"), (t0 + 90_000, "e-00000003")])
+    a = scoring.prepare(fresh, t0, txn, t0 + 60_000)
+    b = scoring.prepare(again, t0 + 90_000, txn, t0 + 60_000)
+    assert a.row == b.row  # later events and the transaction itself are not in its inputs
+    assert a.features["txn_count_5m"] == 1 and a.after["txn_count_5m"] == 2
+    assert len(fresh) == 1  # scoring never mutates the state it read
+
+
+def test_a_new_card_reads_as_empty() -> None:
+    p = scoring.prepare(CardState(), None, Transaction(**EXAMPLE), 1_790_000_000_000)
+    assert p.missing and p.features["txn_count_24h"] == 0
+    assert p.features == {**window_features(CardState(), 1_790_000_000_000), **{
+        k: p.features[k] for k in ("amount_zscore_24h", "hour_of_day", "is_weekend")}}
+
+
+@pytest.mark.parametrize("change", [{"amount": float("nan")}, {"amount": float("inf")}, {"amount": 0},
+                                    {"currency": "ABC"}, {"extra": 1}, {"mcc": 5411}, {"event_time": 5}])
+def test_bad_requests_are_rejected(change: dict) -> None:
+    with pytest.raises(ValidationError):
+        Transaction(**{**EXAMPLE, **change})
+
+
+def test_production_needs_a_long_admin_token() -> None:
+    with pytest.raises(ValidationError, match="INFERENCE_ADMIN_TOKEN"):
+        InferenceSettings(production=True)
+    assert InferenceSettings(production=True, admin_token="x" * 16).production
