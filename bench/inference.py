@@ -170,7 +170,8 @@ def run(console: Any) -> list[dict[str, Any]]:
     return [
         write_result("inference_max_rate_2_workers", "highest tested rate with p99 <= 10 ms and no errors",
                      best(two), "req/s", True, "one worker, same run", best(table["onnx"]),
-                     {"rates": rates, "seconds_per_rate": seconds, "p99_ms": {r["rate"]: r["p99_ms"] for r in two}}),
+                     {"rates": rates, "seconds_per_rate": seconds,
+                      "p99_ms": {str(int(r["rate"])): r["p99_ms"] for r in two}}),
         write_result("inference_p99", f"p99 latency of POST /v1/score at {ref:.0f} req/s",
                      at(table["onnx"], ref)["p99_ms"], "ms", False, "same path with native predict_proba",
                      at(table["native"], ref)["p99_ms"], params),

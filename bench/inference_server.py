@@ -52,10 +52,11 @@ def main() -> None:
         app.router.lifespan_context = lifespan
     if args.workers > 1:  # the factory path of `python -m inference` (ONNX only)
         uvicorn.run("inference.app:factory", factory=True, host="127.0.0.1", port=args.port, loop="uvloop",
-                    http="httptools", log_level="warning", access_log=False, workers=args.workers)
+                    http="httptools", log_level="warning", access_log=False, workers=args.workers,
+                    limit_concurrency=InferenceSettings().max_concurrency)
         return
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False)
+                access_log=False, limit_concurrency=InferenceSettings().max_concurrency)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def main() -> int:
     import uvicorn
 
     uvicorn.run("inference.app:factory", factory=True, host=stack.host, port=stack.api_port, loop="uvloop",
-                http="httptools", log_level="warning", access_log=False, workers=cfg.workers)
+                http="httptools", log_level="warning", access_log=False, workers=cfg.workers,
+                limit_concurrency=cfg.max_concurrency)
     return 0
 
 

@@ -29,6 +29,9 @@ class InferenceSettings(BaseSettings):
     onnx_threads: int = Field(1, ge=1)
     #: uvicorn worker processes (each loads the model and keeps its own connections)
     workers: int = Field(1, ge=1, le=64)
+    #: requests in flight per worker beyond which uvicorn answers 503 at once: past its
+    #: capacity a worker sheds load instead of queueing everyone into timeouts
+    max_concurrency: int = Field(64, ge=1)
     reasons: int = Field(3, ge=0, le=10)
 
     @model_validator(mode="after")

@@ -323,3 +323,32 @@ def test_stream_scorer_scores_live_transactions_into_scores(served: tuple, kafka
     consumer.close()
     assert len({g["event_id"] for g in got}) == scorer.counts["scored"]
     assert all(g["model_name"] == name and 0 <= g["fraud_probability"] <= 1 for g in got)
+
+
+def test_drift_check_compares_recent_scores_with_the_champions_reference(served: tuple, tmp_path: Path) -> None:
+    """drift_check.py with its defaults: the reference sample the champion's training run
+    logged in MLflow, and the scores the API published within the window."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import REPO_ROOT
+    from stack.services import stack_env
+
+    client, settings, name, topic = served
+    for r in _offline(settings, 60).to_dict("records"):
+        assert client.post("/v1/score", json=_body(r)).status_code == 200
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "160"}
+    out = subprocess.run([sys.executable, "drift_check.py", "--model-name", name, "--scores-topic", topic,
+                          "--window", "1h", "--json", str(tmp_path / "d.json")], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 3), out.stderr
+    result = json.loads((tmp_path / "d.json").read_text())
+    assert result["exit_code"] == out.returncode
+    assert "training reference" in result["reference"]["source"] and result["current"]["rows"] >= 60
+    assert {f["feature"] for f in result["features"]} == set(MODEL_FEATURES)
+    assert result["prediction"] is not None
+    missing = subprocess.run([sys.executable, "drift_check.py", "--model-name", "no-such-model"], cwd=REPO_ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no no-such-model@champion" in missing.stderr

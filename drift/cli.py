@@ -1,0 +1,172 @@
+"""python drift_check.py: compare recent features and scores with the champion's training
+reference. Exit 0 when the overall severity is none or low, 3 when medium or high, 1 on error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.settings import StackSettings
+from drift import report, stats
+from drift.sources import DriftInputError, champion_reference, read_file, recent_scores
+
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 3
+NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "score", "fraud_probability"}
+
+
+def _window(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 900, 15m, 1h, 2d)") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python drift_check.py", description=__doc__)
+    p.add_argument("--reference", type=Path, help="parquet/CSV (default: the champion's training reference in MLflow)")
+    p.add_argument("--current", type=Path, help="parquet/CSV (default: scores published within --window)")
+    p.add_argument("--window", type=_window, default=3600.0, help="recent window for the default current data "
+                   "(seconds, or 15m, 1h, 2d; default 1h)")
+    p.add_argument("--max-samples", type=int, default=20_000, help="at most this many rows of each side")
+    p.add_argument("--significance-level", type=float, default=0.05, help="alpha of the tests (default 0.05)")
+    p.add_argument("--correction", choices=["none", "bonferroni", "bh"], default="bh",
+                   help="multiple-testing correction over features (default bh: Benjamini-Hochberg)")
+    p.add_argument("--features", help="comma-separated features to check (default: every shared column)")
+    p.add_argument("--json", type=Path, help="write every number here")
+    p.add_argument("--html", type=Path, help="write a self-contained report with plots here")
+    p.add_argument("--log-mlflow", action="store_true", help="log the result to MLflow (experiment drift-monitoring)")
+    p.add_argument("--model-name", default="fraud-detector")
+    p.add_argument("--scores-topic", default="scores")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for --max-samples")
+    p.add_argument("--verbose", "-v", action="store_true")
+    return p
+
+
+def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return df.sample(n, random_state=seed) if len(df) > n else df
+
+
+def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
+    if not 0 < args.significance_level < 1:
+        raise DriftInputError(f"--significance-level must be in (0, 1), got {args.significance_level}")
+    if args.max_samples < 20:
+        raise DriftInputError(f"--max-samples must be at least 20, got {args.max_samples}")
+    if args.reference:
+        ref, ref_source = read_file(args.reference), str(args.reference)
+    else:
+        ref, ref_source = champion_reference(settings, args.model_name)
+    if args.current:
+        cur, cur_source = read_file(args.current), str(args.current)
+    else:
+        cur = recent_scores(settings.kafka_bootstrap, args.scores_topic, args.window, args.max_samples)
+        cur_source = f"{args.scores_topic} topic, last {args.window:.0f} s"
+    if ref.empty:
+        raise DriftInputError(f"the reference ({ref_source}) is empty")
+    if cur.empty:
+        raise DriftInputError(f"the current data ({cur_source}) is empty")
+    ref, cur = _sample(ref, args.max_samples, args.seed), _sample(cur, args.max_samples, args.seed)
+    numeric = {c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])} - NOT_FEATURES
+    shared = [c for c in ref.columns if c in numeric and c in cur.columns]
+    if args.features:
+        wanted = [f.strip() for f in args.features.split(",") if f.strip()]
+        missing = [f for f in wanted if f not in ref.columns or f not in cur.columns]
+        if missing:
+            raise DriftInputError(f"mismatched columns: {', '.join(missing)} not in both reference and current")
+        shared = wanted
+    if not shared:
+        raise DriftInputError(f"mismatched columns: reference and current share no feature column "
+                              f"(reference: {', '.join(map(str, ref.columns[:8]))}...; current: "
+                              f"{', '.join(map(str, cur.columns[:8]))}...)")
+    to_arrays = lambda df, cols: {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in cols}  # noqa: E731
+    ref_a, cur_a = to_arrays(ref, shared), to_arrays(cur, shared)
+    try:
+        rows = stats.compare(shared, ref_a, cur_a, args.significance_level, args.correction)
+    except ValueError as exc:
+        raise DriftInputError(str(exc)) from None
+    prediction = None
+    if "score" in ref.columns and "score" in cur.columns:
+        ps, pc = to_arrays(ref, ["score"]), to_arrays(cur, ["score"])
+        prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
+        ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
+    status, actions = stats.overall(rows, prediction)
+    result = {
+        "status": status, "exit_code": EXIT_DRIFT if status in ("medium", "high") else EXIT_OK,
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "significance_level": args.significance_level, "correction": args.correction,
+        "reference": {"source": ref_source, "rows": len(ref)}, "current": {"source": cur_source, "rows": len(cur)},
+        "features": [r.to_dict() for r in rows], "prediction": prediction.to_dict() if prediction else None,
+        "actions": actions,
+        "counts": {s: sum(r.effective == s for r in rows) for s in stats.SEVERITIES},
+    }
+    result["_arrays"] = (ref_a, cur_a)
+    return result
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+    try:
+        result = check(args, StackSettings())
+    except DriftInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    ref_a, cur_a = result.pop("_arrays")
+    rows = [stats.FeatureDrift(**f) for f in result["features"]]
+    if result["prediction"]:
+        rows.append(stats.FeatureDrift(**{**result["prediction"], "feature": "score (prediction)"}))
+    report.table(rows, result["status"], result["actions"],
+                 f"drift: {result['current']['source']} vs {result['reference']['source']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.html:
+        page_rows = dict(result)
+        if result["prediction"]:
+            page_rows["features"] = [*result["features"], result["prediction"]]
+        args.html.write_text(report.html_page(page_rows, ref_a, cur_a))
+    if args.log_mlflow:
+        _log_mlflow(result, args)
+    return int(result["exit_code"])
+
+
+def _log_mlflow(result: dict[str, Any], args: argparse.Namespace) -> None:
+    import tempfile
+
+    import mlflow
+
+    from training import tracking
+
+    settings = StackSettings()
+    tracking.connect(settings, lambda _m: None)
+    with mlflow.start_run(experiment_id=tracking.experiment("drift-monitoring", settings)):
+        mlflow.set_tags({"status": result["status"], "reference": result["reference"]["source"]})
+        mlflow.log_metrics({f"psi_{f['feature']}": f["psi"] for f in result["features"]})
+        mlflow.log_metrics({f"severity_{s}": n for s, n in result["counts"].items()})
+        if result["prediction"]:
+            mlflow.log_metric("psi_score", result["prediction"]["psi"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "drift.json"
+            path.write_text(json.dumps(result, indent=2))
+            mlflow.log_artifact(str(path))
+            if args.html and args.html.exists():
+                mlflow.log_artifact(str(args.html))
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,121 @@
+"""Drift statistics and the drift_check CLI on files (no services)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.settings import REPO_ROOT
+from drift import stats
+
+RNG = np.random.default_rng(7)
+
+
+def test_severity_bands_are_seed_002s() -> None:
+    assert [stats.severity(p, 0.05) for p in (0.05, 0.005, 0.0005, 0.00005)] == ["none", "low", "medium", "high"]
+
+
+def test_psi_bands_and_values() -> None:
+    a = RNG.normal(size=50_000)
+    assert stats.psi(a, RNG.normal(size=50_000)) < 0.01
+    assert stats.psi_band(stats.psi(a, RNG.normal(0.45, 1, size=50_000))) == "warning"
+    assert stats.psi_band(stats.psi(a, RNG.normal(1.0, 1, size=50_000))) == "critical"
+    flags = (RNG.random(10_000) < 0.1).astype(float)
+    assert stats.psi(flags, (RNG.random(10_000) < 0.1).astype(float)) < 0.01
+    assert stats.psi(flags, (RNG.random(10_000) < 0.5).astype(float)) > 0.25
+
+
+def test_chi_square_merges_rare_categories_so_expected_counts_hold() -> None:
+    ref = np.concatenate([np.zeros(500), np.ones(480), np.full(3, 2), np.full(2, 3)])
+    cur = np.concatenate([np.zeros(490), np.ones(500), np.full(7, 4)])
+    stat, p, bins = stats.chi_square(ref, cur)
+    assert bins == 3 and p > 0.05  # categories 2, 3, 4 share one bin
+    _, p_shift, _ = stats.chi_square(ref, np.concatenate([np.zeros(800), np.ones(200)]))
+    assert p_shift < 1e-10
+
+
+def test_benjamini_hochberg_and_bonferroni() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    assert stats.adjust(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 1.0])
+    assert stats.adjust(p, "bh").tolist() == pytest.approx([0.04, 0.0533333, 0.0533333, 0.5], rel=1e-4)
+
+
+def test_thirty_unchanged_features_do_not_cry_wolf_with_correction() -> None:
+    cols = [f"f{i}" for i in range(30)]
+    ref = {c: RNG.normal(size=2000) for c in cols}
+    cur = {c: RNG.normal(size=2000) for c in cols}
+    rows = stats.compare(cols, ref, cur, 0.05, "bh")
+    assert all(r.effective in ("none", "low") for r in rows)
+    status, _ = stats.overall(rows, None)
+    assert status in ("none", "low")
+
+
+def test_a_shifted_feature_is_high_and_a_negligible_one_is_capped_at_low() -> None:
+    ref = {"big": RNG.normal(size=100_000), "tiny": RNG.normal(size=100_000)}
+    cur = {"big": RNG.normal(1.0, 1, size=100_000), "tiny": RNG.normal(0.03, 1, size=100_000)}
+    rows = {r.feature: r for r in stats.compare(["big", "tiny"], ref, cur, 0.05)}
+    assert rows["big"].effective == "high" and rows["big"].test == "ks"
+    assert rows["tiny"].severity in ("medium", "high") and rows["tiny"].effective == "low"  # significant, negligible
+
+
+def _frames(tmp: Path, shift: float) -> tuple[Path, Path]:
+    n = 3000
+    ref = pd.DataFrame({"amount": RNG.lognormal(3, 1, n), "txn_count_5m": RNG.poisson(1, n),
+                        "is_weekend": (RNG.random(n) < 0.3).astype(int), "score": RNG.beta(1, 30, n),
+                        "event_id": [f"e{i}" for i in range(n)]})
+    cur = ref.copy()
+    cur["amount"] = RNG.lognormal(3 + shift, 1, n)
+    cur["score"] = RNG.beta(1 + 10 * shift, 30, n)
+    ref.to_parquet(tmp / "ref.parquet")
+    cur.to_csv(tmp / "cur.csv", index=False)
+    return tmp / "ref.parquet", tmp / "cur.csv"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "drift_check.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
+
+
+def test_cli_exit_codes_json_and_html(tmp_path: Path) -> None:
+    ref, cur = _frames(tmp_path, 0.0)
+    same = _cli("--reference", str(ref), "--current", str(cur), "--json", str(tmp_path / "a.json"))
+    assert same.returncode == 0, same.stderr
+    ref, cur = _frames(tmp_path, 1.0)
+    out = _cli("--reference", str(ref), "--current", str(cur), "--json", str(tmp_path / "b.json"),
+               "--html", str(tmp_path / "b.html"), "--significance-level", "0.01", "--max-samples", "2000")
+    assert out.returncode == 3, out.stdout + out.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    by = {f["feature"]: f for f in result["features"]}
+    assert by["amount"]["effective"] == "high" and by["is_weekend"]["test"] == "chi2"
+    assert result["prediction"]["psi_band"] == "critical" and result["status"] == "high"
+    assert result["reference"]["rows"] == 2000
+    page = (tmp_path / "b.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "amount" in page
+    assert "amount" in out.stdout and "overall" in out.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--reference", "nope.parquet", "--current", "nope.csv"], "file not found"),
+    (["--features", "nonexistent"], "mismatched columns"),
+    (["--significance-level", "2"], "significance-level"),
+])
+def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path, args: list[str], needle: str) -> None:
+    ref, cur = _frames(tmp_path, 0.0)
+    base = [] if "--reference" in args else ["--reference", str(ref), "--current", str(cur)]
+    out = _cli(*base, *args)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], out.stderr
+
+
+def test_cli_empty_current_window_is_an_error(tmp_path: Path) -> None:
+    ref, _ = _frames(tmp_path, 0.0)
+    pd.DataFrame({"amount": []}).to_parquet(tmp_path / "empty.parquet")
+    out = _cli("--reference", str(ref), "--current", str(tmp_path / "empty.parquet"))
+    assert out.returncode == 1 and "empty" in out.stderr
