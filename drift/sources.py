@@ -86,7 +86,8 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, max_samples: int,
                         done.add(m.partition())
                     rec = orjson.loads(m.value())
                     rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
-                                 "model_version": rec.get("model_version")})
+                                 "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
+                                 "decision": rec.get("decision")})
     finally:
         consumer.close()
     if not rows:

@@ -55,6 +55,16 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
                   f"redis: {settings.redis_url}   mlflow: {settings.mlflow_uri}")
+    from drift.monitor import last_decisions
+
+    decisions = last_decisions(settings)
+    if decisions:
+        console.print("last monitor decisions (python -m drift audit for more):")
+        for rec in decisions:
+            extra = f", gate {rec['gate']}" if rec.get("gate") else ""
+            extra += f", v{rec['version']}" if rec.get("version") else ""
+            console.print(f"  {rec['at']}  triggers: {', '.join(rec['triggers']) or 'none'}  action: "
+                          f"{rec['action']}{extra}")
 
 
 def cmd_logs(settings: StackSettings, args: argparse.Namespace) -> None:

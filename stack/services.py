@@ -163,6 +163,18 @@ def scorer_service(settings: StackSettings) -> Service:
     )
 
 
+def monitor_service(settings: StackSettings) -> Service:
+    """The continuous loop: drift and feedback checks, retrain triggers, audit log."""
+    return Service(
+        name="drift-monitor",
+        command=[sys.executable, "-m", "drift", "monitor"],
+        ports=[],
+        probe=lambda: None,
+        environment=stack_env(settings),
+        infra=False,
+    )
+
+
 def stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
@@ -182,6 +194,7 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "generator-clicks": click_generator_service,
     "inference-api": inference_service,
     "stream-scorer": scorer_service,
+    "drift-monitor": monitor_service,
 }
 
 

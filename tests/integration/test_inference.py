@@ -352,3 +352,32 @@ def test_drift_check_compares_recent_scores_with_the_champions_reference(served:
     missing = subprocess.run([sys.executable, "drift_check.py", "--model-name", "no-such-model"], cwd=REPO_ROOT,
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no no-such-model@champion" in missing.stderr
+
+
+def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tuple) -> None:
+    from drift.monitor import Monitor, MonitorSettings, last_decisions
+
+    client, settings, name, topic = served
+    for r in _offline(settings, 40).to_dict("records"):
+        assert client.post("/v1/score", json=_body(r)).status_code == 200
+    # the champion counts as overdue at once: the scheduled trigger fires
+    cfg = MonitorSettings(model_name=name, scores_topic=topic, min_scores=20, retrain_every_s=1,
+                          feedback_topic=f"absent-{uuid.uuid4().hex[:6]}",
+                          train_args=["--cv-folds", "0", "--no-ground-truth", "--min-auc", "0.6", "--max-ece", "0.2",
+                                      "--force"])
+    monitor = Monitor(settings, cfg)  # the offline log and registry of the served data
+    monitor.audit_path.unlink(missing_ok=True)
+    before = tracking.load(name, tracking.CHAMPION)
+    first = monitor.once()
+    assert "scheduled" in first["triggers"] and first["action"] == "retrained", first
+    assert first["gate"] in ("passed", "refused") and first["evidence"]["scores_seen"] >= 20
+    if first["gate"] == "passed":
+        after = tracking.load(name, tracking.CHAMPION)
+        assert after is not None and before is not None and int(after.version) > int(before.version)
+        assert after.tags["monitor_triggers"].startswith("scheduled")
+    second = monitor.once()
+    assert second["action"] == "cooldown" and "cooldown" in second["reason"]
+    assert not monitor.lock.exists()
+    lines = monitor.audit_path.read_text().splitlines()
+    assert len(lines) == 2
+    assert last_decisions(settings)[-1]["action"] == "cooldown"

@@ -119,3 +119,26 @@ def test_cli_empty_current_window_is_an_error(tmp_path: Path) -> None:
     pd.DataFrame({"amount": []}).to_parquet(tmp_path / "empty.parquet")
     out = _cli("--reference", str(ref), "--current", str(tmp_path / "empty.parquet"))
     assert out.returncode == 1 and "empty" in out.stderr
+
+
+def _ev(**kw) -> object:
+    from drift.monitor import Evidence
+
+    return Evidence(**{"champion_version": "3", "champion_age_s": 60.0, **kw})
+
+
+def test_monitor_triggers() -> None:
+    from drift.monitor import MonitorSettings, decide
+
+    cfg = MonitorSettings()
+    assert decide(_ev(), cfg) == []
+    assert decide(_ev(champion_version=None, champion_age_s=None), cfg) == ["scheduled"]
+    assert decide(_ev(champion_age_s=cfg.retrain_every_s + 1), cfg) == ["scheduled"]
+    assert decide(_ev(drifted_key_features=["amount"]), cfg) == ["drift"]
+    assert decide(_ev(score_psi=0.3), cfg) == ["drift"]
+    assert decide(_ev(score_psi=0.2), cfg) == []
+    assert decide(_ev(recent_recall=0.3, champion_recall=0.6), cfg) == ["performance"]
+    assert decide(_ev(recent_recall=0.5, champion_recall=0.6), cfg) == []
+    assert decide(_ev(new_scenarios=["slow_drain"]), cfg) == ["new_pattern"]
+    assert decide(_ev(recent_fraud_rate=0.05, champion_fraud_rate=0.02), cfg) == ["new_pattern"]
+    assert decide(_ev(recent_fraud_rate=0.03, champion_fraud_rate=0.02), cfg) == []

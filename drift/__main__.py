@@ -1,0 +1,5 @@
+import sys
+
+from drift.monitor import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""The continuous loop's monitor: on a schedule, check drift and feedback, decide whether
+to retrain from four triggers, run training (which gates and promotes), and write every
+decision to an audit log (``.data/monitor/audit.jsonl``) and MLflow tags. The inference
+service picks up a promoted champion by polling its alias.
+
+Triggers:
+- scheduled: the champion is older than ``MONITOR_RETRAIN_EVERY_S``;
+- drift: a key feature at medium/high, or the score's PSI critical (>= 0.25);
+- performance: recall on fraud feedback over the window fell by more than
+  ``MONITOR_RECALL_DROP`` from the champion's ground-truth recall at training;
+- new pattern: a fraud scenario the champion's training data never showed, or the feedback
+  fraud rate above ``MONITOR_FRAUD_RATE_JUMP`` times the rate at training.
+One retrain at a time (a lock file), and none within ``MONITOR_COOLDOWN_S`` of the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.settings import REPO_ROOT, StackSettings
+
+log = logging.getLogger("drift.monitor")
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore")
+
+    interval_s: float = Field(300.0, gt=0)
+    window_s: float = Field(3600.0, gt=0)
+    retrain_every_s: float = Field(24 * 3600.0, gt=0)
+    cooldown_s: float = Field(1800.0, ge=0)
+    min_scores: int = Field(500, ge=20)
+    recall_drop: float = Field(0.2, gt=0, lt=1)
+    fraud_rate_jump: float = Field(2.0, gt=1)
+    key_features: list[str] = Field(default_factory=lambda: [
+        "amount", "txn_count_5m", "velocity_score", "geo_diversity_score", "amount_zscore_24h",
+        "unique_countries_1h", "seconds_since_last_txn"])
+    model_name: str = "fraud-detector"
+    model_type: str = "xgboost"
+    train_args: list[str] = Field(default_factory=lambda: ["--cv-folds", "0"])
+    scores_topic: str = "scores"
+    feedback_topic: str = "fraud-feedback"
+
+
+@dataclass
+class Evidence:
+    """What one check saw; the pure decision below reads only this."""
+
+    champion_version: str | None
+    champion_age_s: float | None
+    drift_status: str | None = None
+    drifted_key_features: list[str] = field(default_factory=list)
+    score_psi: float | None = None
+    scores_seen: int = 0
+    recent_recall: float | None = None
+    champion_recall: float | None = None
+    recent_fraud_rate: float | None = None
+    champion_fraud_rate: float | None = None
+    new_scenarios: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def decide(ev: Evidence, cfg: MonitorSettings) -> list[str]:
+    """The triggers that fire (empty: nothing to do)."""
+    triggers = []
+    if ev.champion_version is None or (ev.champion_age_s is not None and ev.champion_age_s >= cfg.retrain_every_s):
+        triggers.append("scheduled")
+    if ev.drifted_key_features or (ev.score_psi is not None and ev.score_psi >= 0.25):
+        triggers.append("drift")
+    if (ev.recent_recall is not None and ev.champion_recall is not None
+            and ev.recent_recall < ev.champion_recall - cfg.recall_drop):
+        triggers.append("performance")
+    if ev.new_scenarios or (ev.recent_fraud_rate is not None and ev.champion_fraud_rate
+                            and ev.recent_fraud_rate > cfg.fraud_rate_jump * ev.champion_fraud_rate):
+        triggers.append("new_pattern")
+    return triggers
+
+
+class Monitor:
+    def __init__(self, stack: StackSettings, cfg: MonitorSettings) -> None:
+        self.stack, self.cfg = stack, cfg
+        self.dir = stack.data_dir / "monitor"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.audit_path = self.dir / "audit.jsonl"
+        self.lock = self.dir / "retrain.lock"
+
+    # -- evidence -------------------------------------------------------------------------
+    def evidence(self) -> Evidence:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from training import tracking
+
+        tracking.connect(self.stack, lambda _m: None)
+        client = MlflowClient()
+        try:
+            mv = client.get_model_version_by_alias(self.cfg.model_name, tracking.CHAMPION)
+        except MlflowException:
+            return Evidence(None, None)
+        ev = Evidence(str(mv.version), time.time() - mv.creation_timestamp / 1000)
+        self._drift(ev)
+        self._feedback(ev, client, mv.run_id)
+        return ev
+
+    def _drift(self, ev: Evidence) -> None:
+        from drift.cli import check, parser
+        from drift.sources import DriftInputError
+
+        args = parser().parse_args(["--model-name", self.cfg.model_name, "--scores-topic", self.cfg.scores_topic,
+                                    "--window", str(self.cfg.window_s)])
+        try:
+            result = check(args, self.stack)
+        except DriftInputError as exc:
+            ev.errors.append(f"drift: {exc}")
+            return
+        ev.scores_seen = result["current"]["rows"]
+        if ev.scores_seen < self.cfg.min_scores:
+            ev.errors.append(f"drift: only {ev.scores_seen} scores in the window (minimum {self.cfg.min_scores})")
+            return
+        ev.drift_status = result["status"]
+        ev.drifted_key_features = [f["feature"] for f in result["features"]
+                                   if f["feature"] in self.cfg.key_features and f["effective"] in ("medium", "high")]
+        if result["prediction"]:
+            ev.score_psi = result["prediction"]["psi"]
+
+    def _feedback(self, ev: Evidence, client: Any, run_id: str) -> None:
+        """Recall of the recent scores on the fraud feedback that has arrived, and the
+        scenarios and fraud rate in it, against what the champion's training saw."""
+        import mlflow
+
+        from drift.sources import DriftInputError, recent_scores
+        from training import ground_truth
+
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports/ground_truth.json")
+            trained = json.loads(Path(local).read_text())
+        except Exception:  # a champion trained without ground truth
+            trained = {}
+        if trained.get("model"):
+            ev.champion_recall = trained["model"].get("recall")
+        if trained.get("rows_with_feedback"):
+            ev.champion_fraud_rate = trained["fraud"] / trained["rows_with_feedback"]
+        truth = ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic, timeout_s=60)
+        if truth is None or truth.empty:
+            ev.errors.append("feedback: none available")
+            return
+        try:
+            scores = recent_scores(self.stack.kafka_bootstrap, self.cfg.scores_topic, self.cfg.window_s, 200_000)
+        except DriftInputError as exc:
+            ev.errors.append(f"feedback: {exc}")
+            return
+        if "event_id" not in scores:
+            return
+        joined = scores.merge(truth, on="event_id", how="inner")
+        if joined.empty:
+            return
+        fraud = joined[joined["is_fraud"]]
+        ev.recent_fraud_rate = float(joined["is_fraud"].mean())
+        if len(fraud) and "decision" in joined:
+            ev.recent_recall = float((fraud["decision"] != "approve").mean())
+        seen = set(trained.get("per_scenario", {}))
+        if seen:
+            ev.new_scenarios = sorted(set(fraud["scenario"]) - seen - {"none", "legit"})
+
+    # -- acting ---------------------------------------------------------------------------
+    def last_retrain(self) -> float | None:
+        last = None
+        if self.audit_path.exists():
+            for line in self.audit_path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("action") == "retrained":
+                    last = rec["at_epoch"]
+        return last
+
+    def retrain(self, triggers: list[str]) -> dict[str, Any]:
+        from stack.services import stack_env
+
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(self.stack)}
+        cmd = [sys.executable, str(REPO_ROOT / "training" / "train.py"), "--model-type", self.cfg.model_type,
+               "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
+               *self.cfg.train_args]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+        version = next((ln.split(" v")[1].split(",")[0] for ln in out.stdout.splitlines()
+                        if ln.startswith("registered ")), None)
+        gate = {0: "passed", 4: "refused"}.get(out.returncode, "error")
+        return {"gate": gate, "exit_code": out.returncode, "version": version,
+                "error": out.stderr.strip().splitlines()[-1] if out.returncode not in (0, 4) and out.stderr else None}
+
+    def once(self) -> dict[str, Any]:
+        now = time.time()
+        ev = self.evidence()
+        triggers = decide(ev, self.cfg)
+        rec: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": now,
+                               "triggers": triggers, "evidence": asdict(ev), "action": "none"}
+        last = self.last_retrain()
+        if triggers and last is not None and now - last < self.cfg.cooldown_s:
+            rec["action"] = "cooldown"
+            rec["reason"] = f"last retrain {now - last:.0f} s ago (cooldown {self.cfg.cooldown_s:.0f} s)"
+        elif triggers:
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                rec["action"] = "skipped"
+                rec["reason"] = "a retrain is already running"
+            else:
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                    rec.update(action="retrained", **self.retrain(triggers))
+                finally:
+                    os.close(fd)
+                    self.lock.unlink(missing_ok=True)
+                self._tag(rec)
+        with self.audit_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return rec
+
+    def _tag(self, rec: dict[str, Any]) -> None:
+        if not rec.get("version"):
+            return
+        from mlflow import MlflowClient
+
+        MlflowClient().set_model_version_tag(self.cfg.model_name, rec["version"], "monitor_triggers",
+                                             ",".join(rec["triggers"]))
+
+    def run(self) -> None:
+        while True:  # the first check after one interval: a fresh stack needs data first
+            time.sleep(self.cfg.interval_s)
+            try:
+                rec = self.once()
+                log.info("monitor: triggers %s, action %s", rec["triggers"], rec["action"])
+            except Exception:  # one failed check must not end the loop
+                log.exception("monitor check failed")
+
+
+def last_decisions(stack: StackSettings, n: int = 3) -> list[dict[str, Any]]:
+    path = stack.data_dir / "monitor" / "audit.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()[-n:]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m drift", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["monitor", "once", "audit"])
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stack, cfg = StackSettings(), MonitorSettings()
+    if args.command == "audit":
+        for rec in last_decisions(stack, 20):
+            print(f"{rec['at']}  triggers={','.join(rec['triggers']) or '-'}  action={rec['action']}"
+                  f"{'  gate=' + rec['gate'] if rec.get('gate') else ''}"
+                  f"{'  version=' + str(rec['version']) if rec.get('version') else ''}")
+        return 0
+    monitor = Monitor(stack, cfg)
+    if args.command == "once":
+        print(json.dumps(monitor.once(), indent=2, default=str))
+        return 0
+    monitor.run()
+    return 0
