@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from core.cli_exit import exit_now  # noqa: E402
 from drift.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    exit_now(run(sys.argv[1:]))

@@ -164,7 +164,9 @@ def _log_mlflow(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    from core.cli_exit import exit_now
+
+    exit_now(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -255,7 +255,9 @@ def last_decisions(stack: StackSettings, n: int = 3) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m drift", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["monitor", "once", "audit"])
+    p.add_argument("command", choices=["monitor", "once", "audit", "learn"],
+                   help="monitor: the loop; once: one check now; audit: past decisions; learn: the online "
+                        "learner in shadow (report in .data/monitor/online.json)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack, cfg = StackSettings(), MonitorSettings()
@@ -264,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rec['at']}  triggers={','.join(rec['triggers']) or '-'}  action={rec['action']}"
                   f"{'  gate=' + rec['gate'] if rec.get('gate') else ''}"
                   f"{'  version=' + str(rec['version']) if rec.get('version') else ''}")
+        return 0
+    if args.command == "learn":
+        from drift.online import run
+
+        out = stack.data_dir / "monitor" / "online.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run(stack.kafka_bootstrap, cfg.scores_topic, cfg.feedback_topic, out)
         return 0
     monitor = Monitor(stack, cfg)
     if args.command == "once":

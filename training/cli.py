@@ -361,4 +361,6 @@ def run(argv: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    from core.cli_exit import exit_now
+
+    exit_now(run(sys.argv[1:]))

@@ -11,7 +11,8 @@ _root = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _root / "training"]
 sys.path.insert(0, str(_root))
 
+from core.cli_exit import exit_now  # noqa: E402
 from training.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run(["train", *sys.argv[1:]]))
+    exit_now(run(["train", *sys.argv[1:]]))

@@ -86,3 +86,50 @@ def test_consumer_group_commits_and_shares_partitions(kafka_bootstrap: str, uniq
     assert sum(tp.offset for tp in committed) == 300
     first.close()
     second.close()
+
+
+def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: str, tmp_path) -> None:
+    """Scores and their delayed feedback (some arriving first) through real topics."""
+    import json
+    import threading
+    import time
+    import uuid
+
+    import numpy as np
+    import orjson
+    from confluent_kafka import Producer
+
+    from core.contracts import FraudFeedback, encode
+    from drift.online import run
+    from stack.topics import ensure_topics
+
+    scores, feedback = f"scores-{uuid.uuid4().hex[:6]}", f"fb-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, [scores, feedback], partitions=2)
+    rng = np.random.default_rng(1)
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    n = 1500
+    for i in range(n):
+        eid = f"evt-{i:08d}"
+        fraud = bool(rng.random() < 0.2)
+        rec = {"event_id": eid, "features": {"v": float(rng.normal(2.0 if fraud else 0.0, 1.0))},
+               "fraud_probability": 0.5, "decision": "approve"}
+        fb = encode(FraudFeedback(event_id=eid, card_id="card-1", event_time=1_790_000_000_000, is_fraud=fraud,
+                                  scenario="slow_drain" if fraud else "legit"))
+        first, second = ((scores, orjson.dumps(rec)), (feedback, fb)) if i % 3 else ((feedback, fb),
+                                                                                   (scores, orjson.dumps(rec)))
+        p.produce(first[0], key=eid.encode(), value=first[1])
+        p.produce(second[0], key=eid.encode(), value=second[1])
+    assert p.flush(30) == 0
+    stop = threading.Event()
+    out = tmp_path / "online.json"
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(run(kafka_bootstrap, scores, feedback, out, 0.5, stop)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while (not out.exists() or json.loads(out.read_text())["labels"] < n) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    t.join(30)
+    report = json.loads(out.read_text())
+    assert report["labels"] == n  # every label joined to its score, whichever came first
+    assert report["online"]["auc"] > 0.8 and report["per_scenario"]["slow_drain"]["champion_recall"] == 0.0

@@ -142,3 +142,27 @@ def test_monitor_triggers() -> None:
     assert decide(_ev(new_scenarios=["slow_drain"]), cfg) == ["new_pattern"]
     assert decide(_ev(recent_fraud_rate=0.05, champion_fraud_rate=0.02), cfg) == ["new_pattern"]
     assert decide(_ev(recent_fraud_rate=0.03, champion_fraud_rate=0.02), cfg) == []
+
+
+def test_online_learner_validates_before_it_learns_and_reports_per_scenario() -> None:
+    from drift.online import FeedbackJoin, OnlineLearner
+
+    rng = np.random.default_rng(3)
+    learner = OnlineLearner()
+    first = learner.step({"v": 0.0}, False, "legit", 0.1, False)
+    assert abs(first - 0.5) < 1e-9  # scored before any learning
+    for _ in range(3000):
+        fraud = rng.random() < 0.2
+        v = rng.normal(2.0 if fraud else 0.0, 1.0)
+        learner.step({"v": v}, fraud, "slow_drain" if fraud else "legit", 0.5, False)  # champion blind
+    rep = learner.report(last=1000)
+    assert rep["labels"] == 1000 and rep["online"]["auc"] > 0.85 and rep["champion"]["auc"] == 0.5
+    s = rep["per_scenario"]["slow_drain"]
+    assert s["champion_recall"] == 0.0 and s["online_recall"] > 0.3
+
+    join = FeedbackJoin(capacity=2)
+    assert join.add_feedback("e1", True, "x") is None  # feedback first: kept pending
+    assert join.add_score({"event_id": "e1"})[1] is True
+    for i in range(3):
+        join.add_score({"event_id": f"s{i}"})
+    assert join.evicted == 1 and join.add_feedback("s0", False, "legit") is None
