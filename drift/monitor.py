@@ -52,6 +52,8 @@ class MonitorSettings(BaseSettings):
     model_type: str = "xgboost"
     train_args: list[str] = Field(default_factory=lambda: ["--cv-folds", "0"])
     scores_topic: str = "scores"
+    #: the online learner warm-starts a booster challenger every this many labels (0: never)
+    warm_start_every: int = Field(5000, ge=0)
     feedback_topic: str = "fraud-feedback"
 
 
@@ -272,7 +274,15 @@ def main(argv: list[str] | None = None) -> int:
 
         out = stack.data_dir / "monitor" / "online.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        run(stack.kafka_bootstrap, cfg.scores_topic, cfg.feedback_topic, out)
+        from drift.warmstart import warm_start
+
+        def challenger(window: Any) -> Any:
+            r = warm_start(stack, cfg.model_name, window)
+            return f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}" + (
+                f", challenger v{r.version}" if r.version else "")
+
+        run(stack.kafka_bootstrap, cfg.scores_topic, cfg.feedback_topic, out, warm_every=cfg.warm_start_every,
+            on_warm=challenger)
         return 0
     monitor = Monitor(stack, cfg)
     if args.command == "once":

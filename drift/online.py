@@ -105,14 +105,22 @@ class FeedbackJoin:
 
 
 def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, report_every_s: float = 30.0,
-        stop: Any = None, group: str | None = None) -> OnlineLearner:
-    """Consume both topics from the beginning, learn in shadow, write ``out`` (JSON) regularly."""
+        stop: Any = None, group: str | None = None, warm_every: int = 0, on_warm: Any = None,
+        window: int = 200_000) -> OnlineLearner:
+    """Consume both topics from the beginning, learn in shadow, write ``out`` (JSON) regularly.
+    With ``warm_every`` > 0, every that many labels ``on_warm(labelled window)`` runs (a
+    warm-started challenger, drift.warmstart); its failures are reported, not fatal."""
+    from collections import deque
+
     import orjson
+    import pandas as pd
     from confluent_kafka import Consumer
 
     from core.contracts import FraudFeedback, InvalidEvent, decode
 
     learner, join = OnlineLearner(), FeedbackJoin()
+    labelled: deque[dict[str, Any]] = deque(maxlen=window)
+    warm: list[dict[str, Any]] = []
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group or f"online-learner-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": True})
     consumer.subscribe([scores_topic, feedback_topic])
@@ -135,10 +143,18 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
                     rec, is_fraud, scenario = hit
                     learner.step(rec["features"], is_fraud, scenario, rec["fraud_probability"],
                                  rec.get("decision", "approve") != "approve")
+                    labelled.append({"event_id": rec["event_id"], "event_time": rec.get("event_time", 0),
+                                     **rec["features"], "is_fraud": is_fraud})
+                    if warm_every and on_warm is not None and learner.n % warm_every == 0:
+                        try:
+                            warm.append({"labels": learner.n, "result": str(on_warm(pd.DataFrame(labelled)))})
+                        except Exception as exc:  # not enough labels yet, no champion...: report, go on
+                            warm.append({"labels": learner.n, "error": f"{type(exc).__name__}: {exc}"})
             if time.monotonic() >= next_report:
-                out.write_text(json.dumps({**learner.report(), "evicted": join.evicted}, indent=2))
+                out.write_text(json.dumps({**learner.report(), "evicted": join.evicted, "warm_starts": warm},
+                                          indent=2))
                 next_report = time.monotonic() + report_every_s
     finally:
         consumer.close()
-        out.write_text(json.dumps({**learner.report(), "evicted": join.evicted}, indent=2))
+        out.write_text(json.dumps({**learner.report(), "evicted": join.evicted, "warm_starts": warm}, indent=2))
     return learner

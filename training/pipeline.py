@@ -313,6 +313,9 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         onnx_path = out_dir / "model.onnx"
         onnx_path.write_bytes(raw)
         result.onnx_path = onnx_path
+        native = save_native(fitted, cfg.model_type, out_dir)
+        if native is not None:  # the booster in its own format (never a pickle), for warm starts
+            mlflow.log_artifact(str(native), "native")
         if verdict.passed or cfg.force:
             model_uri = tracking.log_onnx(onnx_model, Xte[:5], p_test[:5])
             tags = {"model_type": cfg.model_type, "onnx_sha256": digest, "test_auc": f"{metrics['auc']:.4f}",
@@ -333,6 +336,18 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     result.timings = {**timer.times, "total": time.perf_counter() - t_all}
     log.info("tracking at %s", uri)
     return result
+
+
+def save_native(fitted: models.Fitted, model_type: str, out_dir: Path) -> Path | None:
+    if model_type == "xgboost":
+        path = out_dir / "booster.json"
+        fitted.estimator.save_model(str(path))
+        return path
+    if model_type == "lightgbm":
+        path = out_dir / "booster.txt"
+        fitted.estimator.booster_.save_model(str(path))
+        return path
+    return None
 
 
 def model_card(name: str, r: TrainResult, cfg: TrainConfig, champion_version: str | None) -> str:

@@ -361,7 +361,7 @@ def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tup
     for r in _offline(settings, 40).to_dict("records"):
         assert client.post("/v1/score", json=_body(r)).status_code == 200
     # the champion counts as overdue at once: the scheduled trigger fires
-    cfg = MonitorSettings(model_name=name, scores_topic=topic, min_scores=20, retrain_every_s=1,
+    cfg = MonitorSettings(model_name=name, scores_topic=topic, min_scores=20, retrain_every_s=0.001,
                           feedback_topic=f"absent-{uuid.uuid4().hex[:6]}",
                           train_args=["--cv-folds", "0", "--no-ground-truth", "--min-auc", "0.6", "--max-ece", "0.2",
                                       "--force"])
@@ -381,3 +381,45 @@ def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tup
     lines = monitor.audit_path.read_text().splitlines()
     assert len(lines) == 2
     assert last_decisions(settings)[-1]["action"] == "cooldown"
+
+
+def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
+        served: tuple, stream_data: tuple[StackSettings, str], kafka_bootstrap: str) -> None:
+    """Every offline transaction scored through the API, joined to its fraud feedback, then the
+    champion's booster continued on that window and judged on its holdout."""
+    from drift.warmstart import labelled_window, warm_start
+    from training import ground_truth
+
+    client, settings, name, topic = served
+    rows = _offline(settings, 10_000).to_dict("records")
+    for i in range(0, len(rows), 100):
+        r = client.post("/v1/score/batch", json={"transactions": [_body(x) for x in rows[i:i + 100]]})
+        assert r.status_code == 200
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"w-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    want = {r["event_id"] for r in rows}
+    got: dict[str, dict] = {}
+    deadline = time.monotonic() + 90
+    while not want <= set(got) and time.monotonic() < deadline:
+        for m in consumer.consume(2000, 0.5):
+            if m.error() is None:
+                rec = orjson.loads(m.value())
+                got[rec["event_id"]] = rec
+    consumer.close()
+    assert want <= set(got)
+    truth = ground_truth.read(kafka_bootstrap, stream_data[1])
+    assert truth is not None
+    window = labelled_window(pd.DataFrame([got[e] for e in want]), truth)
+    assert len(window) >= 0.9 * len(want)
+    result = warm_start(settings, name, window, extra_trees=30)
+    assert result.trees_after > result.trees_before
+    assert result.parity["model"] <= 1e-5 and result.parity["calibration"] <= 1e-5
+    checks = {c.name: c for c in result.gate.checks}
+    assert not checks["beats_champion"].skipped and result.rows["holdout"] > 0
+    if result.gate.passed:
+        chal = tracking.load(name, tracking.CHALLENGER)
+        assert chal is not None and chal.version == result.version
+        assert str(chal.metadata["warm_started_from"]) == result.champion_version
+    else:
+        assert result.version is None and result.gate.reasons()
