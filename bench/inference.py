@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,10 +125,7 @@ def run(console: Any) -> list[dict[str, Any]]:
     seconds = float(os.environ.get("BENCH_SECONDS", "15"))
     with bench_stack(need=("redis", "kafka")) as stack, tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         root = Path(tmp)
-        repo = root / "feature_repo"
-        shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        settings = stack.settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data"})
-        feast_store.apply(settings)
+        settings = feast_store.isolated_copy(stack.settings, root)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
         bodies, native = _prepare(settings, root)
         (root / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,14 +115,6 @@ def measure(procs: list[Proc], total: int, until_s: float | None = None, offline
                         "peak_rss_mb": [round(p.peak_rss_mb(), 1) for p in procs]}
         time.sleep(0.1)
     raise RuntimeError("benchmark did not finish in 30 minutes")
-
-
-def fresh_repo(settings: StackSettings, tmp: Path) -> StackSettings:
-    repo = tmp / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    s = settings.model_copy(update={"feature_repo": repo, "data_dir": tmp / "data"})
-    feast_store.apply(s)
-    return s
 
 
 def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dict[str, Any]]:
@@ -242,7 +233,7 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
 def run(console: Console) -> list[dict[str, Any]]:
     with bench_stack(("redis", "kafka")) as stack, tempfile.TemporaryDirectory(prefix="bench-stream-") as t:
         tmp = Path(t)
-        settings = fresh_repo(stack.settings, tmp)
+        settings = feast_store.isolated_copy(stack.settings, tmp)
         only_freshness = os.environ.get("BENCH_STREAM_ONLY") == "freshness"
         out = [] if only_freshness else throughput(console, settings, tmp)
         console.print(f"freshness at {FRESH_RATE:,} events/s for {FRESH_SECONDS:.0f} s")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,10 +79,7 @@ def run(console: Any) -> list[dict[str, Any]]:
     results = []
     with bench_stack(need=("redis",)) as stack, tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
-        repo = root / "feature_repo"
-        shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        settings = stack.settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data"})
-        feast_store.apply(settings)
+        settings = feast_store.isolated_copy(stack.settings, root)
         t0 = time.perf_counter()
         _prepare(settings, rows, console)
         console.print(f"  offline log ready in {time.perf_counter() - t0:.0f} s; training ...")

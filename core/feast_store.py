@@ -76,3 +76,17 @@ def apply(settings: StackSettings, repo_path: Path | None = None) -> str:
     finally:
         sys.path.remove(str(repo))
     return out.getvalue()
+
+
+def isolated_copy(settings: StackSettings, root: Path, **update: object) -> StackSettings:
+    """A fresh copy of feature_repo/ under ``root`` (its own offline log and registry under
+    ``root/data``), applied; the settings that open it. Tests and benchmarks use it."""
+    import shutil
+
+    from core.settings import REPO_ROOT
+
+    repo = root / "feature_repo"
+    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    copy = settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data", **update})
+    apply(copy)
+    return copy

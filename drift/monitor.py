@@ -155,7 +155,7 @@ class Monitor:
             ev.champion_recall = trained["model"].get("recall")
         if trained.get("rows_with_feedback"):
             ev.champion_fraud_rate = trained["fraud"] / trained["rows_with_feedback"]
-        truth = ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic, timeout_s=60)
+        truth = ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic)
         if truth is None or truth.empty:
             ev.errors.append("feedback: none available")
             return

@@ -80,12 +80,16 @@ class ModelHolder:
         when the new one fails to download, verify or pass the smoke check."""
         with self._lock:
             try:
-                reg = tracking.load(self.name, self.alias)
-                if reg is None:
+                # a poll asks the registry for the alias's version; the graph is downloaded
+                # only when that version is not the one served
+                served = self.current.version if self.current is not None else None
+                pointed = tracking.alias_version(self.name, self.alias)
+                reg = tracking.load(self.name, self.alias) if pointed not in (None, served) else None
+                if pointed is None or (reg is None and pointed != served):
                     self.last_error = f"{self.name}@{self.alias} is not set; train a model first"
                     return False, self.last_error
-                if self.current is not None and reg.version == self.current.version:
-                    changed, msg = False, f"{self.name} v{reg.version} already served"
+                if reg is None:
+                    changed, msg = False, f"{self.name} v{pointed} already served"
                 else:
                     model = build(reg, self.threads)
                     old = self.current
@@ -105,13 +109,14 @@ class ModelHolder:
 
     def _load_challenger(self) -> None:
         try:
-            reg = tracking.load(self.name, tracking.CHALLENGER)
+            pointed = tracking.alias_version(self.name, tracking.CHALLENGER)
             cur = self.current
-            if reg is None or (cur is not None and reg.version == cur.version) or reg.features != (
-                    cur.features if cur else reg.features):
+            if pointed is None or (cur is not None and pointed == cur.version):
                 self.challenger = None
-            elif self.challenger is None or self.challenger.version != reg.version:
-                self.challenger = build(reg, self.threads)
+            elif self.challenger is None or self.challenger.version != pointed:
+                reg = tracking.load(self.name, tracking.CHALLENGER)
+                comparable = reg is not None and (cur is None or reg.features == cur.features)
+                self.challenger = build(reg, self.threads) if comparable and reg is not None else None
         except Exception as exc:
             log.warning("challenger not loaded: %s", exc)
             self.challenger = None

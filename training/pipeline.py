@@ -3,11 +3,12 @@ threshold → CV → test metrics → ONNX parity → champion comparison → ga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,21 +55,19 @@ class TrainResult:
 
 
 class _Timer:
-    def __init__(self, say: Say, verbose: bool) -> None:
-        self.say, self.verbose, self.times = say, verbose, {}
+    """Announces each step and records how long it took (the summary's timings)."""
 
-    def step(self, name: str) -> Any:
-        timer = self
+    def __init__(self, say: Say) -> None:
+        self.say, self.times = say, {}
 
-        class _Step:
-            def __enter__(self) -> None:
-                self.t0 = time.perf_counter()
-                timer.say(f"  {name} ...")
-
-            def __exit__(self, *exc: Any) -> None:
-                timer.times[name] = time.perf_counter() - self.t0
-
-        return _Step()
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.say(f"  {name} ...")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = time.perf_counter() - t0
 
 
 def _downsample(idx: np.ndarray, y: np.ndarray, ratio: float | None, seed: int) -> np.ndarray:
@@ -143,7 +142,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
 
     models.get(cfg.model_type)  # fail fast on a typo
     t_all = time.perf_counter()
-    timer = _Timer(say, cfg.verbose)
+    timer = _Timer(say)
     uri = tracking.connect(settings, say)
     name = cfg.registered_name or tracking.REGISTERED[cfg.task]
 

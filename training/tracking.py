@@ -88,6 +88,17 @@ def onnx_metadata(raw: bytes) -> dict[str, Any]:
     return out
 
 
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points to, without downloading anything (None: not set)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def load(name: str, alias: str | None = CHAMPION, version: str | None = None) -> RegisteredModel | None:
     """A registered version's ONNX graph and metadata; None when the alias is not set."""
     import mlflow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ from confluent_kafka import Producer
 
 from core import feast_store
 from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS
-from core.settings import REPO_ROOT, StackSettings
+from core.settings import StackSettings
 from stack.topics import ensure_topics
 from streaming.generators.clicks import ClickStream
 from streaming.generators.transactions import GenConfig, TransactionStream
@@ -35,12 +34,8 @@ def stream_data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str
     """(settings of an isolated repo holding the stream's offline log and online state,
     feedback topic): generated transactions and clicks through Kafka and a real worker."""
     root = tmp_path_factory.mktemp("training")
-    copy = root / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
     host, _, port = kafka_bootstrap.rpartition(":")
-    settings = feast_repo.model_copy(update={"feature_repo": copy, "data_dir": root / "data",
-                                             "kafka_host": host, "kafka_port": int(port)})
-    feast_store.apply(settings)
+    settings = feast_store.isolated_copy(feast_repo, root, kafka_host=host, kafka_port=int(port))
     txn, fb, dlq, clk = (f"{p}-{uuid.uuid4().hex[:8]}" for p in ("txn", "fb", "dlq", "clk"))
     ensure_topics(kafka_bootstrap, [txn, fb, dlq, clk], partitions=3)
     # one purchase per card every hour or so: velocity rules fire on fraud scenarios

@@ -6,7 +6,6 @@ doubles nothing; two workers share the load."""
 from __future__ import annotations
 
 import random
-import shutil
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from confluent_kafka import Consumer
 
 from core import feast_store
 from core.contracts import DeadLetter, Transaction, decode
-from core.settings import REPO_ROOT, StackSettings
+from core.settings import StackSettings
 from stack.topics import ensure_topics
 from streaming import backfill
 from streaming.entities import CARD, event_row
@@ -33,13 +32,8 @@ TXN_DATASET, FEATURE_DATASET = CARD.event_dataset, CARD.feature_dataset
 @pytest.fixture
 def repo(feast_repo: StackSettings, kafka_bootstrap: str, tmp_path: Path) -> StackSettings:
     """A fresh applied copy of feature_repo/ (own offline log) on the session's services."""
-    copy = tmp_path / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
     host, _, port = kafka_bootstrap.rpartition(":")
-    settings = feast_repo.model_copy(update={"feature_repo": copy, "data_dir": tmp_path / "data",
-                                             "kafka_host": host, "kafka_port": int(port)})
-    feast_store.apply(settings)
-    return settings
+    return feast_store.isolated_copy(feast_repo, tmp_path, kafka_host=host, kafka_port=int(port))
 
 
 @pytest.fixture

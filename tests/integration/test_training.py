@@ -152,14 +152,6 @@ def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSet
     assert reg.metadata["task"] == "personalization"
 
 
-def test_irrelevant_fields_do_not_change_the_inputs() -> None:
-    """Device, IP and merchant id are not model inputs: two transactions that differ only
-    there get the same row (and so the same score)."""
-    feats = {f: 1.0 for f in MODEL_FEATURES}
-    assert model_row(feats, 12.5, "5411", "pos") == model_row(dict(feats), 12.5, "5411", "pos")
-    assert model_row(feats, 12.5, "7995", "pos") != model_row(feats, 12.5, "5411", "pos")
-
-
 def test_no_data_is_a_clear_error(feast_repo: StackSettings, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(feast_repo)}
     out = subprocess.run([sys.executable, "training/train.py", "--model-type", "lightgbm"], cwd=REPO_ROOT, env=env,

@@ -63,3 +63,18 @@ def test_production_needs_a_long_admin_token() -> None:
     with pytest.raises(ValidationError, match="INFERENCE_ADMIN_TOKEN"):
         InferenceSettings(production=True)
     assert InferenceSettings(production=True, admin_token="x" * 16).production
+
+
+def test_fields_that_are_not_inputs_do_not_change_the_model_row() -> None:
+    """Device, IP, user, merchant and coordinates of the transaction being scored are not
+    model inputs: two transactions differing only there get the same row (and score); the
+    amount, MCC and channel are inputs."""
+    t0 = 1_790_000_000_000
+    state = _state([(t0 - 60_000, "e-00000001"), (t0 - 30_000, "e-00000002")])
+    base = Transaction(**{**EXAMPLE, "event_id": "e-00000009", "event_time": t0})
+    other = base.model_copy(update={"device_id": "dev-99", "ip": "192.168.0.77", "user_id": "user-9",
+                                    "merchant_id": "m-9999", "lat": -33.9, "lon": 151.2})
+    row = scoring.prepare(state, t0, base, t0).row
+    assert scoring.prepare(state, t0, other, t0).row == row
+    for change in ({"amount": 999.0}, {"mcc": "7995"}, {"channel": "online"}):
+        assert scoring.prepare(state, t0, base.model_copy(update=change), t0).row != row
