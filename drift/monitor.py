@@ -114,7 +114,7 @@ class Monitor:
             return Evidence(None, None)
         ev = Evidence(str(mv.version), time.time() - mv.creation_timestamp / 1000)
         self._drift(ev)
-        self._feedback(ev, client, mv.run_id)
+        self._feedback(ev, client, mv.run_id or "")
         return ev
 
     def _drift(self, ev: Evidence) -> None:

@@ -128,14 +128,15 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
     try:
         while stop is None or not stop.is_set():
             for m in consumer.consume(1000, 0.2):
-                if m.error() is not None:
+                value = m.value()
+                if m.error() is not None or value is None:
                     continue
                 if m.topic() == scores_topic:
-                    rec = orjson.loads(m.value())
+                    rec = orjson.loads(value)
                     hit = join.add_score(rec)
                 else:
                     try:
-                        fb = decode(m.value(), FraudFeedback)
+                        fb = decode(value, FraudFeedback)
                     except InvalidEvent:
                         continue
                     hit = join.add_feedback(fb.event_id, fb.is_fraud, fb.scenario)

@@ -80,11 +80,12 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, max_samples: int,
             deadline = time.monotonic() + timeout_s
             while len(done) < len(ends) and time.monotonic() < deadline and len(rows) < max_samples:
                 for m in consumer.consume(5000, 0.5):
-                    if m.error() is not None:
+                    offset, part, value = m.offset(), m.partition(), m.value()
+                    if m.error() is not None or offset is None or part is None or value is None:
                         continue
-                    if m.offset() >= ends[m.partition()] - 1:
-                        done.add(m.partition())
-                    rec = orjson.loads(m.value())
+                    if offset >= ends[part] - 1:
+                        done.add(part)
+                    rec = orjson.loads(value)
                     rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
                                  "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
                                  "decision": rec.get("decision")})

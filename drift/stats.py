@@ -129,7 +129,7 @@ def is_categorical(name: str, reference: np.ndarray) -> bool:
     if name in CATEGORICAL:
         return True
     finite = reference[np.isfinite(reference)]
-    return bool(len(finite)) and np.all(finite == np.round(finite)) and len(np.unique(finite)) <= MAX_CATEGORIES
+    return bool(len(finite) and np.all(finite == np.round(finite)) and len(np.unique(finite)) <= MAX_CATEGORIES)
 
 
 def compare(columns: list[str], reference: dict[str, np.ndarray], current: dict[str, np.ndarray], alpha: float,

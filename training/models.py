@@ -118,7 +118,7 @@ def _fit_lgbm(X, y, X_val, y_val, params, seed, pos_weight) -> _Lgbm:  # noqa: N
     p = dict(params)
     stop = p.pop("early_stopping_rounds", 30)
     model = lgb.LGBMClassifier(**p, scale_pos_weight=pos_weight, random_state=seed, n_jobs=2, verbose=-1)
-    callbacks = [lgb.early_stopping(stop, verbose=False)] if X_val is not None else []
+    callbacks: list[Any] = [lgb.early_stopping(stop, verbose=False)] if X_val is not None else []
     model.fit(X, y, eval_X=X_val, eval_y=y_val, eval_metric="average_precision",
               callbacks=callbacks)
     if X_val is not None and model.best_iteration_ and model.best_iteration_ < p["n_estimators"]:

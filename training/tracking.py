@@ -107,8 +107,8 @@ def load(name: str, alias: str | None = CHAMPION, version: str | None = None) ->
 
     client = MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(name, alias) if version is None else \
-            client.get_model_version(name, version)
+        mv = client.get_model_version(name, version) if version is not None else \
+            client.get_model_version_by_alias(name, alias or CHAMPION)
     except MlflowException:
         return None
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}"))
