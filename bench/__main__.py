@@ -14,6 +14,7 @@ BENCHMARKS = {
     "stream": "bench.stream",
     "training": "bench.training",
     "inference": "bench.inference",
+    "drift": "bench.drift",
 }
 
 

@@ -40,6 +40,55 @@ def test_chi_square_merges_rare_categories_so_expected_counts_hold() -> None:
     assert p_shift < 1e-10
 
 
+@pytest.mark.parametrize("n", [50, 3000, 300_000])
+def test_ks_and_chi_square_equal_scipys(n: int) -> None:
+    from scipy import stats as ss
+
+    a, b = RNG.lognormal(3, 1, n), RNG.lognormal(3 + 1.5 / np.sqrt(n), 1, n + 7)  # p in the useful range
+    a[: n // 10] = np.round(a[: n // 10])  # ties
+    b[: n // 10] = np.round(b[: n // 10])
+    d, p = stats.ks(a, b)
+    ref = ss.ks_2samp(a, b, method="asymp")
+    assert d == pytest.approx(ref.statistic, abs=1e-12)
+    assert p == pytest.approx(ref.pvalue, rel=0.01 if n > 100_000 else 1e-9, abs=1e-300)  # Kolmogorov's limit
+    x, y = RNG.integers(0, 6, n).astype(float), RNG.integers(0, 6, n + 7).astype(float)
+    stat, p2, bins = stats.chi_square(x, y)
+    table = np.array([[np.sum(x == v) for v in range(6)], [np.sum(y == v) for v in range(6)]])
+    want = ss.chi2_contingency(table, correction=False)
+    if bins == 6:  # every category frequent enough: nothing merged
+        assert (stat, p2) == pytest.approx((want[0], want[1]), rel=1e-9)
+
+
+def test_psi_equals_the_textbook_histogram_formula() -> None:
+    a, b = RNG.normal(size=20_000), RNG.normal(0.2, 1.1, size=20_000)
+    edges = np.quantile(a, np.linspace(0, 1, 11))
+    edges[0], edges[-1] = -np.inf, np.inf
+    pa, pb = np.histogram(a, edges)[0] / len(a), np.histogram(b, edges)[0] / len(b)
+    assert stats.psi(a, b) == pytest.approx(float(np.sum((pb - pa) * np.log(pb / pa))), rel=1e-9)
+
+
+def test_a_quarter_standard_deviation_shift_is_found_with_high_power() -> None:
+    found = 0
+    for _ in range(200):
+        row = stats.compare(["x"], {"x": RNG.normal(size=500)}, {"x": RNG.normal(0.25, 1, size=500)}, 0.05)[0]
+        found += row.severity != "none"
+    assert found / 200 >= 0.9  # the power of a two-sample KS at n=500, d=0.25 is about 0.95
+
+
+@pytest.mark.parametrize("kind", ["continuous", "categorical"])
+def test_identical_distributions_raise_false_alarms_at_about_alpha(kind: str) -> None:
+    runs, alarms = 1000, 0
+    for _ in range(runs):
+        if kind == "continuous":
+            ref, cur = RNG.normal(size=400), RNG.normal(size=400)
+        else:
+            ref, cur = RNG.integers(0, 5, 400).astype(float), RNG.integers(0, 5, 400).astype(float)
+        alarms += stats.compare(["x"], {"x": ref}, {"x": cur}, 0.05)[0].severity != "none"
+    # the binomial 99.9% band around 5% of 1000 runs is about 2.8% to 7.4%; the asymptotic KS
+    # p-value with discrete steps is slightly conservative, so the lower bound is looser
+    assert 0.02 <= alarms / runs <= 0.075
+
+
 def test_benjamini_hochberg_and_bonferroni() -> None:
     p = np.array([0.01, 0.04, 0.03, 0.5])
     assert stats.adjust(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 1.0])
