@@ -20,7 +20,8 @@ from drift import report, stats
 from drift.sources import DriftInputError, champion_reference, read_file, recent_scores
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 3
-NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "score", "fraud_probability"}
+NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "score", "fraud_probability",
+                "scored_at", "is_fraud"}
 
 
 def _window(text: str) -> float:
@@ -47,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-mlflow", action="store_true", help="log the result to MLflow (experiment drift-monitoring)")
     p.add_argument("--model-name", default="fraud-detector")
     p.add_argument("--scores-topic", default="scores")
+    p.add_argument("--feedback-topic", default="fraud-feedback",
+                   help="fraud feedback to judge recent performance (AUC, recall) against the champion's")
+    p.add_argument("--no-performance", action="store_true", help="skip the performance (feedback) check")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="for --current files with is_fraud but no decision column: score at or above is flagged")
+    p.add_argument("--recall-drop", type=float, default=0.2,
+                   help="a recall drop beyond this (on feedback, vs the champion's at training) is medium")
     p.add_argument("--seed", type=int, default=0, help="sampling seed for --max-samples")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
@@ -61,19 +69,21 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         raise DriftInputError(f"--significance-level must be in (0, 1), got {args.significance_level}")
     if args.max_samples < 20:
         raise DriftInputError(f"--max-samples must be at least 20, got {args.max_samples}")
+    champion_run = None
     if args.reference:
         ref, ref_source = read_file(args.reference), str(args.reference)
     else:
-        ref, ref_source = champion_reference(settings, args.model_name)
+        ref, ref_source, champion_run = champion_reference(settings, args.model_name)
     if args.current:
         cur, cur_source = read_file(args.current), str(args.current)
     else:
-        cur = recent_scores(settings.kafka_bootstrap, args.scores_topic, args.window, args.max_samples)
+        cur = recent_scores(settings.kafka_bootstrap, args.scores_topic, args.window)
         cur_source = f"{args.scores_topic} topic, last {args.window:.0f} s"
     if ref.empty:
         raise DriftInputError(f"the reference ({ref_source}) is empty")
     if cur.empty:
         raise DriftInputError(f"the current data ({cur_source}) is empty")
+    perf = None if args.no_performance else _performance(args, settings, cur, champion_run)
     ref, cur = _sample(ref, args.max_samples, args.seed), _sample(cur, args.max_samples, args.seed)
     numeric = {c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])} - NOT_FEATURES
     shared = [c for c in ref.columns if c in numeric and c in cur.columns]
@@ -99,17 +109,48 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
         ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
     status, actions = stats.overall(rows, prediction)
+    if perf is not None and stats.SEVERITIES.index(perf["severity"]) > 0:
+        status = max(status, perf["severity"], key=stats.SEVERITIES.index)
+        if perf["severity"] in ("medium", "high"):
+            actions.insert(0, f"performance on fraud feedback dropped (recall {perf['recall']:.2f} vs "
+                              f"{perf['champion']['recall']:.2f} at training): retrain with the feedback window")
     result = {
         "status": status, "exit_code": EXIT_DRIFT if status in ("medium", "high") else EXIT_OK,
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "significance_level": args.significance_level, "correction": args.correction,
         "reference": {"source": ref_source, "rows": len(ref)}, "current": {"source": cur_source, "rows": len(cur)},
         "features": [r.to_dict() for r in rows], "prediction": prediction.to_dict() if prediction else None,
-        "actions": actions,
+        "actions": actions, "performance": perf,
         "counts": {s: sum(r.effective == s for r in rows) for s in stats.SEVERITIES},
     }
     result["_arrays"] = (ref_a, cur_a)
     return result
+
+
+def _performance(args: argparse.Namespace, settings: StackSettings, cur: pd.DataFrame, champion_run: str | None
+                 ) -> dict[str, Any] | None:
+    """AUC and recall on the feedback that has arrived for the current rows: from the
+    ``is_fraud`` column of a --current file, or joined from --feedback-topic for live scores."""
+    from drift.performance import champion_metrics, performance
+
+    if "score" not in cur:
+        return None
+    champion = None
+    if champion_run:
+        from mlflow import MlflowClient
+
+        champion = champion_metrics(champion_run, MlflowClient())
+    if args.current:
+        if "is_fraud" not in cur or "event_id" not in cur:
+            return None
+        truth = cur[["event_id", "is_fraud"]].assign(
+            scenario=cur["scenario"] if "scenario" in cur else "unknown").dropna(subset=["is_fraud"])
+        scores = cur.drop(columns=[c for c in ("is_fraud", "scenario") if c in cur])
+    else:
+        from training import ground_truth
+
+        truth, scores = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic), cur
+    return performance(scores, truth, champion, recall_drop=args.recall_drop, threshold=args.threshold)
 
 
 def run(argv: list[str]) -> int:
@@ -127,7 +168,7 @@ def run(argv: list[str]) -> int:
     if result["prediction"]:
         rows.append(stats.FeatureDrift(**{**result["prediction"], "feature": "score (prediction)"}))
     report.table(rows, result["status"], result["actions"],
-                 f"drift: {result['current']['source']} vs {result['reference']['source']}")
+                 f"drift: {result['current']['source']} vs {result['reference']['source']}", result["performance"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.html:

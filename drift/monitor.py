@@ -6,8 +6,9 @@ service picks up a promoted champion by polling its alias.
 Triggers:
 - scheduled: the champion is older than ``MONITOR_RETRAIN_EVERY_S``;
 - drift: a key feature at medium/high, or the score's PSI critical (>= 0.25);
-- performance: recall on fraud feedback over the window fell by more than
-  ``MONITOR_RECALL_DROP`` from the champion's ground-truth recall at training;
+- performance: recall (AUC) on fraud feedback over the window fell by more than
+  ``MONITOR_RECALL_DROP`` (``MONITOR_AUC_DROP``) from the champion's ground-truth metrics at
+  training (drift.performance; judged only with enough fraud labels);
 - new pattern: a fraud scenario the champion's training data never showed, or the feedback
   fraud rate above ``MONITOR_FRAUD_RATE_JUMP`` times the rate at training.
 One retrain at a time (a lock file), and none within ``MONITOR_COOLDOWN_S`` of the last.
@@ -24,7 +25,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -44,6 +44,7 @@ class MonitorSettings(BaseSettings):
     cooldown_s: float = Field(1800.0, ge=0)
     min_scores: int = Field(500, ge=20)
     recall_drop: float = Field(0.2, gt=0, lt=1)
+    auc_drop: float = Field(0.05, gt=0, lt=1)
     fraud_rate_jump: float = Field(2.0, gt=1)
     key_features: list[str] = Field(default_factory=lambda: [
         "amount", "txn_count_5m", "velocity_score", "geo_diversity_score", "amount_zscore_24h",
@@ -69,6 +70,9 @@ class Evidence:
     scores_seen: int = 0
     recent_recall: float | None = None
     champion_recall: float | None = None
+    recent_auc: float | None = None
+    champion_auc: float | None = None
+    performance_severity: str | None = None
     recent_fraud_rate: float | None = None
     champion_fraud_rate: float | None = None
     new_scenarios: list[str] = field(default_factory=list)
@@ -82,8 +86,11 @@ def decide(ev: Evidence, cfg: MonitorSettings) -> list[str]:
         triggers.append("scheduled")
     if ev.drifted_key_features or (ev.score_psi is not None and ev.score_psi >= 0.25):
         triggers.append("drift")
-    if (ev.recent_recall is not None and ev.champion_recall is not None
-            and ev.recent_recall < ev.champion_recall - cfg.recall_drop):
+    recall_fell = (ev.recent_recall is not None and ev.champion_recall is not None
+                   and ev.recent_recall < ev.champion_recall - cfg.recall_drop)
+    auc_fell = (ev.recent_auc is not None and ev.champion_auc is not None
+                and ev.recent_auc < ev.champion_auc - cfg.auc_drop)
+    if recall_fell or auc_fell:
         triggers.append("performance")
     if ev.new_scenarios or (ev.recent_fraud_rate is not None and ev.champion_fraud_rate
                             and ev.recent_fraud_rate > cfg.fraud_rate_jump * ev.champion_fraud_rate):
@@ -113,21 +120,24 @@ class Monitor:
         except MlflowException:
             return Evidence(None, None)
         ev = Evidence(str(mv.version), time.time() - mv.creation_timestamp / 1000)
-        self._drift(ev)
-        self._feedback(ev, client, mv.run_id or "")
+        self._check(ev)
         return ev
 
-    def _drift(self, ev: Evidence) -> None:
+    def _check(self, ev: Evidence) -> None:
+        """One drift_check over the window: feature and score drift, and performance on the
+        fraud feedback that has arrived, against the champion's reference and metrics."""
         from drift.cli import check, parser
         from drift.sources import DriftInputError
 
         args = parser().parse_args(["--model-name", self.cfg.model_name, "--scores-topic", self.cfg.scores_topic,
-                                    "--window", str(self.cfg.window_s)])
+                                    "--window", str(self.cfg.window_s), "--feedback-topic", self.cfg.feedback_topic,
+                                    "--recall-drop", str(self.cfg.recall_drop)])
         try:
             result = check(args, self.stack)
         except DriftInputError as exc:
             ev.errors.append(f"drift: {exc}")
             return
+        self._feedback(ev, result.get("performance"))
         ev.scores_seen = result["current"]["rows"]
         if ev.scores_seen < self.cfg.min_scores:
             ev.errors.append(f"drift: only {ev.scores_seen} scores in the window (minimum {self.cfg.min_scores})")
@@ -138,44 +148,24 @@ class Monitor:
         if result["prediction"]:
             ev.score_psi = result["prediction"]["psi"]
 
-    def _feedback(self, ev: Evidence, client: Any, run_id: str) -> None:
-        """Recall of the recent scores on the fraud feedback that has arrived, and the
-        scenarios and fraud rate in it, against what the champion's training saw."""
-        import mlflow
-
-        from drift.sources import DriftInputError, recent_scores
-        from training import ground_truth
-
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports/ground_truth.json")
-            trained = json.loads(Path(local).read_text())
-        except Exception:  # a champion trained without ground truth
-            trained = {}
-        if trained.get("model"):
-            ev.champion_recall = trained["model"].get("recall")
-        if trained.get("rows_with_feedback"):
-            ev.champion_fraud_rate = trained["fraud"] / trained["rows_with_feedback"]
-        truth = ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic)
-        if truth is None or truth.empty:
-            ev.errors.append("feedback: none available")
+    @staticmethod
+    def _feedback(ev: Evidence, perf: dict[str, Any] | None) -> None:
+        """Recall and AUC on the feedback for the window's scores, and the scenarios and fraud
+        rate in it, against what the champion's training saw (drift.performance)."""
+        if perf is None or not perf["rows_labelled"]:
+            ev.errors.append(f"feedback: {perf.get('note') if perf else 'no scores to judge'}")
             return
-        try:
-            scores = recent_scores(self.stack.kafka_bootstrap, self.cfg.scores_topic, self.cfg.window_s, 200_000)
-        except DriftInputError as exc:
-            ev.errors.append(f"feedback: {exc}")
-            return
-        if "event_id" not in scores:
-            return
-        joined = scores.merge(truth, on="event_id", how="inner")
-        if joined.empty:
-            return
-        fraud = joined[joined["is_fraud"]]
-        ev.recent_fraud_rate = float(joined["is_fraud"].mean())
-        if len(fraud) and "decision" in joined:
-            ev.recent_recall = float((fraud["decision"] != "approve").mean())
-        seen = set(trained.get("per_scenario", {}))
-        if seen:
-            ev.new_scenarios = sorted(set(fraud["scenario"]) - seen - {"none", "legit"})
+        champion = perf.get("champion") or {}
+        ev.performance_severity = perf["severity"]
+        ev.recent_fraud_rate = perf["fraud_rate"]
+        ev.champion_fraud_rate = champion.get("fraud_rate")
+        if "recall_drop" in perf:  # judged: enough fraud labels and champion metrics
+            ev.recent_recall, ev.champion_recall = perf["recall"], champion.get("recall")
+            ev.recent_auc, ev.champion_auc = perf["auc"], champion.get("auc")
+        elif perf.get("note"):
+            ev.errors.append(f"feedback: {perf['note']}")
+        if champion.get("scenarios"):
+            ev.new_scenarios = sorted(set(perf["scenarios"]) - set(champion["scenarios"]) - {"none", "legit"})
 
     # -- acting ---------------------------------------------------------------------------
     def last_retrain(self) -> float | None:

@@ -14,7 +14,37 @@ from drift.stats import FeatureDrift
 COLOURS = {"none": "green", "low": "cyan", "medium": "yellow", "high": "red"}
 
 
-def table(rows: list[FeatureDrift], status: str, actions: list[str], title: str) -> None:
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _ci(ci: list[float] | tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
+
+
+def performance_table(perf: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    champ = perf.get("champion") or {}
+    colour = COLOURS[perf["severity"]]
+    t = Table(title=f"performance on fraud feedback: [{colour}]{perf['severity']}[/{colour}]"
+                    + (f" ({perf['note']})" if perf.get("note") else ""))
+    for col in ("window", "rows", "fraud", "AUC", "recall", "recall 95% CI", "FPR"):
+        t.add_column(col, justify="left" if col == "window" else "right")
+    if champ:
+        t.add_row("champion at training", "", "", _fmt(champ.get("auc")), _fmt(champ.get("recall")), "", "")
+    if perf["rows_labelled"]:
+        for w in perf["windows"]:
+            t.add_row(f"{w['from_ms'] // 1000}-{w['to_ms'] // 1000}", str(w["rows"]), str(w["fraud"]), _fmt(w["auc"]),
+                      _fmt(w["recall"]), _ci(w["recall_ci95"]),
+                      _fmt(w["false_positive_rate"], ".4f"))
+        t.add_row("all labelled", str(perf["rows"]), str(perf["fraud"]), _fmt(perf["auc"]), _fmt(perf["recall"]),
+                  _ci(perf["recall_ci95"]), _fmt(perf["false_positive_rate"], ".4f"))
+    return t
+
+
+def table(rows: list[FeatureDrift], status: str, actions: list[str], title: str,
+          performance: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -27,6 +57,8 @@ def table(rows: list[FeatureDrift], status: str, actions: list[str], title: str)
                   f"[{colour}]{r.effective}[/{colour}]" + ("" if r.effective == r.severity else f" (p: {r.severity})"))
     c = Console()
     c.print(t)
+    if performance is not None:
+        c.print(performance_table(performance))
     c.print(f"overall: [{COLOURS[status]}]{status}[/{COLOURS[status]}]")
     for a in actions:
         c.print(f"  - {a}")
@@ -56,6 +88,31 @@ def _plot(name: str, ref: np.ndarray, cur: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _performance_plot(perf: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    champ = perf.get("champion") or {}
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    x = np.arange(len(perf["windows"]))
+    for key, colour in (("recall", "C0"), ("auc", "C1")):
+        ys = [np.nan if w[key] is None else w[key] for w in perf["windows"]]
+        ax.plot(x, ys, "o-", color=colour, label=f"recent {key}")
+        if champ.get(key) is not None:
+            ax.axhline(champ[key], color=colour, ls="--", lw=1, label=f"champion {key}")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("window (oldest to newest)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    return f"<figure><img src='data:image/png;base64,{png}' alt='performance'></figure>"
+
+
 def html_page(result: dict[str, Any], reference: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> str:
     rows = "".join(
         f"<tr class='{r['effective']}'><td>{html.escape(r['feature'])}</td><td>{r['test']}</td>"
@@ -66,6 +123,19 @@ def html_page(result: dict[str, Any], reference: dict[str, np.ndarray], current:
         return f"<figure><img src='data:image/png;base64,{png}' alt='{html.escape(name)}'></figure>"
 
     plots = "".join(figure(r["feature"]) for r in result["features"])
+    perf = result.get("performance")
+    perf_html = ""
+    if perf is not None:
+        champ = perf.get("champion") or {}
+        wrows = "".join(
+            f"<tr><td>{w['from_ms'] // 1000}-{w['to_ms'] // 1000}</td><td>{w['rows']}</td><td>{w['fraud']}</td>"
+            f"<td>{_fmt(w['auc'])}</td><td>{_fmt(w['recall'])}</td></tr>" for w in perf["windows"])
+        perf_html = (f"<h2>Performance on fraud feedback: {html.escape(perf['severity'])}</h2>"
+                     f"<p>{perf['rows_labelled']} labelled scores; AUC {_fmt(perf.get('auc'))}, recall "
+                     f"{_fmt(perf.get('recall'))}; champion at training: AUC {_fmt(champ.get('auc'))}, recall "
+                     f"{_fmt(champ.get('recall'))}. {html.escape(perf.get('note', ''))}</p>"
+                     f"<table><tr><th>window (epoch s)</th><th>rows</th><th>fraud</th><th>AUC</th><th>recall</th></tr>"
+                     f"{wrows}</table>" + (_performance_plot(perf) if perf["windows"] else ""))
     actions = "".join(f"<li>{html.escape(a)}</li>" for a in result["actions"])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
@@ -78,4 +148,4 @@ current: {html.escape(result['current']['source'])} ({result['current']['rows']}
 significance level {result['significance_level']}, correction {result['correction']}.</p>
 <ul>{actions}</ul>
 <table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>PSI</th><th>severity</th></tr>
-{rows}</table>{plots}</body></html>"""
+{rows}</table>{perf_html}{plots}</body></html>"""

@@ -27,7 +27,7 @@ def read_file(path: Path) -> pd.DataFrame:
 
 
 def champion_reference(settings: StackSettings, name: str = "fraud-detector", alias: str = "champion"
-                       ) -> tuple[pd.DataFrame, str]:
+                       ) -> tuple[pd.DataFrame, str, str]:
     """The reference sample logged by the champion's training run (features and score)."""
     import mlflow
     from mlflow import MlflowClient
@@ -46,12 +46,13 @@ def champion_reference(settings: StackSettings, name: str = "fraud-detector", al
     except MlflowException:
         raise DriftInputError(f"{name} v{mv.version}'s run has no drift/reference.parquet; pass --reference PATH"
                               ) from None
-    return pd.read_parquet(local), f"{name} v{mv.version} training reference"
+    return pd.read_parquet(local), f"{name} v{mv.version} training reference", str(mv.run_id)
 
 
-def recent_scores(bootstrap: str, topic: str, window_s: float, max_samples: int, timeout_s: float = 30.0
+def recent_scores(bootstrap: str, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0
                   ) -> pd.DataFrame:
-    """Scores published within the last ``window_s`` seconds: their model inputs and score."""
+    """Scores published within the last ``window_s`` seconds (the newest ``limit`` of them):
+    their model inputs, score, decision and publish time (``scored_at``, epoch ms)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from stack import health
@@ -78,7 +79,7 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, max_samples: int,
             consumer.assign(assign)
             done: set[int] = set()
             deadline = time.monotonic() + timeout_s
-            while len(done) < len(ends) and time.monotonic() < deadline and len(rows) < max_samples:
+            while len(done) < len(ends) and time.monotonic() < deadline:
                 for m in consumer.consume(5000, 0.5):
                     offset, part, value = m.offset(), m.partition(), m.value()
                     if m.error() is not None or offset is None or part is None or value is None:
@@ -88,10 +89,12 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, max_samples: int,
                     rec = orjson.loads(value)
                     rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
                                  "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
-                                 "decision": rec.get("decision")})
+                                 "decision": rec.get("decision"), "scored_at": m.timestamp()[1]})
+                    if len(rows) > 2 * limit:
+                        del rows[:-limit]
     finally:
         consumer.close()
     if not rows:
         raise DriftInputError(f"no scores on {topic!r} in the last {window_s:.0f} s: is the scorer running "
                               "(make status)? Widen --window or pass --current PATH")
-    return pd.DataFrame(rows[-max_samples:])
+    return pd.DataFrame(rows[-limit:])

@@ -188,6 +188,8 @@ def test_monitor_triggers() -> None:
     assert decide(_ev(score_psi=0.2), cfg) == []
     assert decide(_ev(recent_recall=0.3, champion_recall=0.6), cfg) == ["performance"]
     assert decide(_ev(recent_recall=0.5, champion_recall=0.6), cfg) == []
+    assert decide(_ev(recent_auc=0.85, champion_auc=0.95), cfg) == ["performance"]
+    assert decide(_ev(recent_auc=0.93, champion_auc=0.95), cfg) == []
     assert decide(_ev(new_scenarios=["slow_drain"]), cfg) == ["new_pattern"]
     assert decide(_ev(recent_fraud_rate=0.05, champion_fraud_rate=0.02), cfg) == ["new_pattern"]
     assert decide(_ev(recent_fraud_rate=0.03, champion_fraud_rate=0.02), cfg) == []
@@ -215,3 +217,53 @@ def test_online_learner_validates_before_it_learns_and_reports_per_scenario() ->
     for i in range(3):
         join.add_score({"event_id": f"s{i}"})
     assert join.evicted == 1 and join.add_feedback("s0", False, "legit") is None
+
+
+def _scored(n: int, fraud: int, caught: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    is_fraud = np.zeros(n, bool)
+    is_fraud[rng.choice(n, fraud, replace=False)] = True
+    flagged = np.zeros(n, bool)
+    flagged[np.flatnonzero(is_fraud)[:caught]] = True
+    score = np.where(flagged, 0.9, np.where(is_fraud, 0.3, rng.random(n) * 0.4))
+    scores = pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "score": score,
+                           "decision": np.where(flagged, "decline", "approve"), "scored_at": np.arange(n) * 1000})
+    truth = pd.DataFrame({"event_id": scores["event_id"], "is_fraud": is_fraud,
+                          "scenario": np.where(is_fraud, "card_testing", "legit")})
+    return scores, truth
+
+
+def test_performance_drift_judges_recall_against_the_champion() -> None:
+    from drift.performance import performance
+
+    champion = {"auc": 0.97, "recall": 0.8, "fraud_rate": 0.02, "scenarios": ["card_testing"], "source": "t"}
+    scores, truth = _scored(5000, 100, 40)
+    perf = performance(scores, truth.iloc[:4000], champion)  # feedback for 4000 of 5000 so far
+    assert perf["rows_labelled"] == 4000 and perf["fraud"] == int(truth.iloc[:4000]["is_fraud"].sum())
+    assert perf["recall"] == pytest.approx(scores.iloc[:4000]["decision"].eq("decline").sum() / perf["fraud"])
+    lo, hi = perf["recall_ci95"]
+    assert lo < perf["recall"] < hi and perf["recall_drop"] > 0.2
+    assert perf["severity"] in ("medium", "high") and len(perf["windows"]) == 4
+    assert sum(w["rows"] for w in perf["windows"]) == 4000
+    same = performance(*_scored(5000, 100, 80), champion)
+    assert same["severity"] == "none" and abs(same["recall_drop"]) < 0.05
+    few = performance(*_scored(5000, 8, 1), champion)
+    assert few["severity"] == "none" and "fraud labels" in few["note"] and "recall_drop" not in few
+    none = performance(scores, None, champion)
+    assert none["rows_labelled"] == 0 and none["severity"] == "none"
+
+
+def test_cli_reports_performance_from_a_labelled_current_file(tmp_path: Path) -> None:
+    ref, _ = _frames(tmp_path, 0.0)
+    scores, truth = _scored(3000, 60, 30)
+    cur = pd.read_parquet(ref).drop(columns=["event_id"]).assign(**{c: scores[c] for c in ("event_id", "score")},
+                                                                  is_fraud=truth["is_fraud"])
+    cur.to_parquet(tmp_path / "labelled.parquet")
+    out = _cli("--reference", str(ref), "--current", str(tmp_path / "labelled.parquet"), "--threshold", "0.5",
+               "--json", str(tmp_path / "p.json"), "--html", str(tmp_path / "p.html"))
+    assert out.returncode in (0, 3), out.stderr
+    perf = json.loads((tmp_path / "p.json").read_text())["performance"]
+    assert perf["rows_labelled"] == 3000 and perf["recall"] == pytest.approx(0.5)
+    assert "no champion" in perf["note"]  # a file reference has no champion metrics to compare with
+    assert "performance on fraud feedback" in out.stdout
+    assert "Performance on fraud feedback" in (tmp_path / "p.html").read_text()

@@ -1,0 +1,108 @@
+"""Performance drift: how the served model does on the fraud feedback that has arrived for
+its recent scores (AUC, recall at the served threshold), overall and over consecutive time
+windows, against the champion's own ground-truth metrics at training.
+
+Severity of a drop (champion minus recent): recall beyond ``recall_drop`` or AUC beyond
+``auc_drop`` is medium, twice that is high, half of it low. With fewer than ``min_fraud``
+fraud labels nothing is judged (severity none, with a note): a handful of frauds cannot
+tell a drop from chance, and the Wilson interval of the recall shows how wide it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+FLAGGED = ("review", "decline")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def _metrics(y: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    fraud = int(y.sum())
+    caught = int(flagged[y].sum())
+    return {"rows": len(y), "fraud": fraud,
+            "auc": float(roc_auc_score(y, score)) if 0 < fraud < len(y) else None,
+            "recall": caught / fraud if fraud else None,
+            "recall_ci95": wilson(caught, fraud) if fraud else None,
+            "false_positive_rate": float(flagged[~y].mean()) if fraud < len(y) else None}
+
+
+def _severity(drop: float | None, bound: float) -> str:
+    if drop is None or drop <= bound / 2:
+        return "none"
+    return "low" if drop <= bound else "medium" if drop <= 2 * bound else "high"
+
+
+def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict[str, Any] | None,
+                windows: int = 4, recall_drop: float = 0.2, auc_drop: float = 0.05, min_fraud: int = 20,
+                threshold: float = 0.5) -> dict[str, Any]:
+    """``scores``: event_id, score and decision (or only score: flagged at ``threshold``), and
+    scored_at (epoch ms) for the windows. ``truth``: event_id, is_fraud, scenario.
+    ``champion``: {"auc", "recall", "fraud_rate", "scenarios", "source"} or None."""
+    out: dict[str, Any] = {"rows_labelled": 0, "severity": "none", "champion": champion, "windows": []}
+    if truth is None or truth.empty or "event_id" not in scores:
+        out["note"] = "no fraud feedback available"
+        return out
+    joined = scores.merge(truth[["event_id", "is_fraud", "scenario"]], on="event_id", how="inner")
+    joined = joined[joined["score"].notna()]
+    if joined.empty:
+        out["note"] = "no feedback has arrived yet for the scores in the window"
+        return out
+    y = joined["is_fraud"].astype(bool).to_numpy()
+    score = joined["score"].astype(float).to_numpy()
+    flagged = (joined["decision"].isin(FLAGGED).to_numpy() if "decision" in joined
+               else score >= threshold)
+    out.update(rows_labelled=len(joined), **_metrics(y, score, flagged))
+    out["fraud_rate"] = float(y.mean())
+    out["scenarios"] = {str(s): {"fraud": int(m.sum()), "recall": float(flagged[m].mean())}
+                        for s in sorted(set(joined.loc[y, "scenario"].astype(str)))
+                        for m in [y & (joined["scenario"].astype(str) == s).to_numpy()]}
+    if "scored_at" in joined and joined["scored_at"].notna().any():
+        t = joined["scored_at"].astype(float).to_numpy()
+        edges = np.linspace(t.min(), t.max() + 1, windows + 1)
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            m = (t >= lo) & (t < hi)
+            if m.any():
+                out["windows"].append({"from_ms": int(lo), "to_ms": int(hi), **_metrics(y[m], score[m], flagged[m])})
+    if not champion:
+        out["note"] = "no champion ground-truth metrics to compare with"
+        return out
+    if out["fraud"] < min_fraud:
+        out["note"] = f"only {out['fraud']} fraud labels (at least {min_fraud} needed to judge a drop)"
+        return out
+    recall_d = champion["recall"] - out["recall"] if champion.get("recall") is not None else None
+    auc_d = champion["auc"] - out["auc"] if champion.get("auc") is not None and out["auc"] is not None else None
+    out["recall_drop"], out["auc_drop"] = recall_d, auc_d
+    out["severity"] = max(_severity(recall_d, recall_drop), _severity(auc_d, auc_drop),
+                          key=("none", "low", "medium", "high").index)
+    return out
+
+
+def champion_metrics(run_id: str, client: Any) -> dict[str, Any] | None:
+    """The champion's ground-truth metrics at training (reports/ground_truth.json of its run)."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reports/ground_truth.json")
+        gt = json.loads(Path(local).read_text())
+    except Exception:  # trained without ground truth (--no-ground-truth, or no feedback yet)
+        return None
+    model = gt.get("model") or {}
+    if not gt.get("rows_with_feedback") or model.get("recall") is None:
+        return None
+    return {"auc": model.get("auc"), "recall": model["recall"], "fraud_rate": gt["fraud"] / gt["rows_with_feedback"],
+            "scenarios": sorted(gt.get("per_scenario", {})), "source": f"run {run_id[:8]} ground truth at training"}
