@@ -39,6 +39,8 @@ class StackSettings(BaseSettings):
     #: the stream worker's Prometheus port, and the live generator's rate (0: no generator)
     worker_metrics_port: int = Field(6066, ge=1, le=65535)
     generator_rate: float = Field(20.0, ge=0)
+    #: the online learner's Prometheus port (python -m drift learn)
+    learner_metrics_port: int = Field(6068, ge=1, le=65535)
     #: users of the live generator: 50k at 20 txn/s is one purchase per card every hour or
     #: so, so velocity rules fire on fraud scenarios, not on ordinary traffic
     generator_users: int = Field(50_000, ge=1)

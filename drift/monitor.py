@@ -271,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
             return f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}" + (
                 f", challenger v{r.version}" if r.version else "")
 
+        from drift.online import LearnerMetrics
+
+        metrics = LearnerMetrics(stack.learner_metrics_port, stack.host)
+        log.info("online learner: metrics on http://%s:%d/metrics, report in %s", stack.host,
+                 stack.learner_metrics_port, out)
         run(stack.kafka_bootstrap, cfg.scores_topic, cfg.feedback_topic, out, warm_every=cfg.warm_start_every,
-            on_warm=challenger)
+            on_warm=challenger, metrics=metrics)  # a new group each start: relearn the retained history
         return 0
     monitor = Monitor(stack, cfg)
     if args.command == "once":

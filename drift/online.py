@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,17 @@ class _Tally:
     caught_champion: int = 0
 
 
+HISTORY = 200_000  # labels kept for the AUC of the report (memory stays bounded)
+
+
 @dataclass
 class OnlineLearner:
     threshold: float = 0.5
     model: Any = field(default_factory=_model)
     n: int = 0
-    y: list[int] = field(default_factory=list)
-    p_online: list[float] = field(default_factory=list)
-    p_champion: list[float] = field(default_factory=list)
+    y: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    p_online: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    p_champion: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     scenarios: dict[str, _Tally] = field(default_factory=dict)
 
     def step(self, x: dict[str, float], is_fraud: bool, scenario: str, champion_p: float,
@@ -58,9 +61,10 @@ class OnlineLearner:
     def report(self, last: int | None = None) -> dict[str, Any]:
         from sklearn.metrics import average_precision_score, roc_auc_score
 
-        y = np.array(self.y[-last:] if last else self.y)
-        po = np.array(self.p_online[-len(y):])
-        pc = np.array(self.p_champion[-len(y):])
+        k = min(last or len(self.y), len(self.y))
+        y = np.fromiter(self.y, int, len(self.y))[len(self.y) - k:]
+        po = np.fromiter(self.p_online, float, len(self.y))[len(self.y) - k:]
+        pc = np.fromiter(self.p_champion, float, len(self.y))[len(self.y) - k:]
         out: dict[str, Any] = {"labels": int(len(y)), "fraud": int(y.sum())}
         if len(np.unique(y)) == 2:
             out["online"] = {"auc": float(roc_auc_score(y, po)), "pr_auc": float(average_precision_score(y, po))}
@@ -69,6 +73,40 @@ class OnlineLearner:
                                    "champion_recall": t.caught_champion / t.fraud}
                                for s, t in sorted(self.scenarios.items())}
         return out
+
+
+class LearnerMetrics:
+    """The online learner's Prometheus metrics (``online_*``), served on ``port``."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        r = self.registry = CollectorRegistry()
+        self.labels = Counter("online_labels_total", "Feedback labels joined to their scores and learned",
+                              ["is_fraud"], registry=r)
+        self.auc = Gauge("online_auc", "Progressive-validation AUC over the recent labels", ["model"], registry=r)
+        self.pr_auc = Gauge("online_pr_auc", "Average precision over the recent labels", ["model"], registry=r)
+        self.recall = Gauge("online_recall", "Recall on the fraud labels seen, per scenario", ["model", "scenario"],
+                            registry=r)
+        self.waiting = Gauge("online_join_waiting", "Scores waiting for feedback, feedback waiting for scores",
+                             ["side"], registry=r)
+        self.evicted = Gauge("online_join_evicted", "Join entries dropped at capacity", registry=r)
+        self.warm = Counter("online_warm_starts_total", "Warm-started booster challengers by outcome",
+                            ["outcome"], registry=r)
+        if port:
+            start_http_server(port, addr=host, registry=r)
+
+    def update(self, report: dict[str, Any], join: FeedbackJoin) -> None:
+        for model in ("online", "champion"):
+            if model in report:
+                self.auc.labels(model).set(report[model]["auc"])
+                self.pr_auc.labels(model).set(report[model]["pr_auc"])
+        for scenario, t in report["per_scenario"].items():
+            self.recall.labels("online", scenario).set(t["online_recall"])
+            self.recall.labels("champion", scenario).set(t["champion_recall"])
+        self.waiting.labels("scores").set(len(join.scores))
+        self.waiting.labels("feedback").set(len(join.pending))
+        self.evicted.set(join.evicted)
 
 
 class FeedbackJoin:
@@ -106,10 +144,11 @@ class FeedbackJoin:
 
 def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, report_every_s: float = 30.0,
         stop: Any = None, group: str | None = None, warm_every: int = 0, on_warm: Any = None,
-        window: int = 200_000) -> OnlineLearner:
+        window: int = 200_000, metrics: LearnerMetrics | None = None, recent: int = 20_000) -> OnlineLearner:
     """Consume both topics from the beginning, learn in shadow, write ``out`` (JSON) regularly.
     With ``warm_every`` > 0, every that many labels ``on_warm(labelled window)`` runs (a
-    warm-started challenger, drift.warmstart); its failures are reported, not fatal."""
+    warm-started challenger, drift.warmstart); its failures are reported, not fatal. With
+    ``metrics``, the Prometheus gauges follow the report over the last ``recent`` labels."""
     from collections import deque
 
     import orjson
@@ -142,20 +181,31 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
                     hit = join.add_feedback(fb.event_id, fb.is_fraud, fb.scenario)
                 if hit is not None:
                     rec, is_fraud, scenario = hit
+                    if metrics is not None:
+                        metrics.labels.labels(str(bool(is_fraud)).lower()).inc()
                     learner.step(rec["features"], is_fraud, scenario, rec["fraud_probability"],
                                  rec.get("decision", "approve") != "approve")
                     labelled.append({"event_id": rec["event_id"], "event_time": rec.get("event_time", 0),
                                      **rec["features"], "is_fraud": is_fraud})
                     if warm_every and on_warm is not None and learner.n % warm_every == 0:
                         try:
-                            warm.append({"labels": learner.n, "result": str(on_warm(pd.DataFrame(labelled)))})
+                            result = str(on_warm(pd.DataFrame(labelled)))
+                            warm.append({"labels": learner.n, "result": result})
+                            outcome = "challenger" if "challenger" in result else "refused"
                         except Exception as exc:  # not enough labels yet, no champion...: report, go on
                             warm.append({"labels": learner.n, "error": f"{type(exc).__name__}: {exc}"})
+                            outcome = "error"
+                        if metrics is not None:
+                            metrics.warm.labels(outcome).inc()
             if time.monotonic() >= next_report:
-                out.write_text(json.dumps({**learner.report(), "evicted": join.evicted, "warm_starts": warm},
-                                          indent=2))
+                report = learner.report()
+                out.write_text(json.dumps({**report, "recent": learner.report(recent), "evicted": join.evicted,
+                                           "warm_starts": warm[-50:]}, indent=2))
+                if metrics is not None:
+                    metrics.update(learner.report(recent), join)
                 next_report = time.monotonic() + report_every_s
     finally:
         consumer.close()
-        out.write_text(json.dumps({**learner.report(), "evicted": join.evicted, "warm_starts": warm}, indent=2))
+        out.write_text(json.dumps({**learner.report(), "recent": learner.report(recent), "evicted": join.evicted,
+                                   "warm_starts": warm[-50:]}, indent=2))
     return learner

@@ -51,6 +51,8 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
             detail = lifecycle.stream_detail(settings)
         elif r.health == "ok" and r.name == "inference-api":
             detail = lifecycle.api_detail(settings)
+        elif r.health == "ok" and r.name == "online-learner":
+            detail = lifecycle.learner_detail(settings)
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "

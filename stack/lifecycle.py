@@ -166,6 +166,28 @@ def stream_detail(settings: StackSettings, sample_s: float = 1.0) -> str:
             f"{now.get('stream_dead_letters_total', 0):,.0f}, mean freshness {fresh * 1000:,.0f} ms")
 
 
+def learner_detail(settings: StackSettings) -> str:
+    """Labels learned and the online learner's AUC next to the champion's, from its metrics."""
+    import urllib.request
+
+    url = f"http://{settings.host}:{settings.learner_metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+            text = resp.read().decode()
+    except OSError:
+        return ""
+    labels, auc = 0.0, {}
+    for line in text.splitlines():
+        if line.startswith("online_labels_total{"):
+            labels += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("online_auc{"):
+            auc[line.split('model="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    out = f"{labels:,.0f} labels learned"
+    if auc:
+        out += ", AUC " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(auc.items(), reverse=True))
+    return out
+
+
 def api_detail(settings: StackSettings) -> str:
     """The served model (from /ready), or why none is served yet."""
     import json

@@ -175,6 +175,20 @@ def monitor_service(settings: StackSettings) -> Service:
     )
 
 
+def learner_service(settings: StackSettings) -> Service:
+    """The online learner in shadow: joins feedback to scores, learns with River, warm-starts
+    booster challengers; metrics on STACK_LEARNER_METRICS_PORT."""
+    url = f"http://{settings.host}:{settings.learner_metrics_port}/metrics"
+    return Service(
+        name="online-learner",
+        command=[sys.executable, "-m", "drift", "learn"],
+        ports=[(settings.learner_metrics_port, "STACK_LEARNER_METRICS_PORT")],
+        probe=lambda: health.http(url),
+        environment=stack_env(settings),
+        infra=False,
+    )
+
+
 def stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
@@ -195,6 +209,7 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "inference-api": inference_service,
     "stream-scorer": scorer_service,
     "drift-monitor": monitor_service,
+    "online-learner": learner_service,
 }
 
 

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import orjson
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -93,6 +94,7 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     import json
     import threading
     import time
+    import urllib.request
     import uuid
 
     import numpy as np
@@ -100,7 +102,8 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     from confluent_kafka import Producer
 
     from core.contracts import FraudFeedback, encode
-    from drift.online import run
+    from drift.online import LearnerMetrics, run
+    from stack import health
     from stack.topics import ensure_topics
 
     scores, feedback = f"scores-{uuid.uuid4().hex[:6]}", f"fb-{uuid.uuid4().hex[:6]}"
@@ -123,7 +126,10 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     stop = threading.Event()
     out = tmp_path / "online.json"
     result: list = []
-    t = threading.Thread(target=lambda: result.append(run(kafka_bootstrap, scores, feedback, out, 0.5, stop)))
+    port = health.free_port()
+    metrics = LearnerMetrics(port)
+    t = threading.Thread(target=lambda: result.append(run(kafka_bootstrap, scores, feedback, out, 0.5, stop,
+                                                          metrics=metrics)))
     t.start()
     deadline = time.monotonic() + 60
     while (not out.exists() or json.loads(out.read_text())["labels"] < n) and time.monotonic() < deadline:
@@ -133,3 +139,10 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     report = json.loads(out.read_text())
     assert report["labels"] == n  # every label joined to its score, whichever came first
     assert report["online"]["auc"] > 0.8 and report["per_scenario"]["slow_drain"]["champion_recall"] == 0.0
+    # the same numbers on the learner's Prometheus endpoint
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['online_labels_total{is_fraud="true"}'] + samples['online_labels_total{is_fraud="false"}'] == n
+    assert samples['online_auc{model="online"}'] == pytest.approx(report["recent"]["online"]["auc"])
+    assert samples['online_recall{model="champion",scenario="slow_drain"}'] == 0.0
