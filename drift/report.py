@@ -18,6 +18,13 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _span(w: dict[str, Any]) -> str:
+    from datetime import UTC, datetime
+
+    a, b = (datetime.fromtimestamp(w[k] / 1000, UTC) for k in ("from_ms", "to_ms"))
+    return f"{a:%m-%d %H:%M:%S}-{b:%H:%M:%S}" if a.date() == b.date() else f"{a:%m-%d %H:%M}-{b:%m-%d %H:%M}"
+
+
 def _ci(ci: list[float] | tuple[float, float] | None) -> str:
     return "-" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
 
@@ -29,13 +36,13 @@ def performance_table(perf: dict[str, Any]) -> Any:
     colour = COLOURS[perf["severity"]]
     t = Table(title=f"performance on fraud feedback: [{colour}]{perf['severity']}[/{colour}]"
                     + (f" ({perf['note']})" if perf.get("note") else ""))
-    for col in ("window", "rows", "fraud", "AUC", "recall", "recall 95% CI", "FPR"):
-        t.add_column(col, justify="left" if col == "window" else "right")
+    for col in ("window (UTC)", "rows", "fraud", "AUC", "recall", "recall 95% CI", "FPR"):
+        t.add_column(col, justify="left" if col.startswith("window") else "right")
     if champ:
         t.add_row("champion at training", "", "", _fmt(champ.get("auc")), _fmt(champ.get("recall")), "", "")
     if perf["rows_labelled"]:
         for w in perf["windows"]:
-            t.add_row(f"{w['from_ms'] // 1000}-{w['to_ms'] // 1000}", str(w["rows"]), str(w["fraud"]), _fmt(w["auc"]),
+            t.add_row(_span(w), str(w["rows"]), str(w["fraud"]), _fmt(w["auc"]),
                       _fmt(w["recall"]), _ci(w["recall_ci95"]),
                       _fmt(w["false_positive_rate"], ".4f"))
         t.add_row("all labelled", str(perf["rows"]), str(perf["fraud"]), _fmt(perf["auc"]), _fmt(perf["recall"]),
@@ -128,13 +135,13 @@ def html_page(result: dict[str, Any], reference: dict[str, np.ndarray], current:
     if perf is not None:
         champ = perf.get("champion") or {}
         wrows = "".join(
-            f"<tr><td>{w['from_ms'] // 1000}-{w['to_ms'] // 1000}</td><td>{w['rows']}</td><td>{w['fraud']}</td>"
+            f"<tr><td>{_span(w)}</td><td>{w['rows']}</td><td>{w['fraud']}</td>"
             f"<td>{_fmt(w['auc'])}</td><td>{_fmt(w['recall'])}</td></tr>" for w in perf["windows"])
         perf_html = (f"<h2>Performance on fraud feedback: {html.escape(perf['severity'])}</h2>"
                      f"<p>{perf['rows_labelled']} labelled scores; AUC {_fmt(perf.get('auc'))}, recall "
                      f"{_fmt(perf.get('recall'))}; champion at training: AUC {_fmt(champ.get('auc'))}, recall "
                      f"{_fmt(champ.get('recall'))}. {html.escape(perf.get('note', ''))}</p>"
-                     f"<table><tr><th>window (epoch s)</th><th>rows</th><th>fraud</th><th>AUC</th><th>recall</th></tr>"
+                     f"<table><tr><th>window (UTC)</th><th>rows</th><th>fraud</th><th>AUC</th><th>recall</th></tr>"
                      f"{wrows}</table>" + (_performance_plot(perf) if perf["windows"] else ""))
     actions = "".join(f"<li>{html.escape(a)}</li>" for a in result["actions"])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title><style>
