@@ -39,6 +39,37 @@ def labelled_window(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("event_id").merge(truth[["event_id", "is_fraud"]], on="event_id", how="inner")
 
 
+def continue_booster(model_type: str, booster: Path, X: np.ndarray, y: np.ndarray,  # noqa: N803
+                     extra_trees: int = 50, seed: int = 42) -> tuple[Any, int, int]:
+    """Add ``extra_trees`` to a saved booster (XGBoost JSON via ``xgb_model``, LightGBM text
+    via ``init_model``) fitted on (X, y). Returns the model wrapper the exporter takes and the
+    trees before and after. LightGBM thresholds are rounded to float32 as in training, so the
+    ONNX graph matches the continued booster exactly."""
+    pos = max(1, int(y.sum()))
+    if model_type == "xgboost":
+        import xgboost as xgb
+
+        est = xgb.XGBClassifier(n_estimators=extra_trees, learning_rate=0.05, max_depth=6, tree_method="hist",
+                                scale_pos_weight=(len(y) - pos) / pos, random_state=seed, n_jobs=2)
+        est.fit(X, y, xgb_model=str(booster))
+        before = xgb.Booster(model_file=str(booster)).num_boosted_rounds()
+        after = est.get_booster().num_boosted_rounds()
+        # onnxmltools divides the trees by n_estimators to count classes: with only the new
+        # trees counted, a binary model converted as a 2-class one (scores off by up to 0.3)
+        est.set_params(n_estimators=after)
+        return models._Xgb(est), before, after  # noqa: SLF001
+    if model_type == "lightgbm":
+        import lightgbm as lgb
+
+        est = lgb.LGBMClassifier(n_estimators=extra_trees, learning_rate=0.05, scale_pos_weight=(len(y) - pos) / pos,
+                                 random_state=seed, n_jobs=2, verbose=-1)
+        est.fit(X, y, init_model=str(booster))
+        est._Booster = models.float32_thresholds(est.booster_)  # noqa: SLF001
+        before = lgb.Booster(model_file=str(booster)).num_trees()
+        return models._Lgbm(est), before, est.booster_.num_trees()  # noqa: SLF001
+    raise TrainingError(f"warm starts apply to boosters (xgboost, lightgbm), not {model_type}")
+
+
 def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_trees: int = 50,
                gate_cfg: gate.GateConfig | None = None, promote: bool = False, seed: int = 42) -> WarmStartResult:
     import mlflow
@@ -69,26 +100,7 @@ def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_t
     a, b = int(n * 0.6), int(n * 0.8)  # time-ordered: learn, calibrate, hold out
     if min(y[:a].sum(), y[a:b].sum(), y[b:].sum()) == 0:
         raise DataError("a part of the time-ordered window has no fraud label; wait for more feedback")
-    pos = max(1, int(y[:a].sum()))
-    if model_type == "xgboost":
-        import xgboost as xgb
-
-        est = xgb.XGBClassifier(n_estimators=extra_trees, learning_rate=0.05, max_depth=6, tree_method="hist",
-                                scale_pos_weight=(a - pos) / pos, random_state=seed, n_jobs=2)
-        est.fit(X[:a], y[:a], xgb_model=str(booster))
-        fitted: Any = models._Xgb(est)  # noqa: SLF001
-        before = xgb.Booster(model_file=str(booster)).num_boosted_rounds()
-        after = est.get_booster().num_boosted_rounds()
-    else:
-        import lightgbm as lgb
-
-        est = lgb.LGBMClassifier(n_estimators=extra_trees, learning_rate=0.05, scale_pos_weight=(a - pos) / pos,
-                                 random_state=seed, n_jobs=2, verbose=-1)
-        est.fit(X[:a], y[:a], init_model=str(booster))
-        est._Booster = models.float32_thresholds(est.booster_)  # noqa: SLF001
-        fitted = models._Lgbm(est)  # noqa: SLF001
-        before = lgb.Booster(model_file=str(booster)).num_trees()
-        after = est.booster_.num_trees()
+    fitted, before, after = continue_booster(model_type, booster, X[:a], y[:a], extra_trees, seed)
     cal, _ = calibration.choose(fitted.predict(X[a:b]), y[a:b], seed)
     threshold = evaluate.choose_threshold(y[a:b], cal(fitted.predict(X[a:b])))
     p_hold = cal(fitted.predict(X[b:]))

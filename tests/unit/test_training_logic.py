@@ -239,3 +239,34 @@ def test_yaml_config_errors_are_one_line(tmp_path) -> None:
     (tmp_path / "odd.yaml").write_text("parms: {}\n")
     with pytest.raises(TrainingError, match="unknown keys parms"):
         load_yaml(tmp_path / "odd.yaml")
+
+
+@pytest.mark.parametrize("model_type", ["xgboost", "lightgbm"])
+def test_warm_start_continues_the_saved_booster_and_exports_it_exactly(model_type: str, tmp_path) -> None:
+    """A booster trained on an old pattern, saved as training saves it, continued on a window
+    where fraud looks different: more trees, better on the new pattern, ONNX parity holds."""
+    from drift.warmstart import continue_booster
+    from training import export, models
+    from training.pipeline import save_native
+
+    rng = np.random.default_rng(5)
+    n, k = 6000, 6
+    X_old = rng.normal(size=(n, k)).astype(np.float32)  # noqa: N806
+    y_old = (X_old[:, 0] > 1.6).astype(np.int8)
+    X_new = rng.normal(size=(n, k)).astype(np.float32)  # noqa: N806
+    y_new = ((X_new[:, 0] > 1.6) | (X_new[:, 3] > 1.8)).astype(np.int8)  # a new fraud pattern on feature 3
+    fitted = models.fit(model_type, X_old, y_old, None, None, {"n_estimators": 40})
+    booster = save_native(fitted, model_type, tmp_path)
+    assert booster is not None
+    cont, before, after = continue_booster(model_type, booster, X_new[:4000], y_new[:4000], extra_trees=40)
+    assert before > 0 and after == before + 40
+    hold, y_hold = X_new[4000:], y_new[4000:]
+    new_only = (y_hold == 1) & (hold[:, 0] <= 1.6)
+    assert new_only.sum() > 10
+    assert cont.predict(hold[new_only]).mean() > 2 * fitted.predict(hold[new_only]).mean()
+    cal, _ = calibration.choose(cont.predict(X_new[:4000]), y_new[:4000])
+    onnx_model = export.build(cont, k, cal, {"model_type": model_type})
+    parity = export.parity(onnx_model, cont, cal, hold)
+    assert parity["model"] <= 1e-5 and parity["calibration"] <= 1e-5
+    with pytest.raises(Exception, match="boosters"):
+        continue_booster("random_forest", booster, X_new, y_new)
