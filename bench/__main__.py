@@ -15,6 +15,7 @@ BENCHMARKS = {
     "training": "bench.training",
     "inference": "bench.inference",
     "drift": "bench.drift",
+    "feedback": "bench.feedback",
 }
 
 

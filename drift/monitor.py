@@ -183,7 +183,7 @@ class Monitor:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(self.stack)}
         cmd = [sys.executable, str(REPO_ROOT / "training" / "train.py"), "--model-type", self.cfg.model_type,
                "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
-               *self.cfg.train_args]
+               "--feedback-topic", self.cfg.feedback_topic, *self.cfg.train_args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
         version = next((ln.split(" v")[1].split(",")[0] for ln in out.stdout.splitlines()
                         if ln.startswith("registered ")), None)

@@ -104,5 +104,7 @@ def champion_metrics(run_id: str, client: Any) -> dict[str, Any] | None:
     model = gt.get("model") or {}
     if not gt.get("rows_with_feedback") or model.get("recall") is None:
         return None
+    training = gt.get("training") or {}
+    scenarios = set(gt.get("per_scenario", {})) | set(training.get("scenarios", []))  # test and training rows
     return {"auc": model.get("auc"), "recall": model["recall"], "fraud_rate": gt["fraud"] / gt["rows_with_feedback"],
-            "scenarios": sorted(gt.get("per_scenario", {})), "source": f"run {run_id[:8]} ground truth at training"}
+            "scenarios": sorted(scenarios), "source": f"run {run_id[:8]} ground truth at training"}

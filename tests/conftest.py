@@ -24,6 +24,17 @@ import pytest
 
 from core.settings import REPO_ROOT, TOPICS, StackSettings
 from stack import health, lifecycle
+from tests.support.fixtures import stream_data, stream_run  # noqa: F401 - shared session fixtures
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+        elif "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+    # the end-to-end tests extend the shared stream (more events, retrained models): last
+    items.sort(key=lambda item: "/e2e/" in str(item.fspath))
 
 
 def docker_available() -> bool:

@@ -68,6 +68,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--cv-folds", type=int, default=3, help="stratified k-fold CV on the training rows (0: off)")
     d.add_argument("--downsample", type=float, help="keep N negatives per positive for training (evaluation untouched)")
     d.add_argument("--no-ground-truth", action="store_true", help="skip the fraud-feedback evaluation")
+    d.add_argument("--feedback-topic", default="fraud-feedback",
+                   help="Kafka topic of the delayed ground truth for that evaluation (default fraud-feedback)")
     r = p.add_argument_group("registry")
     r.add_argument("--experiment-name", help="default fraud-detection (purchase-propensity for personalization)")
     r.add_argument("--registered-name", help="registered model (default fraud-detector)")
@@ -97,7 +99,8 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         params=params, spaces=spaces, calibration=args.calibration, target_precision=args.target_precision,
         downsample=args.downsample, resample=args.resample, registered_name=args.registered_name,
         monotone=[f for f in args.monotone.split(",") if f], force=args.force, promote=not args.no_promote,
-        ground_truth=not args.no_ground_truth, seed=args.seed, min_auc=args.min_auc, max_ece=args.max_ece,
+        ground_truth=not args.no_ground_truth, feedback_topic=args.feedback_topic, seed=args.seed,
+        min_auc=args.min_auc, max_ece=args.max_ece,
         output_dir=args.output_dir, verbose=args.verbose)
 
 

@@ -252,6 +252,12 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             else:
                 aligned = ground_truth.align(df["event_id"].iloc[sp.test], truth)
                 truth_report = evaluate.ground_truth_report(aligned, yte, p_test, threshold)
+                # what the training rows showed: the monitor's "new fraud pattern" compares with these
+                seen = ground_truth.align(df["event_id"].iloc[sp.train], truth)
+                fraud_seen = seen[seen["is_fraud"].fillna(False).astype(bool)]
+                truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
+                                            "fraud": len(fraud_seen),
+                                            "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
 
     out_dir = cfg.output_dir or Path(tempfile.mkdtemp(prefix="train-"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import pytest
 from core.model_inputs import MODEL_FEATURES, model_row
 from core.settings import REPO_ROOT, StackSettings
 from stack.services import stack_env
-from tests.integration.conftest import N_CLICKS, N_TXNS
+from tests.support.fixtures import N_CLICKS, N_TXNS
 from training import export, tracking
 from training.config import TrainConfig
 from training.models import MODEL_TYPES
@@ -51,6 +51,7 @@ def test_every_model_type_trains_registers_and_exports_onnx(data: tuple[StackSet
     assert reg is not None and export.sha256(reg.onnx) == r.onnx_sha256 == reg.tags["onnx_sha256"]
     assert reg.features == list(MODEL_FEATURES) and reg.threshold == pytest.approx(r.threshold)
     assert r.ground_truth["rows_with_feedback"] > 0 and "per_scenario" in r.ground_truth
+    assert r.ground_truth["training"]["fraud"] > 0 and r.ground_truth["training"]["scenarios"]
     run = mlflow.get_run(r.run_id)
     assert run.data.metrics["test_auc"] == pytest.approx(r.metrics["auc"])
     assert {"rule_high_velocity", "cv_auc_mean", "baseline_auc"} <= set(run.data.metrics)

@@ -1,10 +1,13 @@
-"""Shared integration fixtures: a stream-produced dataset for training and inference."""
+"""Shared fixtures (imported by tests/conftest.py): a stream-produced dataset for training,
+inference and the end-to-end loop."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -22,17 +25,33 @@ N_TXNS = 6000
 N_CLICKS = 4000
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "/integration/" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+@dataclass
+class StreamRun:
+    """What the stream fixture built: the isolated repo's settings, its topics, the worker's
+    app id (a worker started with it again resumes its state from the changelog) and the
+    generator, which continues the same world and clock where the fixture stopped."""
+
+    settings: StackSettings
+    feedback: str
+    transactions: str
+    dead_letters: str
+    clicks: str
+    app_id: str
+    stream: TransactionStream
+    root: Path
 
 
 @pytest.fixture(scope="session")
-def stream_data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackSettings, str]]:
+def stream_data(stream_run: StreamRun) -> tuple[StackSettings, str]:
     """(settings of an isolated repo holding the stream's offline log and online state,
-    feedback topic): generated transactions and clicks through Kafka and a real worker."""
+    feedback topic)."""
+    return stream_run.settings, stream_run.feedback
+
+
+@pytest.fixture(scope="session")
+def stream_run(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamRun]:
+    """Generated transactions and clicks through Kafka and a real worker."""
     root = tmp_path_factory.mktemp("training")
     host, _, port = kafka_bootstrap.rpartition(":")
     settings = feast_store.isolated_copy(feast_repo, root, kafka_host=host, kafka_port=int(port))
@@ -56,7 +75,8 @@ def stream_data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str
             break
     assert producer.flush(60) == 0
     del producer  # no client left retrying a broker that is gone at the end of the session
-    worker = WorkerProcess(settings, f"t-{uuid.uuid4().hex[:6]}", txn, dlq, clk, root / "worker.log").start()
+    app_id = f"t-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(settings, app_id, txn, dlq, clk, root / "worker.log").start()
     try:
         def logged() -> int:
             df = read_dataset(feast_store.offline_dir(settings, ""), "transactions")
@@ -73,7 +93,7 @@ def stream_data(feast_repo: StackSettings, kafka_bootstrap: str, mlflow_uri: str
         worker.stop()
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
-    yield settings, fb
+    yield StreamRun(settings, fb, txn, dlq, clk, app_id, stream, root)
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
