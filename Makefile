@@ -46,4 +46,4 @@ bench: install ## run every benchmark (or one: make bench NAME=kafka_throughput)
 	@$(PY) -m bench $(NAME)
 
 lint: install ## ruff and mypy
-	@$(PY) -m ruff check . && $(PY) -m mypy core stack streaming
+	@$(PY) -m ruff check . && $(PY) -m mypy core stack streaming drift

@@ -96,8 +96,8 @@ def _plot(table: dict[str, dict[str, float]], models: list[str], path: Path) -> 
         ax.bar(np.arange(len(scenarios)) + i * width, [table[s][m] for s in scenarios], width, label=m)
     ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios, fontsize=8)
     ax.set_ylabel("recall at the rules' alert budget")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncols=len(models))
+    ax.set_ylim(0, 1.25)
+    ax.legend(fontsize=7, ncols=len(models), loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -157,7 +157,7 @@ def run(console: Any) -> list[dict[str, Any]]:
         per_scenario: dict[str, dict[str, float]] = {}
         for s in sorted(set(test_s[test_y])):
             m = test_y & (test_s == s)
-            per_scenario[s] = {"fraud": int(m.sum()), **{k: float(f[m].mean()) for k, f in flagged.items()}}
+            per_scenario[str(s)] = {"fraud": int(m.sum()), **{k: float(f[m].mean()) for k, f in flagged.items()}}
         overall = {k: {"recall": float(f[test_y].mean()), "precision": float(test_y[f].mean()) if f.any() else 0.0,
                        "false_positive_rate": float(f[~test_y].mean())} for k, f in flagged.items()}
         for k, p in scores.items():

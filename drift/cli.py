@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from drift import report, stats
 from drift.sources import DriftInputError, champion_reference, read_file, recent_scores
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 3
+FEEDBACK_MARGIN_S = 300.0
 NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "score", "fraud_probability",
                 "scored_at", "is_fraud"}
 
@@ -149,7 +151,10 @@ def _performance(args: argparse.Namespace, settings: StackSettings, cur: pd.Data
     else:
         from training import ground_truth
 
-        truth, scores = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic), cur
+        # feedback for a score in the window is published after it was scored: read only the
+        # window (and a margin) instead of the whole topic on every check
+        since = int((time.time() - args.window - FEEDBACK_MARGIN_S) * 1000)
+        truth, scores = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic, since), cur
     return performance(scores, truth, champion, recall_drop=args.recall_drop, threshold=args.threshold)
 
 

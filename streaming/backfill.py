@@ -27,8 +27,9 @@ from streaming.sinks import OfflineLog
 CHUNK = 50_000
 
 
-def from_topic(bootstrap: str, topic: str) -> tuple[Iterator[bytes], int]:
-    """Every record of the topic up to its current end, partition by partition."""
+def from_topic(bootstrap: str, topic: str, since_ms: int | None = None) -> tuple[Iterator[bytes], int]:
+    """Every record of the topic up to its current end, partition by partition (with
+    ``since_ms``: only those with a Kafka timestamp at or after it)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"backfill-{time.time_ns()}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -39,12 +40,20 @@ def from_topic(bootstrap: str, topic: str) -> tuple[Iterator[bytes], int]:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         if high > low:
             ends[p] = (low, high)
+    if since_ms is not None and ends:
+        found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in ends], timeout=10)
+        for tp in found:
+            low, high = ends[tp.partition]
+            if tp.offset < 0 or tp.offset >= high:  # nothing at or after since_ms
+                del ends[tp.partition]
+            else:
+                ends[tp.partition] = (max(low, tp.offset), high)
     total = sum(h - lo for lo, h in ends.values())
 
     def records() -> Iterator[bytes]:
         try:
-            for p, (_, high) in sorted(ends.items()):
-                consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
+            for p, (low, high) in sorted(ends.items()):
+                consumer.assign([TopicPartition(topic, p, low if since_ms is not None else OFFSET_BEGINNING)])
                 while True:
                     msgs = consumer.consume(10_000, timeout=1.0)
                     done = False

@@ -8,15 +8,15 @@ from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode
 from stack import health
 
 
-def read(bootstrap: str, topic: str = FRAUD_FEEDBACK) -> pd.DataFrame | None:
-    """Every feedback record up to the topic's current end (None when Kafka is unreachable
-    or the topic does not exist)."""
+def read(bootstrap: str, topic: str = FRAUD_FEEDBACK, since_ms: int | None = None) -> pd.DataFrame | None:
+    """Every feedback record up to the topic's current end, or those published since
+    ``since_ms`` (None when Kafka is unreachable or the topic does not exist)."""
     from streaming.backfill import from_topic
 
     if health.kafka(bootstrap) is not None:
         return None
     try:
-        records, _ = from_topic(bootstrap, topic)
+        records, _ = from_topic(bootstrap, topic, since_ms)
     except ValueError:  # no such topic
         return None
     rows: list[tuple[str, bool, str]] = []

@@ -146,3 +146,23 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     assert samples['online_labels_total{is_fraud="true"}'] + samples['online_labels_total{is_fraud="false"}'] == n
     assert samples['online_auc{model="online"}'] == pytest.approx(report["recent"]["online"]["auc"])
     assert samples['online_recall{model="champion",scenario="slow_drain"}'] == 0.0
+
+
+def test_from_topic_reads_everything_or_only_what_was_published_since(kafka_bootstrap: str,
+                                                                      unique_topic: str) -> None:
+    from streaming.backfill import from_topic
+
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    old_ms = int(time.time() * 1000) - 3_600_000
+    for i in range(30):  # an hour old, by their record timestamps
+        p.produce(unique_topic, key=str(i).encode(), value=f"old-{i}".encode(), timestamp=old_ms + i)
+    for i in range(20):
+        p.produce(unique_topic, key=str(i).encode(), value=f"new-{i}".encode())
+    assert p.flush(30) == 0
+    records, total = from_topic(kafka_bootstrap, unique_topic)
+    assert total == 50 and len(list(records)) == 50
+    records, total = from_topic(kafka_bootstrap, unique_topic, since_ms=old_ms + 600_000)
+    got = sorted(r.decode() for r in records)
+    assert total == 20 and got == sorted(f"new-{i}" for i in range(20))
+    records, total = from_topic(kafka_bootstrap, unique_topic, since_ms=int(time.time() * 1000) + 60_000)
+    assert total == 0 and list(records) == []
