@@ -11,7 +11,8 @@ Triggers:
   training (drift.performance; judged only with enough fraud labels);
 - new pattern: a fraud scenario the champion's training data never showed, or the feedback
   fraud rate above ``MONITOR_FRAUD_RATE_JUMP`` times the rate at training.
-One retrain at a time (a lock file), and none within ``MONITOR_COOLDOWN_S`` of the last.
+One retrain at a time (a lock file), and none within ``MONITOR_COOLDOWN_S`` of the last, doubled
+after each retrain in a row that the gate refused (up to 16x).
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ def decide(ev: Evidence, cfg: MonitorSettings) -> list[str]:
     return triggers
 
 
+def retrain_history(audit_lines: list[str]) -> tuple[float | None, int]:
+    """(time of the last retrain, retrains the gate refused in a row up to now)."""
+    last, refused = None, 0
+    for line in audit_lines:
+        rec = json.loads(line)
+        if rec.get("action") == "retrained":
+            last = rec["at_epoch"]
+            refused = refused + 1 if rec.get("gate") == "refused" else 0
+    return last, refused
+
+
+def backoff(cooldown_s: float, refused: int, cap: int = 4) -> float:
+    """A shift the champion already handles as well as a retrained model (the gate refused the
+    retrain) keeps firing the drift trigger: wait twice as long after each refusal in a row
+    (at most 2**cap times), so a benign lasting shift does not retrain every cooldown."""
+    return cooldown_s * 2 ** min(refused, cap)
+
+
 class Monitor:
     def __init__(self, stack: StackSettings, cfg: MonitorSettings) -> None:
         self.stack, self.cfg = stack, cfg
@@ -168,14 +187,9 @@ class Monitor:
             ev.new_scenarios = sorted(set(perf["scenarios"]) - set(champion["scenarios"]) - {"none", "legit"})
 
     # -- acting ---------------------------------------------------------------------------
-    def last_retrain(self) -> float | None:
-        last = None
-        if self.audit_path.exists():
-            for line in self.audit_path.read_text().splitlines():
-                rec = json.loads(line)
-                if rec.get("action") == "retrained":
-                    last = rec["at_epoch"]
-        return last
+    def last_retrain(self) -> tuple[float | None, int]:
+        """When the last retrain ran, and how many retrains in a row the gate refused."""
+        return retrain_history(self.audit_path.read_text().splitlines() if self.audit_path.exists() else [])
 
     def retrain(self, triggers: list[str]) -> dict[str, Any]:
         from stack.services import stack_env
@@ -197,10 +211,12 @@ class Monitor:
         triggers = decide(ev, self.cfg)
         rec: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": now,
                                "triggers": triggers, "evidence": asdict(ev), "action": "none"}
-        last = self.last_retrain()
-        if triggers and last is not None and now - last < self.cfg.cooldown_s:
+        last, refused = self.last_retrain()
+        cooldown = backoff(self.cfg.cooldown_s, refused)
+        if triggers and last is not None and now - last < cooldown:
             rec["action"] = "cooldown"
-            rec["reason"] = f"last retrain {now - last:.0f} s ago (cooldown {self.cfg.cooldown_s:.0f} s)"
+            rec["reason"] = f"last retrain {now - last:.0f} s ago (cooldown {cooldown:.0f} s" + (
+                f", doubled for each of {refused} refused retrains in a row)" if refused else ")")
         elif triggers:
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -267,3 +267,18 @@ def test_cli_reports_performance_from_a_labelled_current_file(tmp_path: Path) ->
     assert "no champion" in perf["note"]  # a file reference has no champion metrics to compare with
     assert "performance on fraud feedback" in out.stdout
     assert "Performance on fraud feedback" in (tmp_path / "p.html").read_text()
+
+
+def test_refused_retrains_in_a_row_back_off_the_cooldown() -> None:
+    from drift.monitor import backoff, retrain_history
+
+    def line(action: str, at: float, gate: str | None = None) -> str:
+        return json.dumps({"action": action, "at_epoch": at, "gate": gate})
+
+    assert retrain_history([]) == (None, 0)
+    audit = [line("retrained", 1, "passed"), line("none", 2), line("retrained", 3, "refused"),
+             line("cooldown", 4), line("retrained", 5, "refused")]
+    assert retrain_history(audit) == (5, 2)
+    assert retrain_history([*audit, line("retrained", 6, "passed")]) == (6, 0)
+    assert retrain_history([*audit, line("retrained", 6, "error")]) == (6, 0)
+    assert [backoff(1800, n) for n in (0, 1, 2, 4, 9)] == [1800, 3600, 7200, 28800, 28800]
