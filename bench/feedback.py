@@ -141,9 +141,9 @@ def run(console: Any) -> list[dict[str, Any]]:
         booster = save_native(rule_model, "xgboost", root)
         assert booster is not None
         warm, _, _ = continue_booster("xgboost", booster, X[a:b], y_true[a:b], extra_trees=100)
-        fb_model = models.fit("xgboost", np.concatenate([X[fit], X[a:int(b - 0.15 * (b - a))]]),
-                              np.concatenate([y_true[fit], y_true[a:int(b - 0.15 * (b - a))]]),
-                              X[int(b - 0.15 * (b - a)):b], y_true[int(b - 0.15 * (b - a)):b])
+        stop = int(b - 0.15 * (b - a))  # the window's last 15% stops it early
+        fb_model = models.fit("xgboost", np.concatenate([X[fit], X[a:stop]]),
+                              np.concatenate([y_true[fit], y_true[a:stop]]), X[stop:b], y_true[stop:b])
         console.print("  River online learner over the whole time line ...")
         river_p = _river(X, y_true, b)
 

@@ -9,6 +9,7 @@ read time, online and offline alike, with no tile-boundary error. The state is b
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left, bisect_right
 from hashlib import blake2b
 from typing import Self
@@ -73,6 +74,13 @@ class EventState:
             col.insert(i, value)
         self.last_ts = max(self.last_ts, ts)
         return i
+
+    def with_event(self, ts: int, key: int, *payload: object) -> tuple[Self, int]:
+        """A copy holding one more event (this state is untouched), and that event's position."""
+        view = copy.copy(self)
+        for name in ("ts", "key", *self.PAYLOAD):
+            setattr(view, name, list(getattr(self, name)))
+        return view, view.insert(ts, key, *payload)
 
     def trim(self, horizon_ts: int, max_events: int) -> None:
         """Drop events at or before ``horizon_ts`` and beyond ``max_events`` (oldest first)."""

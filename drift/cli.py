@@ -111,7 +111,7 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
         ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
     status, actions = stats.overall(rows, prediction)
-    if perf is not None and stats.SEVERITIES.index(perf["severity"]) > 0:
+    if perf is not None:
         status = max(status, perf["severity"], key=stats.SEVERITIES.index)
         if perf["severity"] in ("medium", "high"):
             actions.insert(0, f"performance on fraud feedback dropped (recall {perf['recall']:.2f} vs "

@@ -276,18 +276,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'  version=' + str(rec['version']) if rec.get('version') else ''}")
         return 0
     if args.command == "learn":
-        from drift.online import run
+        from drift.online import LearnerMetrics, run
+        from drift.warmstart import warm_start
 
         out = stack.data_dir / "monitor" / "online.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        from drift.warmstart import warm_start
 
-        def challenger(window: Any) -> Any:
+        def challenger(window: Any) -> tuple[bool, str]:
             r = warm_start(stack, cfg.model_name, window)
-            return f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}" + (
-                f", challenger v{r.version}" if r.version else "")
-
-        from drift.online import LearnerMetrics
+            return r.version is not None, (
+                f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}"
+                + (f", challenger v{r.version}" if r.version else ""))
 
         metrics = LearnerMetrics(stack.learner_metrics_port, stack.host)
         log.info("online learner: metrics on http://%s:%d/metrics, report in %s", stack.host,

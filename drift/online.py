@@ -62,9 +62,7 @@ class OnlineLearner:
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         k = min(last or len(self.y), len(self.y))
-        y = np.fromiter(self.y, int, len(self.y))[len(self.y) - k:]
-        po = np.fromiter(self.p_online, float, len(self.y))[len(self.y) - k:]
-        pc = np.fromiter(self.p_champion, float, len(self.y))[len(self.y) - k:]
+        y, po, pc = (np.asarray(h)[len(h) - k:] for h in (self.y, self.p_online, self.p_champion))
         out: dict[str, Any] = {"labels": int(len(y)), "fraud": int(y.sum())}
         if len(np.unique(y)) == 2:
             out["online"] = {"auc": float(roc_auc_score(y, po)), "pr_auc": float(average_precision_score(y, po))}
@@ -147,7 +145,8 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
         window: int = 200_000, metrics: LearnerMetrics | None = None, recent: int = 20_000) -> OnlineLearner:
     """Consume both topics from the beginning, learn in shadow, write ``out`` (JSON) regularly.
     With ``warm_every`` > 0, every that many labels ``on_warm(labelled window)`` runs (a
-    warm-started challenger, drift.warmstart); its failures are reported, not fatal. With
+    warm-started challenger, drift.warmstart) and returns (registered, summary); its failures
+    are reported, not fatal. With
     ``metrics``, the Prometheus gauges follow the report over the last ``recent`` labels."""
     from collections import deque
 
@@ -189,23 +188,28 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
                                      **rec["features"], "is_fraud": is_fraud})
                     if warm_every and on_warm is not None and learner.n % warm_every == 0:
                         try:
-                            result = str(on_warm(pd.DataFrame(labelled)))
-                            warm.append({"labels": learner.n, "result": result})
-                            outcome = "challenger" if "challenger" in result else "refused"
+                            registered, summary = on_warm(pd.DataFrame(labelled))
+                            warm.append({"labels": learner.n, "result": summary})
+                            outcome = "challenger" if registered else "refused"
                         except Exception as exc:  # not enough labels yet, no champion...: report, go on
                             warm.append({"labels": learner.n, "error": f"{type(exc).__name__}: {exc}"})
                             outcome = "error"
                         if metrics is not None:
                             metrics.warm.labels(outcome).inc()
             if time.monotonic() >= next_report:
-                report = learner.report()
-                out.write_text(json.dumps({**report, "recent": learner.report(recent), "evicted": join.evicted,
-                                           "warm_starts": warm[-50:]}, indent=2))
-                if metrics is not None:
-                    metrics.update(learner.report(recent), join)
+                _publish(learner, join, warm, out, metrics, recent)
                 next_report = time.monotonic() + report_every_s
     finally:
         consumer.close()
-        out.write_text(json.dumps({**learner.report(), "recent": learner.report(recent), "evicted": join.evicted,
-                                   "warm_starts": warm[-50:]}, indent=2))
+        _publish(learner, join, warm, out, metrics, recent)
     return learner
+
+
+def _publish(learner: OnlineLearner, join: FeedbackJoin, warm: list[dict[str, Any]], out: Path,
+             metrics: LearnerMetrics | None, recent: int) -> None:
+    """The report to ``out`` (JSON) and, over the last ``recent`` labels, to the metrics."""
+    last = learner.report(recent)
+    out.write_text(json.dumps({**learner.report(), "recent": last, "evicted": join.evicted,
+                               "warm_starts": warm[-50:]}, indent=2))
+    if metrics is not None:
+        metrics.update(last, join)

@@ -65,9 +65,11 @@ def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict
                else score >= threshold)
     out.update(rows_labelled=len(joined), **_metrics(y, score, flagged))
     out["fraud_rate"] = float(y.mean())
-    out["scenarios"] = {str(s): {"fraud": int(m.sum()), "recall": float(flagged[m].mean())}
-                        for s in sorted(set(joined.loc[y, "scenario"].astype(str)))
-                        for m in [y & (joined["scenario"].astype(str) == s).to_numpy()]}
+    scenario = joined["scenario"].astype(str).to_numpy()
+    out["scenarios"] = {}
+    for s in sorted(set(scenario[y])):
+        m = y & (scenario == s)
+        out["scenarios"][s] = {"fraud": int(m.sum()), "recall": float(flagged[m].mean())}
     if "scored_at" in joined and joined["scored_at"].notna().any():
         t = joined["scored_at"].astype(float).to_numpy()
         edges = np.linspace(t.min(), t.max() + 1, windows + 1)

@@ -71,13 +71,26 @@ def table(rows: list[FeatureDrift], status: str, actions: list[str], title: str,
         c.print(f"  - {a}")
 
 
-def _plot(name: str, ref: np.ndarray, cur: np.ndarray) -> str:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.6))
+    return plt
+
+
+def _png(fig: Any) -> str:
+    """The figure as base64 PNG (for a self-contained page); closes it."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=80)
+    _pyplot().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plot(name: str, ref: np.ndarray, cur: np.ndarray) -> str:
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(8, 2.6))
     lo, hi = np.nanpercentile(np.concatenate([ref, cur]), [0.5, 99.5])
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
     a.hist(ref, bins=bins, alpha=0.55, density=True, label="reference")
@@ -88,21 +101,12 @@ def _plot(name: str, ref: np.ndarray, cur: np.ndarray) -> str:
         xs = np.sort(data)
         b.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=label)
     b.set_title("ECDF", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return _png(fig)
 
 
 def _performance_plot(perf: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     champ = perf.get("champion") or {}
-    fig, ax = plt.subplots(figsize=(6, 2.6))
+    fig, ax = _pyplot().subplots(figsize=(6, 2.6))
     x = np.arange(len(perf["windows"]))
     for key, colour in (("recall", "C0"), ("auc", "C1")):
         ys = [np.nan if w[key] is None else w[key] for w in perf["windows"]]
@@ -112,12 +116,7 @@ def _performance_plot(perf: dict[str, Any]) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("window (oldest to newest)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    png = base64.b64encode(buf.getvalue()).decode()
-    return f"<figure><img src='data:image/png;base64,{png}' alt='performance'></figure>"
+    return f"<figure><img src='data:image/png;base64,{_png(fig)}' alt='performance'></figure>"
 
 
 def html_page(result: dict[str, Any], reference: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> str:

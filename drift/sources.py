@@ -52,7 +52,7 @@ def champion_reference(settings: StackSettings, name: str = "fraud-detector", al
 def recent_scores(bootstrap: str, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0
                   ) -> pd.DataFrame:
     """Scores published within the last ``window_s`` seconds (the newest ``limit`` of them):
-    their model inputs, score, decision and publish time (``scored_at``, epoch ms)."""
+    their model inputs, score, decision and scoring time (``scored_at``, epoch ms)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from stack import health
@@ -89,7 +89,7 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, limit: int = 500_
                     rec = orjson.loads(value)
                     rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
                                  "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
-                                 "decision": rec.get("decision"), "scored_at": m.timestamp()[1]})
+                                 "decision": rec.get("decision"), "scored_at": rec.get("scored_at")})
                     if len(rows) > 2 * limit:
                         del rows[:-limit]
     finally:

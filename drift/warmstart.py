@@ -108,7 +108,7 @@ def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_t
     p_champ = export.score(export.session(champ.onnx), X[b:])
     champ_metrics = evaluate.compute(y[b:], p_champ, champ.threshold)
     verdict = gate.evaluate(metrics, None, champ_metrics, gate_cfg or gate.GateConfig(),
-                            psi_vs_champion=evaluate.psi(p_champ, p_hold, probabilities=True))
+                            psi_vs_champion=evaluate.score_psi(p_champ, p_hold))
     metadata = {**champ.metadata, "threshold": threshold, "calibration": cal.describe(),
                 "importance": [float(v) for v in fitted.importance()], "warm_started_from": champ.version,
                 "label_mode": "fraud feedback (ground truth)"}

@@ -5,7 +5,6 @@ decision and the reasons."""
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +33,11 @@ def prepare(state: CardState, last_event_time: int | None, txn: Any, t_ms: int) 
     before = state.prefix_len(t_ms, key, inclusive=False)
     features = with_request(window_features(state, t_ms, before), txn.amount, t_ms)
     if state.contains(t_ms, key):  # a retry: the state already holds it
-        after_state, upto = state, before + 1
+        after_state = state
     else:
-        after_state = copy.copy(state)
-        for name in ("ts", "key", *CardState.PAYLOAD):
-            setattr(after_state, name, list(getattr(state, name)))
-        after_state.insert(t_ms, key, txn.amount, txn.country, txn.merchant_id, txn.mcc in HIGH_RISK_MCCS)
-        upto = before + 1
-    after = with_request(window_features(after_state, t_ms, upto), txn.amount, t_ms)
+        after_state, _ = state.with_event(t_ms, key, txn.amount, txn.country, txn.merchant_id,
+                                          txn.mcc in HIGH_RISK_MCCS)
+    after = with_request(window_features(after_state, t_ms, before + 1), txn.amount, t_ms)
     return Prepared(model_row(features, txn.amount, txn.mcc, txn.channel), features, after,
                     last_event_time is None, last_event_time)
 

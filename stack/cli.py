@@ -38,6 +38,11 @@ def cmd_down(settings: StackSettings, _: argparse.Namespace) -> None:
     lifecycle.down(settings, _say)
 
 
+#: what `make status` adds for a healthy service, read from its own endpoints
+DETAILS = {"stream-worker": lifecycle.stream_detail, "inference-api": lifecycle.api_detail,
+           "online-learner": lifecycle.learner_detail}
+
+
 def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     table = Table(title="streamfeat local stack")
     for col in ("service", "port", "state", "pid", "uptime", "health", "detail"):
@@ -46,13 +51,7 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     for r in rows:
         up = f"{r.uptime_s:.0f} s" if r.uptime_s is not None else "-"
         colour = "green" if r.health == "ok" else "red"
-        detail = ""
-        if r.health == "ok" and r.name == "stream-worker":
-            detail = lifecycle.stream_detail(settings)
-        elif r.health == "ok" and r.name == "inference-api":
-            detail = lifecycle.api_detail(settings)
-        elif r.health == "ok" and r.name == "online-learner":
-            detail = lifecycle.learner_detail(settings)
+        detail = DETAILS[r.name](settings) if r.health == "ok" and r.name in DETAILS else ""
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "

@@ -79,8 +79,9 @@ def http(url: str) -> str | None:
         return f"{exc.__class__.__name__}: {getattr(exc, 'reason', exc)}"
 
 
-def prometheus_values(url: str) -> dict[str, float] | None:
-    """Sum of every sample of each metric at a Prometheus text endpoint (None when down)."""
+def prometheus_samples(url: str) -> dict[str, float] | None:
+    """Every sample at a Prometheus text endpoint, keyed as written (``name{label="v"}``; None
+    when down)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
             text = resp.read().decode()
@@ -90,9 +91,21 @@ def prometheus_values(url: str) -> dict[str, float] | None:
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
+        key, _, value = line.rpartition(" ")
         try:
-            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            out[key] = float(value)
         except ValueError:
             continue
+    return out
+
+
+def prometheus_values(url: str) -> dict[str, float] | None:
+    """Sum of every sample of each metric at a Prometheus text endpoint (None when down)."""
+    samples = prometheus_samples(url)
+    if samples is None:
+        return None
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        name = key.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + value
     return out

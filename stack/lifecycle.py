@@ -168,20 +168,11 @@ def stream_detail(settings: StackSettings, sample_s: float = 1.0) -> str:
 
 def learner_detail(settings: StackSettings) -> str:
     """Labels learned and the online learner's AUC next to the champion's, from its metrics."""
-    import urllib.request
-
-    url = f"http://{settings.host}:{settings.learner_metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
-            text = resp.read().decode()
-    except OSError:
+    samples = health.prometheus_samples(f"http://{settings.host}:{settings.learner_metrics_port}/metrics")
+    if samples is None:
         return ""
-    labels, auc = 0.0, {}
-    for line in text.splitlines():
-        if line.startswith("online_labels_total{"):
-            labels += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("online_auc{"):
-            auc[line.split('model="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    labels = sum(v for k, v in samples.items() if k.startswith("online_labels_total{"))
+    auc = {k.split('model="', 1)[1].split('"', 1)[0]: v for k, v in samples.items() if k.startswith("online_auc{")}
     out = f"{labels:,.0f} labels learned"
     if auc:
         out += ", AUC " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(auc.items(), reverse=True))

@@ -100,93 +100,58 @@ def mlflow_service(settings: StackSettings) -> Service:
     )
 
 
+def _pipeline(settings: StackSettings, name: str, args: list[str], port_setting: str | None = None,
+              health_path: str = "/metrics", env: dict[str, str] | None = None) -> Service:
+    """One of the pipeline's own services, ``python -m <args>`` with the stack's settings in its
+    environment: healthy when its HTTP endpoint on ``port_setting`` answers, or, with no port,
+    while supervisord keeps it RUNNING."""
+    ports: list[tuple[int, str]] = []
+    probe: Callable[[], str | None] = lambda: None  # noqa: E731
+    if port_setting:
+        port = getattr(settings, port_setting)
+        url = f"http://{settings.host}:{port}{health_path}"
+        ports = [(port, f"STACK_{port_setting.upper()}")]
+        probe = lambda: health.http(url)  # noqa: E731
+    return Service(name=name, command=[sys.executable, "-m", *args], ports=ports, probe=probe,
+                   environment={**stack_env(settings), **(env or {})}, infra=False)
+
+
 def worker_service(settings: StackSettings) -> Service:
-    url = f"http://{settings.host}:{settings.worker_metrics_port}/metrics"
-    return Service(
-        name="stream-worker",
-        command=[sys.executable, "-m", "streaming", "worker"],
-        ports=[(settings.worker_metrics_port, "STACK_WORKER_METRICS_PORT")],
-        probe=lambda: health.http(url),
-        environment={**stack_env(settings), "STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
-                     "STREAMING_PARTITIONS": str(settings.topic_partitions)},
-        infra=False,
-    )
+    return _pipeline(settings, "stream-worker", ["streaming", "worker"], "worker_metrics_port",
+                     env={"STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
+                          "STREAMING_PARTITIONS": str(settings.topic_partitions)})
 
 
 def generator_service(settings: StackSettings) -> Service:
-    return Service(
-        name="generator",
-        command=[sys.executable, "-m", "streaming", "generate", "--rate", str(settings.generator_rate),
-                 "--users", str(settings.generator_users)],
-        ports=[],
-        probe=lambda: None,  # no port: supervisord's RUNNING state is its health
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "generator", ["streaming", "generate", "--rate", str(settings.generator_rate),
+                                             "--users", str(settings.generator_users)])
 
 
 def click_generator_service(settings: StackSettings) -> Service:
-    return Service(
-        name="generator-clicks",
-        command=[sys.executable, "-m", "streaming", "generate", "--kind", "clicks",
-                 "--rate", str(settings.generator_rate)],
-        ports=[],
-        probe=lambda: None,
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "generator-clicks",
+                     ["streaming", "generate", "--kind", "clicks", "--rate", str(settings.generator_rate)])
 
 
 def inference_service(settings: StackSettings) -> Service:
     """The scoring API. Healthy when alive; /ready (model loaded) turns green once a model is
     promoted (python training/train.py), which `make status` shows."""
-    url = f"http://{settings.host}:{settings.api_port}/health"
-    return Service(
-        name="inference-api",
-        command=[sys.executable, "-m", "inference"],
-        ports=[(settings.api_port, "STACK_API_PORT")],
-        probe=lambda: health.http(url),
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "inference-api", ["inference"], "api_port", health_path="/health")
 
 
 def scorer_service(settings: StackSettings) -> Service:
     """Scores live transactions into the `scores` topic (for drift checks and online learning)."""
-    return Service(
-        name="stream-scorer",
-        command=[sys.executable, "-m", "inference", "scorer"],
-        ports=[],
-        probe=lambda: None,
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "stream-scorer", ["inference", "scorer"])
 
 
 def monitor_service(settings: StackSettings) -> Service:
     """The continuous loop: drift and feedback checks, retrain triggers, audit log."""
-    return Service(
-        name="drift-monitor",
-        command=[sys.executable, "-m", "drift", "monitor"],
-        ports=[],
-        probe=lambda: None,
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "drift-monitor", ["drift", "monitor"])
 
 
 def learner_service(settings: StackSettings) -> Service:
     """The online learner in shadow: joins feedback to scores, learns with River, warm-starts
     booster challengers; metrics on STACK_LEARNER_METRICS_PORT."""
-    url = f"http://{settings.host}:{settings.learner_metrics_port}/metrics"
-    return Service(
-        name="online-learner",
-        command=[sys.executable, "-m", "drift", "learn"],
-        ports=[(settings.learner_metrics_port, "STACK_LEARNER_METRICS_PORT")],
-        probe=lambda: health.http(url),
-        environment=stack_env(settings),
-        infra=False,
-    )
+    return _pipeline(settings, "online-learner", ["drift", "learn"], "learner_metrics_port")
 
 
 def stack_env(settings: StackSettings) -> dict[str, str]:

@@ -10,7 +10,6 @@ online write overwrites the entity's state blob, and offline rows are keyed by
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -73,8 +72,7 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         return Result(Outcome.DUPLICATE, rows, dirty=True)
     if state.last_ts and ts < state.last_ts - cfg.allowed_lateness_ms:
         # Log what its features would have been; the windows do not take it.
-        view = copy.deepcopy(state)
-        i = view.insert(ts, key, *spec.payload(event))
+        view, i = state.with_event(ts, key, *spec.payload(event))
         return Result(Outcome.TOO_LATE, [feature_row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
                       dirty=False)
     i = state.insert(ts, key, *spec.payload(event))

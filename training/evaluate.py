@@ -103,18 +103,15 @@ def ground_truth_report(truth: pd.DataFrame, y_rules: np.ndarray, p: np.ndarray,
     return out
 
 
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, probabilities: bool = False) -> float:
-    """Population stability index with quantile bins of the reference (smoothed); for
-    probabilities, equal-width bins on [0, 1] (quantiles of a score piled up near 0 would
-    make sub-0.001 differences look like a shift)."""
+def score_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """Population stability index of two sets of probabilities over equal-width bins on [0, 1]
+    (Laplace-smoothed): quantile bins of a score piled up near 0 would make sub-0.001
+    differences look like a shift. Feature PSI (quantile bins) is drift.stats.psi."""
     if not len(reference) or not len(current):
         return float("nan")
-    edges = np.linspace(0.0, 1.0, bins + 1) if probabilities else \
-        np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        return 0.0
-    r = np.histogram(np.clip(reference, edges[0], edges[-1]), edges)[0] + 0.5
-    c = np.histogram(np.clip(current, edges[0], edges[-1]), edges)[0] + 0.5
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    r = np.histogram(np.clip(reference, 0.0, 1.0), edges)[0] + 0.5
+    c = np.histogram(np.clip(current, 0.0, 1.0), edges)[0] + 0.5
     r, c = r / r.sum(), c / c.sum()
     return float(np.sum((c - r) * np.log(c / r)))
 

@@ -51,12 +51,17 @@ def _float_input(n: int, onnxmltools: bool = False) -> list:
 
 # -- XGBoost ------------------------------------------------------------------------------
 @dataclass
-class _Xgb:
+class _Estimator:
+    """A scikit-learn-style classifier; P(fraud) is its second probability column."""
+
     estimator: Any
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
 
+
+@dataclass
+class _Xgb(_Estimator):
     def to_onnx(self, n_features: int) -> Any:
         from onnxmltools import convert_xgboost
 
@@ -93,12 +98,7 @@ def _fit_xgb(X, y, X_val, y_val, params, seed, pos_weight) -> _Xgb:  # noqa: N80
 
 # -- LightGBM ----------------------------------------------------------------------------
 @dataclass
-class _Lgbm:
-    estimator: Any
-
-    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
-
+class _Lgbm(_Estimator):
     def to_onnx(self, n_features: int) -> Any:
         from onnxmltools import convert_lightgbm
 
@@ -157,12 +157,8 @@ def float32_thresholds(booster: Any) -> Any:
 
 # -- scikit-learn ------------------------------------------------------------------------
 @dataclass
-class _Sk:
-    estimator: Any
+class _Sk(_Estimator):
     linear: bool = False
-
-    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
 
     def to_onnx(self, n_features: int) -> Any:
         from skl2onnx import convert_sklearn

@@ -233,7 +233,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
 
     with timer.step("comparing with the champion"):
         champ_metrics, champ_p, champ_imp, champ_note, champ_version = _champion_view(name, ds.features, Xte, yte)
-    psi_champ = evaluate.psi(champ_p, p_test, probabilities=True) if champ_p is not None else None
+    psi_champ = evaluate.score_psi(champ_p, p_test) if champ_p is not None else None
     overlap = gate.top_overlap(importance, champ_imp) if champ_imp is not None and len(champ_imp) == len(importance) \
         else None
     verdict = gate.evaluate(metrics, None if cfg.model_type == "logistic_regression" else base_metrics, champ_metrics,

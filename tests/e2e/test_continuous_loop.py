@@ -137,8 +137,6 @@ def test_without_a_shift_the_monitor_stays_quiet(loop: Loop) -> None:
     champion = _served(loop)
     start = loop.phase("none")
     rec = loop.monitor(start).once()
-    print("control:", {k: rec["evidence"][k] for k in ("scores_seen", "drift_status", "score_psi", "recent_recall",
-                                                      "champion_recall", "performance_severity", "errors")})
     ev = rec["evidence"]
     assert ev["scores_seen"] >= PHASE, rec
     assert rec["triggers"] == [] and rec["action"] == "none", rec
@@ -152,8 +150,6 @@ def test_a_real_shift_retrains_promotes_and_is_served(loop: Loop, tmp_path: Path
     start = loop.phase("amount_shift")
     began = time.monotonic()
     rec = loop.monitor(start).once()
-    print("shift:", rec["triggers"], rec["evidence"]["drifted_key_features"], rec["evidence"]["score_psi"],
-          rec.get("gate"), rec.get("version"), f"{time.monotonic() - began:.0f} s")
     assert "drift" in rec["triggers"] and "amount" in rec["evidence"]["drifted_key_features"], rec
     assert rec["action"] == "retrained" and rec["gate"] == "passed", rec
     new = str(rec["version"])

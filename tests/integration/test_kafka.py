@@ -94,7 +94,6 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     import json
     import threading
     import time
-    import urllib.request
     import uuid
 
     import numpy as np
@@ -140,9 +139,8 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     assert report["labels"] == n  # every label joined to its score, whichever came first
     assert report["online"]["auc"] > 0.8 and report["per_scenario"]["slow_drain"]["champion_recall"] == 0.0
     # the same numbers on the learner's Prometheus endpoint
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
+    samples = health.prometheus_samples(f"http://127.0.0.1:{port}/metrics")
+    assert samples is not None
     assert samples['online_labels_total{is_fraud="true"}'] + samples['online_labels_total{is_fraud="false"}'] == n
     assert samples['online_auc{model="online"}'] == pytest.approx(report["recent"]["online"]["auc"])
     assert samples['online_recall{model="champion",scenario="slow_drain"}'] == 0.0

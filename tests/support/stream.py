@@ -100,14 +100,9 @@ class WorkerProcess:
         return self
 
     def metric(self, name: str) -> float:
-        import urllib.request
-
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read()
-        except OSError:
-            return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+        """Sum of the metric's samples (0 while the worker does not answer)."""
+        values = health.prometheus_values(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        return (values or {}).get(name, 0.0)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

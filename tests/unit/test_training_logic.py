@@ -172,11 +172,11 @@ def test_calibration_improves_a_miscalibrated_score() -> None:
     assert evaluate.ece(y, cal(raw)) < evaluate.ece(y, raw) / 3
 
 
-def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+def test_score_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
     rng = np.random.default_rng(4)
-    a = rng.normal(size=20_000)
-    assert evaluate.psi(a, rng.normal(size=20_000)) < 0.01
-    assert evaluate.psi(a, rng.normal(1.0, 1.0, size=20_000)) > 0.25
+    a = rng.beta(1, 30, size=20_000)
+    assert evaluate.score_psi(a, rng.beta(1, 30, size=20_000)) < 0.01
+    assert evaluate.score_psi(a, rng.beta(3, 10, size=20_000)) > 0.25
 
 
 def test_purchase_labels_look_ahead_within_the_session_only() -> None:
