@@ -34,7 +34,9 @@ def test_pipeline_topics_exist(kafka_bootstrap: str) -> None:
 
 
 def test_round_trip_keeps_every_event_and_per_key_order(kafka_bootstrap: str, unique_topic: str) -> None:
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "acks": "all"})
+    # idempotence, as every producer of the pipeline uses: without it a retried batch can land
+    # after a later one (seen once in CI), and Kafka promises per-key order only with it
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True})
     sent = [{"event_id": str(uuid.uuid4()), "card_id": f"c{i % 17}", "seq": i} for i in range(2000)]
     for ev in sent:
         producer.produce(unique_topic, key=ev["card_id"], value=orjson.dumps(ev))
