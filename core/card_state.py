@@ -82,6 +82,15 @@ class EventState:
             setattr(view, name, list(getattr(self, name)))
         return view, view.insert(ts, key, *payload)
 
+    def without(self, ts: int, key: int) -> Self:
+        """A copy without the event (ts, key) (this state is untouched; ``last_ts`` kept)."""
+        view = copy.copy(self)
+        i = self.prefix_len(ts, key, inclusive=False)
+        for name in ("ts", "key", *self.PAYLOAD):
+            col = getattr(self, name)
+            setattr(view, name, col[:i] + col[i + 1:])
+        return view
+
     def trim(self, horizon_ts: int, max_events: int) -> None:
         """Drop events at or before ``horizon_ts`` and beyond ``max_events`` (oldest first)."""
         expired = bisect_right(self.ts, horizon_ts)

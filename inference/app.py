@@ -16,12 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import feast_store
 from core.settings import StackSettings
 from inference import scoring
 from inference.model import ModelHolder
-from inference.schemas import BatchRequest, BatchResponse, ModelInfo, Problem, Score, Transaction
+from inference.schemas import BatchResponse, ModelInfo, Problem, Score, Transaction, batch_request
 from inference.scoring import Unavailable as ServiceUnavailable
 from inference.settings import InferenceSettings
 from streaming.read import CardFeatureReader
@@ -42,28 +43,65 @@ class Metrics:
         self.model_version = Gauge("inference_model_version", "served model version", ["name", "alias"], registry=r)
         self.reloads = Counter("inference_reloads_total", "model reloads", ["result"], registry=r)
         self.dropped = Counter("inference_scores_dropped_total", "scores not published", ["reason"], registry=r)
+        self.skewed = Counter("inference_event_time_skew_total",
+                              "requests whose event_time is further from the server's time than allowed", registry=r)
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from the body stream; an HTTPException so that FastAPI's body parsing lets it
+    through (it turns any other error into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body larger than {limit} bytes")
 
 
 class BodyLimit:
-    """413 for a declared body above the limit, before anything reads it. Plain ASGI:
-    Starlette's BaseHTTPMiddleware costs a task and queue per request."""
+    """413 for a body above the limit: a declared Content-Length is refused before anything
+    reads it, and the bytes of a chunked (or understated) body are counted as they arrive.
+    Plain ASGI: Starlette's BaseHTTPMiddleware costs a task and queue per request."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
+    async def _refuse(self, send: Any) -> None:
+        body = orjson.dumps({"detail": f"body larger than {self.limit} bytes"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if not value.isdigit() or int(value) > self.limit:
-                        body = orjson.dumps({"detail": f"body larger than {self.limit} bytes"})
-                        await send({"type": "http.response.start", "status": 413,
-                                    "headers": [(b"content-type", b"application/json"),
-                                                (b"content-length", str(len(body)).encode())]})
-                        await send({"type": "http.response.body", "body": body})
-                        return
-                    break
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await self._refuse(send)
+                    return
+                break
+        seen, started = 0, False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(self.limit)
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if started:
+                raise
+            await self._refuse(send)
 
 
 def create_app(stack: StackSettings | None = None, settings: InferenceSettings | None = None,
@@ -102,7 +140,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                                                 lambda why: metrics.dropped.labels(why).inc())
         state["scorer"] = scoring.Scorer(holder, state["reader"], cfg, state.get("publisher"),
                                          on_fetch=metrics.feature_fetch.observe,
-                                         on_decision=lambda d: metrics.decisions.labels(d).inc())
+                                         on_decision=lambda d: metrics.decisions.labels(d).inc(),
+                                         on_skew=metrics.skewed.inc)
         task = asyncio.create_task(watch()) if cfg.poll_interval_s > 0 else None
         yield
         if task:
@@ -152,11 +191,10 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     async def score(txn: Transaction) -> Response:
         return as_json(observed("score", lambda: state["scorer"].score([txn])[0]))
 
+    batch_model = batch_request(cfg.max_batch)
+
     @app.post("/v1/score/batch", response_model=BatchResponse, summary="Score up to INFERENCE_MAX_BATCH transactions")
-    async def score_batch(req: BatchRequest) -> Response:
-        if len(req.transactions) > cfg.max_batch:
-            return JSONResponse({"detail": f"at most {cfg.max_batch} transactions per batch, got "
-                                           f"{len(req.transactions)}"}, status_code=422)
+    async def score_batch(req: batch_model) -> Response:  # type: ignore[valid-type]
         return as_json({"scores": observed("score_batch", lambda: state["scorer"].score(req.transactions))})
 
     @app.get("/v1/features/card/{card_id}", summary="A card's window features as of now (or ?at=epoch ms)")
@@ -211,6 +249,15 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
             raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
         if token is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
             raise HTTPException(403, "wrong token" if token else "admin calls are disabled: set INFERENCE_ADMIN_TOKEN")
+
+    @app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[Depends(admin)],
+              summary="Re-score transactions as of their own event_time (operators; not published)")
+    async def rescore_batch(req: batch_model) -> Response:  # type: ignore[valid-type]
+        txns = req.transactions
+        if any(t.event_time is None for t in txns):
+            return JSONResponse({"detail": "re-scoring needs every transaction's event_time"}, status_code=422)
+        return as_json({"scores": observed("rescore_batch", lambda: state["scorer"].score(
+            txns, at=[t.event_time for t in txns], publish=False))})
 
     @app.post("/v1/admin/reload", summary="Reload the model alias now", dependencies=[Depends(admin)])
     def admin_reload() -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from core.contracts import CURRENCIES
 
@@ -26,7 +26,9 @@ class Transaction(BaseModel):
 
     event_id: Annotated[str, Field(min_length=8, max_length=64)]
     event_time: Annotated[int | None, Field(ge=946_684_800_000, le=4_102_444_800_000,
-                                            description="epoch ms (UTC); default: now")] = None
+                                            description="epoch ms (UTC), as the client claims it: recorded and "
+                                                        "checked against the server's time; live scores are "
+                                                        "read at the server's time")] = None
     card_id: Id
     user_id: Id
     merchant_id: Id
@@ -51,7 +53,14 @@ class Transaction(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(**Strict)
-    transactions: Annotated[list[Transaction], Field(min_length=1)]
+    transactions: Annotated[list[Transaction], Field(min_length=1, max_length=10_000)]
+
+
+def batch_request(max_batch: int) -> type[BatchRequest]:
+    """The batch schema capped at ``max_batch`` items: the cap is in the schema (and the
+    OpenAPI document), and validation stops at the first item past it."""
+    return create_model("BatchRequest", __base__=BatchRequest,  # type: ignore[call-overload, no-any-return]
+                        transactions=(Annotated[list[Transaction], Field(min_length=1, max_length=max_batch)], ...))
 
 
 class Reason(BaseModel):
@@ -73,6 +82,10 @@ class Score(BaseModel):
                                                "windows count 0 and seconds_since_last_txn is 7 days")
     features_stale: bool = Field(description="newest event older than INFERENCE_STALE_AFTER_S")
     shadow: dict[str, float | str] | None = None
+    scored_at: int = Field(description="the time the features were read at (epoch ms): the server's time, or "
+                                       "the event time on the admin re-scoring path")
+    event_time_skew_ms: int | None = Field(description="the request's event_time minus scored_at; null without one")
+    event_time_flagged: bool = Field(description="|event_time_skew_ms| above INFERENCE_MAX_EVENT_TIME_SKEW_S")
     latency_ms: float
 
 

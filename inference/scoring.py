@@ -29,7 +29,13 @@ class Prepared:
 
 
 def prepare(state: CardState, last_event_time: int | None, txn: Any, t_ms: int) -> Prepared:
+    """Model inputs of ``txn`` read at ``t_ms``: the card's windows as of just before the
+    transaction. A retry of a transaction the stream already holds at another time (its
+    claimed event time; live requests are read at server time) is left out of its own view."""
     key = event_key(txn.event_id)
+    claimed = getattr(txn, "event_time", None)
+    if claimed is not None and claimed != t_ms and state.contains(claimed, key):
+        state = state.without(claimed, key)
     before = state.prefix_len(t_ms, key, inclusive=False)
     features = with_request(window_features(state, t_ms, before), txn.amount, t_ms)
     if state.contains(t_ms, key):  # a retry: the state already holds it
@@ -97,12 +103,16 @@ class Scorer:
     """The one scoring path: the HTTP API and the stream scorer both call ``score``."""
 
     def __init__(self, holder: ModelHolder, reader: Any, cfg: Any, publisher: Any = None,
-                 on_fetch: Any = None, on_decision: Any = None) -> None:
+                 on_fetch: Any = None, on_decision: Any = None, on_skew: Any = None) -> None:
         self.holder, self.reader, self.cfg, self.publisher = holder, reader, cfg, publisher
         self.on_fetch = on_fetch or (lambda _s: None)
+        self.on_skew = on_skew or (lambda: None)
         self.on_decision = on_decision or (lambda _d: None)
 
-    def score(self, txns: list[Any]) -> list[dict[str, Any]]:
+    def score(self, txns: list[Any], at: list[int] | None = None, publish: bool = True) -> list[dict[str, Any]]:
+        """Score at the server's time (``at``: the read time of each transaction instead, for
+        the pipeline's own events and authenticated re-scoring). A request's own event_time
+        never chooses the read time: it is recorded, and a skew beyond the setting flagged."""
         t0 = time.perf_counter()
         model = self.holder.current  # one reference for the whole request: no mixed models
         if model is None:
@@ -116,15 +126,21 @@ class Scorer:
             raise Unavailable(f"online feature store unavailable: {type(exc).__name__}: {exc}") from exc
         self.on_fetch(time.perf_counter() - f0)
         now = now_ms()
-        prepared = [prepare(*states[t.card_id], t, t.event_time or now) for t in txns]
+        times = at if at is not None else [now] * len(txns)
+        prepared = [prepare(*states[t.card_id], t, ti) for t, ti in zip(txns, times, strict=True)]
         X = np.asarray([p.row for p in prepared], dtype=np.float32)  # noqa: N806
         probs = model.score(X)
         shadow = challenger.score(X) if challenger is not None else None
         bands = model.metadata.get("risk_bands", {})
         cfg = self.cfg
         out = []
+        max_skew_ms = cfg.max_event_time_skew_s * 1000
         for i, (t, p) in enumerate(zip(txns, prepared, strict=True)):
             prob = float(probs[i])
+            skew = (t.event_time - times[i]) if t.event_time is not None else None
+            flagged = skew is not None and abs(skew) > max_skew_ms
+            if flagged:
+                self.on_skew()
             decision = decide(prob, model.threshold, cfg.decline_at)
             age = (now - p.last_event_time) if p.last_event_time is not None else None
             rec = {"event_id": t.event_id, "card_id": t.card_id, "fraud_probability": prob, "decision": decision,
@@ -134,13 +150,15 @@ class Scorer:
                    "features_stale": age is not None and age > cfg.stale_after_s * 1000,
                    "shadow": ({"model_version": challenger.version, "fraud_probability": float(shadow[i])}
                               if shadow is not None and challenger is not None else None),
+                   "scored_at": times[i], "event_time_skew_ms": skew, "event_time_flagged": flagged,
                    "latency_ms": (time.perf_counter() - t0) * 1000}
             self.on_decision(decision)
             out.append(rec)
-            if self.publisher is not None:
+            if self.publisher is not None and publish:
                 self.publisher.publish(t.card_id, {
-                    "event_id": t.event_id, "card_id": t.card_id, "event_time": t.event_time or now,
-                    "scored_at": now, "fraud_probability": prob, "decision": decision,
+                    "event_id": t.event_id, "card_id": t.card_id, "event_time": times[i],
+                    "claimed_event_time": t.event_time, "scored_at": now, "fraud_probability": prob,
+                    "decision": decision,
                     "model_name": model.name, "model_version": model.version,
                     "features": dict(zip(model.features, p.row, strict=True)),
                     "shadow": rec["shadow"], "latency_ms": rec["latency_ms"]})

@@ -33,6 +33,9 @@ class InferenceSettings(BaseSettings):
     #: capacity a worker sheds load instead of queueing everyone into timeouts
     max_concurrency: int = Field(64, ge=1)
     reasons: int = Field(3, ge=0, le=10)
+    #: a request whose event_time differs from the server's time by more than this is flagged
+    #: (response, inference_event_time_skew_total); it never chooses the read time
+    max_event_time_skew_s: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
     def _token_in_production(self) -> InferenceSettings:

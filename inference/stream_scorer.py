@@ -39,7 +39,7 @@ class StreamScorer:
         self.consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group,
                                   "auto.offset.reset": "latest", "enable.auto.commit": False})
         self.stop = threading.Event()
-        self.counts = {"consumed": 0, "scored": 0, "skipped": 0, "invalid": 0}
+        self.counts = {"consumed": 0, "scored": 0, "skipped": 0, "invalid": 0, "future": 0}
 
     def _drop(self, _why: str) -> None:
         self.dropped += 1
@@ -74,13 +74,17 @@ class StreamScorer:
                     except InvalidEvent:
                         self.counts["invalid"] += 1  # the stream worker dead-letters it
                         continue
+                    if txn.event_time > time.time() * 1000 + self.cfg.max_event_time_skew_s * 1000:
+                        self.counts["future"] += 1  # the stream worker dead-letters it
+                        continue
                     if self._sampled(txn):
                         txns.append(txn)
                     else:
                         self.counts["skipped"] += 1
                 if txns:
                     try:
-                        self.scorer.score(txns)
+                        # the pipeline's own events: read as of each one's (checked) event time
+                        self.scorer.score(txns, at=[t.event_time for t in txns])
                     except Unavailable as exc:  # retry the same records: do not commit
                         log.warning("%s; retrying in 2 s", exc.detail)
                         self._rewind(msgs)

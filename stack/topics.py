@@ -1,16 +1,21 @@
-"""Create the pipeline's topics idempotently (and grow their partition count if asked)."""
+"""Create the pipeline's topics idempotently (and grow an unkeyed topic's partition count if
+asked). A keyed topic is never grown: its records' partitions follow the key's hash, and each
+entity's window state lives in the changelog partition of its source partition, so more
+partitions would send a card's next events to a worker that does not hold its state."""
 
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from core.settings import KEYED_TOPICS
 from stack.errors import StackError
 
 
 def ensure_topics(bootstrap: str, names: tuple[str, ...] | list[str], partitions: int,
-                  timeout_s: float = 30) -> dict[str, str]:
-    """Return topic -> what happened ("created", "exists", "grown to N")."""
+                  timeout_s: float = 30, keyed: frozenset[str] | set[str] = KEYED_TOPICS) -> dict[str, str]:
+    """Return topic -> what happened ("created", "exists", "grown to N"). Raises StackError
+    rather than grow a topic in ``keyed``."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout_s).topics
     result: dict[str, str] = {}
@@ -28,6 +33,13 @@ def ensure_topics(bootstrap: str, names: tuple[str, ...] | list[str], partitions
                     raise StackError(f"creating topic {name!r} failed: {exc}") from exc
                 result[name] = "exists"
     grow = [n for n in names if n in existing and len(existing[n].partitions) < partitions]
+    refused = [n for n in grow if n in keyed]
+    if refused:
+        have = ", ".join(f"{n} has {len(existing[n].partitions)}" for n in refused)
+        raise StackError(f"refusing to grow keyed topics to {partitions} partitions ({have}): a key's partition "
+                         "would change and the stream state of its entities would be on the wrong partition; "
+                         "keep STACK_TOPIC_PARTITIONS as it was, or recreate the topics and rebuild the state "
+                         "(make clean, then backfill)")
     if grow:
         for name, fut in admin.create_partitions([NewPartitions(n, partitions) for n in grow]).items():
             fut.result()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pandas as pd
@@ -21,15 +22,17 @@ from tqdm import tqdm
 from core.card_state import EventState
 from core.contracts import InvalidEvent, decode
 from streaming.entities import CARD, EntitySpec, event_row
-from streaming.processor import ProcessorConfig, process
+from streaming.processor import Outcome, ProcessorConfig, process
 from streaming.sinks import OfflineLog
 
 CHUNK = 50_000
 
 
-def from_topic(bootstrap: str, topic: str, since_ms: int | None = None) -> tuple[Iterator[bytes], int]:
+def from_topic(bootstrap: str, topic: str, since_ms: int | None = None,
+               timestamps: bool = False) -> tuple[Iterator[Any], int]:
     """Every record of the topic up to its current end, partition by partition (with
-    ``since_ms``: only those with a Kafka timestamp at or after it)."""
+    ``since_ms``: only those with a Kafka timestamp at or after it). With ``timestamps``,
+    (value, record timestamp in ms) pairs: the ingest time the worker judged them by."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"backfill-{time.time_ns()}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -50,7 +53,7 @@ def from_topic(bootstrap: str, topic: str, since_ms: int | None = None) -> tuple
                 ends[tp.partition] = (max(low, tp.offset), high)
     total = sum(h - lo for lo, h in ends.values())
 
-    def records() -> Iterator[bytes]:
+    def records() -> Iterator[Any]:
         try:
             for p, (low, high) in sorted(ends.items()):
                 consumer.assign([TopicPartition(topic, p, low if since_ms is not None else OFFSET_BEGINNING)])
@@ -60,7 +63,7 @@ def from_topic(bootstrap: str, topic: str, since_ms: int | None = None) -> tuple
                     for m in msgs:
                         value, offset = m.value(), m.offset()
                         if m.error() is None and value is not None:
-                            yield value
+                            yield (value, m.timestamp()[1]) if timestamps else value
                         if offset is not None and offset >= high - 1:
                             done = True
                     if done:
@@ -82,13 +85,15 @@ def from_parquet(path: Path, spec: EntitySpec = CARD) -> tuple[list[msgspec.Stru
     return events, len(events)
 
 
-def run(events: Iterator[bytes | msgspec.Struct], total: int, out: OfflineLog, cfg: ProcessorConfig,
+def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int, out: OfflineLog, cfg: ProcessorConfig,
         progress: bool = True, spec: EntitySpec = CARD) -> dict[str, int]:
-    """Process every event and append its rows; returns counts by outcome."""
+    """Process every event and append its rows; returns counts by outcome. An item is an
+    event, its raw bytes, or (raw bytes, ingest time in ms) as ``from_topic`` gives them
+    with ``timestamps`` (without one, the ingest time is the wall clock now)."""
     states: dict[str, EventState] = {}
     event_rows: list[dict] = []
     feature_rows: list[dict] = []
-    counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "invalid": 0}
+    counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "future": 0, "invalid": 0}
     revision = time.time_ns() // 1000  # later than anything the stream wrote before
 
     def write() -> None:
@@ -98,6 +103,9 @@ def run(events: Iterator[bytes | msgspec.Struct], total: int, out: OfflineLog, c
         feature_rows.clear()
 
     for item in tqdm(events, total=total, desc="backfill", unit="ev", disable=not progress):
+        ingest = None
+        if isinstance(item, tuple):
+            item, ingest = item
         if isinstance(item, bytes):
             try:
                 item = decode(item, spec.event_type)
@@ -105,8 +113,10 @@ def run(events: Iterator[bytes | msgspec.Struct], total: int, out: OfflineLog, c
                 counts["invalid"] += 1
                 continue
         state = states.setdefault(getattr(item, spec.join_key), spec.state_type())
-        res = process(state, item, cfg, revision, spec)
+        res = process(state, item, cfg, revision, spec, ingest_ms=ingest)
         counts[str(res.outcome)] += 1
+        if res.outcome is Outcome.FUTURE:
+            continue
         event_rows.append(event_row(item))
         feature_rows.extend(res.feature_rows)
         if len(feature_rows) >= CHUNK:

@@ -22,6 +22,8 @@ class StreamingSettings(BaseSettings):
     #: offline parquet files are written at most this often (bigger files, same guarantees)
     offline_flush_interval_s: float = Field(2.0, gt=0)
     allowed_lateness_ms: int = Field(60_000, ge=0)
+    #: an event dated more than this after its ingest time goes to dead letters
+    max_future_skew_ms: int = Field(300_000, ge=0)
     max_events_per_card: int = Field(5_000, ge=10)
     metrics_port: int = Field(6066, ge=0, le=65535)
     #: the worker's own Kafka consumer settings

@@ -56,7 +56,7 @@ class Pipeline:
 class FeatureWorker:
     def __init__(self, stack: StackSettings, cfg: StreamingSettings) -> None:
         self.stack, self.cfg = stack, cfg
-        self.proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card)
+        self.proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms)
         self.metrics = WorkerMetrics()
         self.app = faust.App(
             cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
@@ -129,9 +129,24 @@ class FeatureWorker:
             self._dead_letter(msg, str(exc))
             return
         entity_id = getattr(ev, p.spec.join_key)
+        key = msg.key if isinstance(msg.key, bytes | None) else bytes(msg.key)
+        if key != entity_id.encode():
+            # The table's partition is the key's: a record keyed otherwise would update a
+            # state this partition does not own (and skip the one it should).
+            self._dead_letter(msg, f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
+            return
+        # Ingest time: the record's timestamp, never later than this worker's clock (a
+        # producer-set timestamp in the future cannot stretch the skew allowance).
+        wall = int(now_ms())
+        ingest = min(int(msg.timestamp * 1000), wall) if msg.timestamp else wall
         state = p.spec.state_type.unpack(p.table.get(entity_id))
-        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec)
+        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest)
         p.events_out[result.outcome].inc()
+        if result.outcome is Outcome.FUTURE:
+            self._dead_letter(msg, f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
+                                   f"ingest time {ingest} (more than the allowed skew of "
+                                   f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
+            return
         # Logged again on a replay too: its first copy may not have reached the disk
         # (readers drop duplicate event ids).
         p.event_rows.append(event_row(ev))

@@ -14,6 +14,7 @@ from core.contracts import CLICKS, TRANSACTIONS
 from core.settings import StackSettings
 from streaming.generators.clicks import ClickStream
 from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, TransactionStream
+from streaming.generators.world import diurnal_weight
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=None,
                    help="live mode: about this many transactions per second (modulated by the daily "
                         "cycle), event time = now (default: as fast as possible, event time simulated "
-                        "from --start at --sim-rate)")
+                        "from --start at --sim-rate; simulated time never passes the wall clock: once it "
+                        "catches up, the generator waits for it, as in live mode)")
     p.add_argument("--count", type=int, default=None, help="stop after this many transactions")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--users", type=int, default=2_000)
@@ -35,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feedback-delay-s", type=float, default=60.0,
                    help="delay of the ground truth on fraud-feedback (event time)")
     p.add_argument("--drift-scenario", choices=DRIFT_SCENARIOS, default="none")
-    p.add_argument("--start", type=int, default=None, help="first event time, epoch ms (default now)")
+    p.add_argument("--start", type=int, default=None,
+                   help="first event time, epoch ms (default: live mode now; simulated with --count, far "
+                        "enough back that the run ends about now; simulated with --duration only, 24 h ago)")
     p.add_argument("--sim-rate", type=float, default=50.0,
                    help="event-time rate of legit traffic when not rate-limited (events/s)")
     p.add_argument("--kind", choices=["transactions", "clicks"], default="transactions",
@@ -43,10 +47,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", default=None, help="override the topic (default: transactions or clicks)")
 
 
+def simulated_start(count: int | None, sim_rate: float, kind: str, now_ms: int) -> int:
+    """The first event time of a simulated run so that it ends about now: its expected event-time
+    span (legit traffic follows the daily cycle, whose mean weight scales the rate; a click
+    session makes about 6 clicks at a sixth of the rate) or 24 h when only --duration bounds it."""
+    if count is None:
+        return now_ms - 24 * 3_600_000
+    mean_weight = sum(diurnal_weight(h, d >= 5) for h in range(24) for d in range(7)) / 168
+    per_s = sim_rate * mean_weight if kind == "transactions" else sim_rate
+    return now_ms - int(count / per_s * 1000)
+
+
 def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
     if args.count is None and args.duration is None and args.rate is None:
         raise SystemExit("error: give --count, --duration or --rate (a live generator)")
     live = args.rate is not None
+    if args.start is None and not live:
+        args.start = simulated_start(args.count, args.sim_rate, args.kind, int(time.time() * 1000))
     if args.seed is None:
         args.seed = int(time.time_ns() % 2**31) if live else 42
         console.print(f"seed {args.seed}")
@@ -78,7 +95,9 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                     producer.poll(0.05)
 
         for rec in stream:
-            if live:  # event time follows the wall clock: wait for it
+            # Event time never runs ahead of the wall clock (the stream rejects events dated
+            # beyond its skew allowance): live mode always waits, simulated time once caught up.
+            if rec.event_time > time.time() * 1000:
                 ahead = rec.event_time / 1000.0 - time.time()
                 if ahead > 0:
                     producer.poll(0)
@@ -95,14 +114,18 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                                   f"{stream.stats}")
             if (args.count and n_txn >= args.count) or (deadline and time.monotonic() >= deadline):
                 break
+        unsent = 0
         if not live:
             for rec in stream.drain():
+                if rec.event_time > time.time() * 1000:  # a scenario's rest would be future-dated
+                    unsent += 1
+                    continue
                 send(rec)
         progress.update(task, completed=n_txn)
     left = producer.flush(60)
     elapsed = time.monotonic() - t0
     console.print(f"produced {n_txn:,} {args.kind} in {elapsed:.1f} s ({n_txn / elapsed:,.0f}/s); "
-                  f"{stream.stats}")
+                  f"{stream.stats}" + (f"; {unsent} scheduled records dated after now not sent" if unsent else ""))
     if left:
         console.print(f"[red]error:[/] {left} records were not delivered")
         return 1

@@ -69,8 +69,11 @@ def _body(row: dict) -> dict:
 def test_online_scores_equal_offline_scores_of_the_same_transactions(served: tuple) -> None:
     client, settings, name, _ = served
     df = _offline(settings, 100)
-    resp = client.post("/v1/score/batch", json={"transactions": [_body(r) for r in df.to_dict("records")]})
+    # historical re-scoring (as of each transaction's own time) is the operators' path
+    resp = client.post("/v1/admin/rescore/batch", json={"transactions": [_body(r) for r in df.to_dict("records")]},
+                       headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200, resp.text
+    assert all(s["scored_at"] == int(t) for s, t in zip(resp.json()["scores"], df["event_time"], strict=True))
     online = np.array([s["fraud_probability"] for s in resp.json()["scores"]])
     # offline: the logged "before" features and the transaction's own fields, the same graph
     for col, values in txn_fields_frame(df).items():
@@ -121,6 +124,63 @@ def test_nan_too_big_and_too_many_are_refused(served: tuple) -> None:
                        ).status_code == 413
     many = client.post("/v1/score/batch", json={"transactions": [body] * 101})
     assert many.status_code == 422 and "at most 100" in many.json()["detail"]
+    # the cap is in the schema: items past it are not validated (no error names them)
+    junk = client.post("/v1/score/batch", json={"transactions": [body] * 100 + [{"junk": 1}] * 50})
+    assert junk.status_code == 422 and junk.json()["detail"].startswith("transactions: List should have at most 100")
+    assert client.get("/openapi.json").json()["components"]["schemas"]["BatchRequest"]["properties"][
+        "transactions"]["maxItems"] == 100
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(served: tuple) -> None:
+    client = served[0]
+    sent = []
+
+    def chunks():  # no Content-Length: the body arrives chunked
+        for _ in range(10_000):
+            sent.append(1)
+            yield b" " * 1024
+
+    resp = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "larger than" in resp.json()["detail"]
+
+
+def test_live_scores_are_read_at_server_time_whatever_the_request_claims(served: tuple) -> None:
+    """A caller cannot make a busy card look quiet by dating its request 25 h ahead or an hour
+    back: the features are the card's as of now, and the claimed time is flagged."""
+    from core.card_state import CardState, event_key
+    from streaming.sinks import FeastOnlineSink, OnlineBatch
+
+    client, settings, _, _ = served
+    now = int(time.time() * 1000)
+    card, state = f"busy-{uuid.uuid4().hex[:6]}", CardState()
+    for k in range(8):  # 8 transactions in 3 countries within the last 100 s
+        state.insert(now - 100_000 + k * 12_000, event_key(f"burst-{k:04d}"), 400.0, "DEFP"[k % 3:k % 3 + 2],
+                     f"m-{k}", False)
+    batch = OnlineBatch()
+    batch.put(card, state.pack(), state.last_ts, now)
+    FeastOnlineSink(feast_store.open_store(settings)).write(batch)
+    body = {**_body(_offline(settings, 1).to_dict("records")[0]), "card_id": card, "event_id": str(uuid.uuid4())}
+    honest = {k: v for k, v in body.items() if k != "event_time"}
+    base = client.post("/v1/score", json=honest).json()
+    rules = {r["name"] for r in base["reasons"] if r["kind"] == "rule"}
+    assert base["feature_age_ms"] < 120_000 and rules, base  # busy: rules fire on the view now
+    assert base["event_time_skew_ms"] is None and base["event_time_flagged"] is False
+
+    def skewed() -> float:
+        text = client.get("/metrics").text
+        line = next(x for x in text.splitlines() if x.startswith("inference_event_time_skew_total"))
+        return float(line.split()[-1])
+
+    before = skewed()
+    for claimed in (now + 25 * 3_600_000, now - 3_600_000):
+        s = client.post("/v1/score", json={**body, "event_time": claimed}).json()
+        assert s["fraud_probability"] == pytest.approx(base["fraud_probability"], abs=1e-6)
+        assert {r["name"] for r in s["reasons"] if r["kind"] == "rule"} == rules
+        assert s["event_time_flagged"] is True and abs(s["event_time_skew_ms"] - (claimed - now)) < 60_000
+    close = client.post("/v1/score", json={**body, "event_time": now}).json()
+    assert close["event_time_flagged"] is False
+    assert skewed() - before == 2
+    assert client.post("/v1/admin/rescore/batch", json={"transactions": [body]}).status_code == 401
 
 
 def test_admin_calls_need_the_token(served: tuple) -> None:

@@ -166,3 +166,17 @@ def test_from_topic_reads_everything_or_only_what_was_published_since(kafka_boot
     assert total == 20 and got == sorted(f"new-{i}" for i in range(20))
     records, total = from_topic(kafka_bootstrap, unique_topic, since_ms=int(time.time() * 1000) + 60_000)
     assert total == 0 and list(records) == []
+
+
+def test_a_keyed_topic_is_never_grown(kafka_bootstrap: str) -> None:
+    """Growing a keyed topic would move keys to partitions whose workers lack their state."""
+    from stack.errors import StackError
+    from stack.topics import ensure_topics
+
+    keyed, plain = f"keyed-{uuid.uuid4().hex[:6]}", f"plain-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, [keyed, plain], partitions=2, keyed={keyed})
+    with pytest.raises(StackError, match="refusing to grow keyed topics"):
+        ensure_topics(kafka_bootstrap, [keyed], partitions=4, keyed={keyed})
+    assert ensure_topics(kafka_bootstrap, [plain], partitions=4, keyed={keyed}) == {plain: "grown to 4"}
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert len(topics[keyed].partitions) == 2 and len(topics[plain].partitions) == 4

@@ -106,7 +106,7 @@ def test_features_online_and_offline_equal_the_brute_force(
 
     # The batch backfill from the same topic runs the same code: identical feature rows.
     out = tmp_path / "backfill"
-    events, total = backfill.from_topic(kafka_bootstrap, topics[0])
+    events, total = backfill.from_topic(kafka_bootstrap, topics[0], timestamps=True)
     counts = backfill.run(events, total, OfflineLog(out), ProcessorConfig(LATENESS_MS), progress=False)
     assert counts["invalid"] == exp.bad and counts["too_late"] == exp.too_late
     stream_rows = latest_feature_rows(read_dataset(feast_store.offline_dir(repo, ""), FEATURE_DATASET))
@@ -267,3 +267,55 @@ def test_graceful_shutdown_flushes_pending_writes(
     assert worker.proc is not None and worker.proc.returncode == 0
     want = {e.key for evs in exp.accepted.values() for e in evs}
     assert want <= _offline_keys(repo)
+
+
+def test_crafted_records_cannot_blind_a_card(
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The attacks of issue 12 through a real worker: a record dated 30 years ahead, one
+    dated 10 minutes ahead (a fast producer clock beyond the skew) and one keyed with another
+    card go to dead letters with their reasons; the card's next 12 real transactions (900
+    each, 4 countries) all count."""
+    import time
+
+    from core.contracts import encode
+    from stack import health
+    from streaming.generators.transactions import Record
+
+    def rec(i: int, t: int, key: str = "card-victim", amount: float = 900.0, country: str = "DE") -> Record:
+        tx = Transaction(event_id=f"attack-{i:08d}", event_time=t, card_id="card-victim", user_id="u-1",
+                         merchant_id="m-1", mcc="5411", amount=amount, currency="EUR", country=country, lat=0.0,
+                         lon=0.0, device_id="d-1", ip="10.0.0.1", channel="online")
+        return Record(topics[0], key.encode(), encode(tx), t)
+
+    now = int(time.time() * 1000)
+    attacks = [rec(0, now - 60_000, amount=20.0), rec(1, 3_000_000_000_000), rec(2, now + 600_000),
+               rec(3, now - 30_000, key="card-someone-else")]
+    burst = [rec(10 + k, now + k * 1_000, country=["DE", "FR", "PL", "ES"][k % 4]) for k in range(12)]
+    produce(kafka_bootstrap, topics[0], attacks + burst)
+    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log").start()
+    try:
+        wait_for(lambda: worker.metric("stream_dead_letters_total") >= 3
+                 and worker.metric("stream_events_in_total") >= len(attacks) + len(burst), 120,
+                 "the records processed", [worker])
+        samples = health.prometheus_samples(f"http://127.0.0.1:{worker.metrics_port}/metrics") or {}
+        assert samples.get('stream_events_out_total{outcome="card:future"}') == 2
+        read = CardFeatureReader(feast_store.open_store(repo))
+        wait_for(lambda: read.read(["card-victim"], now + 12_000)[0].features["txn_count_5m"] == 13, 60,
+                 "the burst online")
+    finally:
+        worker.stop()
+    f = read.read(["card-victim"], now + 12_000)[0].features
+    assert f["txn_count_5m"] == 13 and f["unique_countries_5m"] == 4 and f["amount_max_5m"] == 900.0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"dlq-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topics[1]])
+    letters: list[DeadLetter] = []
+    for _ in range(100):
+        letters += [decode(m.value(), DeadLetter) for m in consumer.consume(100, 0.2) if m.error() is None]
+        if len(letters) >= 3:
+            break
+    consumer.close()
+    reasons = sorted(dl.reason for dl in letters)
+    assert len(reasons) == 3, reasons
+    assert sum("after its ingest time" in r for r in reasons) == 2
+    assert sum("record key b'card-someone-else' is not the event's card_id" in r for r in reasons) == 1
