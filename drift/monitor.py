@@ -11,8 +11,12 @@ Triggers:
   training (drift.performance; judged only with enough fraud labels);
 - new pattern: a fraud scenario the champion's training data never showed, or the feedback
   fraud rate above ``MONITOR_FRAUD_RATE_JUMP`` times the rate at training.
-One retrain at a time (a lock file), and none within ``MONITOR_COOLDOWN_S`` of the last, doubled
-after each retrain in a row that the gate refused (up to 16x).
+One retrain per model at a time (a lock file holding the monitor's pid: a lock whose process
+is gone is stale and taken over; SIGTERM ends a running retrain and removes the lock), each
+bounded by ``MONITOR_TRAIN_TIMEOUT_S``, and none within ``MONITOR_COOLDOWN_S`` of the model's
+last, doubled after each retrain in a row that the gate refused or that failed (up to 16x).
+The audit log is shared by models (each record names its model); a line that cannot be read
+(a crash mid-write) is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +62,11 @@ class MonitorSettings(BaseSettings):
     #: the online learner warm-starts a booster challenger every this many labels (0: never)
     warm_start_every: int = Field(5000, ge=0)
     feedback_topic: str = "fraud-feedback"
+    #: a training run taking longer than this is killed (gate "error")
+    train_timeout_s: float = Field(3600.0, gt=0)
+    #: the training program (default: this Python running training/train.py); the monitor
+    #: appends its arguments
+    train_command: list[str] | None = None
 
 
 @dataclass
@@ -99,21 +109,40 @@ def decide(ev: Evidence, cfg: MonitorSettings) -> list[str]:
     return triggers
 
 
-def retrain_history(audit_lines: list[str]) -> tuple[float | None, int]:
-    """(time of the last retrain, retrains the gate refused in a row up to now)."""
+def read_audit(lines: list[str]) -> list[dict[str, Any]]:
+    """The audit records that parse; a torn or corrupt line is skipped with a warning instead
+    of failing every later check."""
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.warning("audit line %d is not valid JSON (a crash mid-write?); skipped", n)
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def retrain_history(records: list[dict[str, Any]], model_name: str | None = None) -> tuple[float | None, int]:
+    """(time of the model's last retrain, its retrains in a row up to now that the gate refused
+    or that failed). Records without a model name (older logs) count for every model."""
     last, refused = None, 0
-    for line in audit_lines:
-        rec = json.loads(line)
-        if rec.get("action") == "retrained":
-            last = rec["at_epoch"]
-            refused = refused + 1 if rec.get("gate") == "refused" else 0
+    for rec in records:
+        if rec.get("action") != "retrained" or (model_name and rec.get("model_name", model_name) != model_name):
+            continue
+        last = rec["at_epoch"]
+        refused = 0 if rec.get("gate") == "passed" else refused + 1
     return last, refused
 
 
 def backoff(cooldown_s: float, refused: int, cap: int = 4) -> float:
     """A shift the champion already handles as well as a retrained model (the gate refused the
-    retrain) keeps firing the drift trigger: wait twice as long after each refusal in a row
-    (at most 2**cap times), so a benign lasting shift does not retrain every cooldown."""
+    retrain) keeps firing the drift trigger: wait twice as long after each refusal (or failed
+    run) in a row (at most 2**cap times), so a benign lasting shift or a broken training run
+    does not retrain every cooldown."""
     return cooldown_s * 2 ** min(refused, cap)
 
 
@@ -123,7 +152,8 @@ class Monitor:
         self.dir = stack.data_dir / "monitor"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.audit_path = self.dir / "audit.jsonl"
-        self.lock = self.dir / "retrain.lock"
+        self.lock = self.dir / f"retrain-{cfg.model_name}.lock"
+        self._training: subprocess.Popen[str] | None = None
 
     # -- evidence -------------------------------------------------------------------------
     def evidence(self) -> Evidence:
@@ -188,52 +218,96 @@ class Monitor:
 
     # -- acting ---------------------------------------------------------------------------
     def last_retrain(self) -> tuple[float | None, int]:
-        """When the last retrain ran, and how many retrains in a row the gate refused."""
-        return retrain_history(self.audit_path.read_text().splitlines() if self.audit_path.exists() else [])
+        """When this model's last retrain ran, and how many in a row were refused or failed."""
+        lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
+        return retrain_history(read_audit(lines), self.cfg.model_name)
 
     def retrain(self, triggers: list[str]) -> dict[str, Any]:
         from stack.services import stack_env
 
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(self.stack)}
-        cmd = [sys.executable, str(REPO_ROOT / "training" / "train.py"), "--model-type", self.cfg.model_type,
+        program = self.cfg.train_command or [sys.executable, str(REPO_ROOT / "training" / "train.py")]
+        cmd = [*program, "--model-type", self.cfg.model_type,
                "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
                "--feedback-topic", self.cfg.feedback_topic, *self.cfg.train_args]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
-        version = next((ln.split(" v")[1].split(",")[0] for ln in out.stdout.splitlines()
+        # its own process group, so that a timeout or our SIGTERM ends it and its children
+        proc = self._training = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                 text=True, cwd=REPO_ROOT, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=self.cfg.train_timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return {"gate": "error", "exit_code": None, "version": None,
+                    "error": f"training timed out after {self.cfg.train_timeout_s:.0f} s (MONITOR_TRAIN_TIMEOUT_S)"}
+        finally:
+            self._training = None
+        version = next((ln.split(" v")[1].split(",")[0] for ln in stdout.splitlines()
                         if ln.startswith("registered ")), None)
-        gate = {0: "passed", 4: "refused"}.get(out.returncode, "error")
-        return {"gate": gate, "exit_code": out.returncode, "version": version,
-                "error": out.stderr.strip().splitlines()[-1] if out.returncode not in (0, 4) and out.stderr else None}
+        gate = {0: "passed", 4: "refused"}.get(proc.returncode, "error")
+        return {"gate": gate, "exit_code": proc.returncode, "version": version,
+                "error": stderr.strip().splitlines()[-1] if proc.returncode not in (0, 4) and stderr.strip() else None}
+
+    def _take_lock(self) -> int | None:
+        """The retrain lock (its file holds our pid), or None while a live process holds it.
+        A lock left by a process that no longer runs (crash, kill -9) is taken over."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = _lock_pid(self.lock)
+                if holder is not None and _alive(holder):
+                    return None
+                log.warning("removing a stale retrain lock (pid %s is not running)", holder)
+                self.lock.unlink(missing_ok=True)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return os.getpid()
+        return None
 
     def once(self) -> dict[str, Any]:
         now = time.time()
         ev = self.evidence()
         triggers = decide(ev, self.cfg)
         rec: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": now,
-                               "triggers": triggers, "evidence": asdict(ev), "action": "none"}
+                               "model_name": self.cfg.model_name, "triggers": triggers, "evidence": asdict(ev),
+                               "action": "none"}
         last, refused = self.last_retrain()
         cooldown = backoff(self.cfg.cooldown_s, refused)
         if triggers and last is not None and now - last < cooldown:
             rec["action"] = "cooldown"
             rec["reason"] = f"last retrain {now - last:.0f} s ago (cooldown {cooldown:.0f} s" + (
-                f", doubled for each of {refused} refused retrains in a row)" if refused else ")")
+                f", doubled for each of {refused} refused or failed retrains in a row)" if refused else ")")
         elif triggers:
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            if self._take_lock() is None:
                 rec["action"] = "skipped"
-                rec["reason"] = "a retrain is already running"
+                rec["reason"] = f"a retrain is already running (pid {_lock_pid(self.lock)})"
             else:
                 try:
-                    os.write(fd, str(os.getpid()).encode())
                     rec.update(action="retrained", **self.retrain(triggers))
+                except SystemExit:  # SIGTERM: recorded, not counted as a retrain (no cooldown)
+                    rec.update(action="interrupted", reason="the monitor was stopped during the retrain")
+                    self._audit(rec)
+                    raise
                 finally:
-                    os.close(fd)
                     self.lock.unlink(missing_ok=True)
                 self._tag(rec)
-        with self.audit_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._audit(rec)
         return rec
+
+    def _audit(self, rec: dict[str, Any]) -> None:
+        """One write of one whole line, flushed to disk."""
+        with self.audit_path.open("a") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def terminate(self) -> None:
+        """SIGTERM: end a running training run and release the lock."""
+        if self._training is not None:
+            _kill_group(self._training)
+        if _lock_pid(self.lock) == os.getpid():
+            self.lock.unlink(missing_ok=True)
 
     def _tag(self, rec: dict[str, Any]) -> None:
         if not rec.get("version"):
@@ -244,6 +318,7 @@ class Monitor:
                                              ",".join(rec["triggers"]))
 
     def run(self) -> None:
+        _exit_on_sigterm(self)
         while True:  # the first check after one interval: a fresh stack needs data first
             time.sleep(self.cfg.interval_s)
             try:
@@ -253,11 +328,51 @@ class Monitor:
                 log.exception("monitor check failed")
 
 
-def last_decisions(stack: StackSettings, n: int = 3) -> list[dict[str, Any]]:
+def _lock_pid(path: Any) -> int | None:
+    try:
+        return int(path.read_text().strip() or "x")
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    except ProcessLookupError:
+        pass
+
+
+def _exit_on_sigterm(monitor: Monitor) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: ending the running retrain, if any, and exiting", signum)
+        monitor.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def last_decisions(stack: StackSettings, n: int = 3, model_name: str | None = None) -> list[dict[str, Any]]:
     path = stack.data_dir / "monitor" / "audit.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()[-n:]]
+    recs = read_audit(path.read_text().splitlines())
+    if model_name:
+        recs = [r for r in recs if r.get("model_name", model_name) == model_name]
+    return recs[-n:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     monitor = Monitor(stack, cfg)
     if args.command == "once":
+        _exit_on_sigterm(monitor)
         print(json.dumps(monitor.once(), indent=2, default=str))
         return 0
     monitor.run()

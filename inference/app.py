@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import feast_store
+from core import feast_store, registry
 from core.settings import StackSettings
 from inference import scoring
 from inference.model import ModelHolder
@@ -43,6 +43,9 @@ class Metrics:
         self.model_version = Gauge("inference_model_version", "served model version", ["name", "alias"], registry=r)
         self.reloads = Counter("inference_reloads_total", "model reloads", ["result"], registry=r)
         self.dropped = Counter("inference_scores_dropped_total", "scores not published", ["reason"], registry=r)
+        self.refusals = Counter("inference_model_refusals_total", "registry versions refused at load (unsigned, "
+                                "bad_signature, tampered, ungated, features, threshold, promotion)", ["reason"],
+                                registry=r)
         self.skewed = Counter("inference_event_time_skew_total",
                               "requests whose event_time is further from the server's time than allowed", registry=r)
 
@@ -109,12 +112,17 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     stack = stack or StackSettings()
     cfg = settings or InferenceSettings()
     metrics = Metrics()
-    holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow)
+    holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
+                         verifier=registry.Verifier.of(stack))
     state: dict[str, Any] = {}
+    counted: dict[str, int] = {}
 
     def reload() -> tuple[bool, str]:
         changed, msg = holder.reload()
         metrics.reloads.labels("changed" if changed else ("failed" if holder.last_error else "unchanged")).inc()
+        for reason, n in holder.refusals.items():
+            metrics.refusals.labels(reason).inc(n - counted.get(reason, 0))
+            counted[reason] = n
         if holder.current is not None:
             metrics.model_version.labels(cfg.model_name, cfg.model_alias).set(float(holder.current.version))
         return changed, msg
@@ -191,11 +199,16 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     async def score(txn: Transaction) -> Response:
         return as_json(observed("score", lambda: state["scorer"].score([txn])[0]))
 
+    # The batch schema is built from the settings: its annotation is set on the functions
+    # (a closure variable cannot be resolved from a postponed annotation).
     batch_model = batch_request(cfg.max_batch)
 
-    @app.post("/v1/score/batch", response_model=BatchResponse, summary="Score up to INFERENCE_MAX_BATCH transactions")
-    async def score_batch(req: batch_model) -> Response:  # type: ignore[valid-type]
+    async def score_batch(req: Any) -> Response:
         return as_json({"scores": observed("score_batch", lambda: state["scorer"].score(req.transactions))})
+
+    score_batch.__annotations__["req"] = batch_model
+    app.post("/v1/score/batch", response_model=BatchResponse,
+             summary="Score up to INFERENCE_MAX_BATCH transactions")(score_batch)
 
     @app.get("/v1/features/card/{card_id}", summary="A card's window features as of now (or ?at=epoch ms)")
     def features(card_id: str, at: int | None = None) -> dict[str, Any]:
@@ -250,14 +263,17 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         if token is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
             raise HTTPException(403, "wrong token" if token else "admin calls are disabled: set INFERENCE_ADMIN_TOKEN")
 
-    @app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[Depends(admin)],
-              summary="Re-score transactions as of their own event_time (operators; not published)")
-    async def rescore_batch(req: batch_model) -> Response:  # type: ignore[valid-type]
+    async def rescore_batch(req: Any, publish: bool = False) -> Response:
         txns = req.transactions
         if any(t.event_time is None for t in txns):
             return JSONResponse({"detail": "re-scoring needs every transaction's event_time"}, status_code=422)
         return as_json({"scores": observed("rescore_batch", lambda: state["scorer"].score(
-            txns, at=[t.event_time for t in txns], publish=False))})
+            txns, at=[t.event_time for t in txns], publish=publish))})
+
+    rescore_batch.__annotations__["req"] = batch_model
+    app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[Depends(admin)],
+             summary="Re-score transactions as of their own event_time (operators; published only with "
+                     "?publish=true, e.g. to replay history into the scores topic)")(rescore_batch)
 
     @app.post("/v1/admin/reload", summary="Reload the model alias now", dependencies=[Depends(admin)])
     def admin_reload() -> dict[str, Any]:

@@ -106,6 +106,10 @@ def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms
     lost = len(feats) - len(df)
     if lost:
         log.warning("%d feature rows have no raw transaction (partial logs?); left out", lost)
+    df, ambiguous = drop_ambiguous_event_ids(df)
+    if ambiguous:
+        log.warning("%d rows carry an event id that also appears on another card; left out (ground truth joins "
+                    "on the event id, so it cannot say which transaction it labels)", ambiguous)
     df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
     if max_samples is not None and len(df) > max_samples:
         df = df.iloc[-max_samples:].reset_index(drop=True)  # the most recent ones
@@ -115,8 +119,18 @@ def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms
     summary = {"rows": len(df), "rows_in_log": n_raw, "cards": int(df["card_id"].nunique()),
                "start": pd.to_datetime(df["event_time"].min(), unit="ms", utc=True).isoformat(),
                "end": pd.to_datetime(df["event_time"].max(), unit="ms", utc=True).isoformat(),
-               "too_late_rows": int((df["status"] == "too_late").sum()), "feature_service": feature_service}
+               "too_late_rows": int((df["status"] == "too_late").sum()), "ambiguous_event_id_rows": ambiguous,
+               "feature_service": feature_service}
     return Dataset(df, list(MODEL_FEATURES), str(root), summary)
+
+
+def drop_ambiguous_event_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Rows whose event id appears on more than one card (a producer bug or a crafted record:
+    the stream keys state by card, so both were processed) are left out, all of them: feedback
+    names the event id only. Returns the rest and how many were dropped."""
+    cards = df.groupby("event_id")["card_id"].transform("nunique")
+    bad = cards > 1
+    return (df[~bad].reset_index(drop=True), int(bad.sum())) if bad.any() else (df, 0)
 
 
 def txn_fields_frame(df: pd.DataFrame) -> pd.DataFrame:

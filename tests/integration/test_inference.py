@@ -3,6 +3,7 @@ training code on stream-produced data."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -64,6 +65,15 @@ def _offline(settings: StackSettings, n: int) -> pd.DataFrame:
 
 def _body(row: dict) -> dict:
     return {k: (int(row[k]) if k == "event_time" else row[k]) for k in TXN_FIELDS}
+
+
+def _replay(client: TestClient, rows: list[dict]) -> None:
+    """Score historical transactions as of their own times and publish the scores, as the
+    stream scorer does live (the operators' path: live requests are read at server time)."""
+    for i in range(0, len(rows), 100):
+        r = client.post("/v1/admin/rescore/batch?publish=true", headers={"Authorization": f"Bearer {TOKEN}"},
+                        json={"transactions": [_body(x) for x in rows[i:i + 100]]})
+        assert r.status_code == 200, r.text
 
 
 def test_online_scores_equal_offline_scores_of_the_same_transactions(served: tuple) -> None:
@@ -397,8 +407,7 @@ def test_drift_check_compares_recent_scores_with_the_champions_reference(served:
     from stack.services import stack_env
 
     client, settings, name, topic = served
-    for r in _offline(settings, 60).to_dict("records"):
-        assert client.post("/v1/score", json=_body(r)).status_code == 200
+    _replay(client, _offline(settings, 60).to_dict("records"))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "160"}
     out = subprocess.run([sys.executable, "drift_check.py", "--model-name", name, "--scores-topic", topic,
                           "--window", "1h", "--json", str(tmp_path / "d.json")], cwd=REPO_ROOT, env=env,
@@ -418,8 +427,7 @@ def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tup
     from drift.monitor import Monitor, MonitorSettings, last_decisions
 
     client, settings, name, topic = served
-    for r in _offline(settings, 40).to_dict("records"):
-        assert client.post("/v1/score", json=_body(r)).status_code == 200
+    _replay(client, _offline(settings, 40).to_dict("records"))
     # the champion counts as overdue at once: the scheduled trigger fires
     cfg = MonitorSettings(model_name=name, scores_topic=topic, min_scores=20, retrain_every_s=0.001,
                           feedback_topic=f"absent-{uuid.uuid4().hex[:6]}",
@@ -427,6 +435,7 @@ def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tup
                                       "--force"])
     monitor = Monitor(settings, cfg)  # the offline log and registry of the served data
     monitor.audit_path.unlink(missing_ok=True)
+    _sigterm_during_a_retrain_leaves_no_lock(monitor, settings)
     before = tracking.load(name, tracking.CHAMPION)
     first = monitor.once()
     assert "scheduled" in first["triggers"] and first["action"] == "retrained", first
@@ -439,8 +448,42 @@ def test_monitor_retrains_on_a_trigger_audits_it_and_then_cools_down(served: tup
     assert second["action"] == "cooldown" and "cooldown" in second["reason"]
     assert not monitor.lock.exists()
     lines = monitor.audit_path.read_text().splitlines()
-    assert len(lines) == 2
-    assert last_decisions(settings)[-1]["action"] == "cooldown"
+    assert [json.loads(x)["action"] for x in lines] == ["interrupted", "retrained", "cooldown"]
+    assert last_decisions(settings, model_name=name)[-1]["action"] == "cooldown"
+
+
+def _sigterm_during_a_retrain_leaves_no_lock(monitor, settings: StackSettings) -> None:
+    """``python -m drift once`` whose training hangs, stopped by SIGTERM: the training process
+    is ended, the lock removed, the stop audited and not counted as a retrain (the caller's
+    next trigger retrains at once, with no cooldown)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.settings import REPO_ROOT
+    from drift.monitor import _alive
+    from stack.services import stack_env
+
+    marker = monitor.dir / "hung-training.pid"
+    hang = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+                                  "time.sleep(600)"]
+    cfg = monitor.cfg
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "MONITOR_MODEL_NAME": cfg.model_name,
+           "MONITOR_SCORES_TOPIC": cfg.scores_topic, "MONITOR_MIN_SCORES": "20", "MONITOR_RETRAIN_EVERY_S": "0.001",
+           "MONITOR_FEEDBACK_TOPIC": cfg.feedback_topic, "MONITOR_TRAIN_COMMAND": json.dumps(hang)}
+    proc = subprocess.Popen([sys.executable, "-m", "drift", "once"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not (marker.exists() and monitor.lock.exists()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the retrain did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not monitor.lock.exists()
+    assert not _alive(int(marker.read_text()))
 
 
 def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
@@ -452,9 +495,7 @@ def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
 
     client, settings, name, topic = served
     rows = _offline(settings, 10_000).to_dict("records")
-    for i in range(0, len(rows), 100):
-        r = client.post("/v1/score/batch", json={"transactions": [_body(x) for x in rows[i:i + 100]]})
-        assert r.status_code == 200
+    _replay(client, rows)
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"w-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])

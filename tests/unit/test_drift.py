@@ -269,16 +269,65 @@ def test_cli_reports_performance_from_a_labelled_current_file(tmp_path: Path) ->
     assert "Performance on fraud feedback" in (tmp_path / "p.html").read_text()
 
 
-def test_refused_retrains_in_a_row_back_off_the_cooldown() -> None:
-    from drift.monitor import backoff, retrain_history
+def test_refused_or_failed_retrains_in_a_row_back_off_the_cooldown_per_model() -> None:
+    from drift.monitor import backoff, read_audit, retrain_history
 
-    def line(action: str, at: float, gate: str | None = None) -> str:
-        return json.dumps({"action": action, "at_epoch": at, "gate": gate})
+    def line(action: str, at: float, gate: str | None = None, model: str = "m") -> str:
+        return json.dumps({"action": action, "at_epoch": at, "gate": gate, "model_name": model})
 
     assert retrain_history([]) == (None, 0)
     audit = [line("retrained", 1, "passed"), line("none", 2), line("retrained", 3, "refused"),
-             line("cooldown", 4), line("retrained", 5, "refused")]
-    assert retrain_history(audit) == (5, 2)
-    assert retrain_history([*audit, line("retrained", 6, "passed")]) == (6, 0)
-    assert retrain_history([*audit, line("retrained", 6, "error")]) == (6, 0)
+             line("cooldown", 4), line("retrained", 5, "refused"), line("retrained", 5.5, "passed", model="other")]
+    recs = read_audit(audit)
+    assert retrain_history(recs, "m") == (5, 2)
+    assert retrain_history(recs, "other") == (5.5, 0)
+    assert retrain_history(read_audit([*audit, line("retrained", 6, "passed")]), "m") == (6, 0)
+    # a failed run does not reset the backoff: it counts like a refusal
+    assert retrain_history(read_audit([*audit, line("retrained", 6, "error")]), "m") == (6, 3)
+    assert retrain_history(read_audit([*audit, line("interrupted", 7)]), "m") == (5, 2)
+    # a torn last line (crash mid-write) and garbage are skipped, not fatal
+    torn = [*audit, line("retrained", 8, "refused")[:25], "", "[1, 2]"]
+    assert retrain_history(read_audit(torn), "m") == (5, 2)
     assert [backoff(1800, n) for n in (0, 1, 2, 4, 9)] == [1800, 3600, 7200, 28800, 28800]
+
+
+def _monitor(tmp_path: Path, **kw: object):
+    from core.settings import StackSettings
+    from drift.monitor import Monitor, MonitorSettings
+
+    return Monitor(StackSettings(data_dir=tmp_path), MonitorSettings(**{"model_name": "m", **kw}))
+
+
+def test_a_stale_retrain_lock_is_taken_over_and_a_live_one_respected(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    monitor = _monitor(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monitor.lock.write_text(str(dead.pid))  # left behind by a crashed monitor
+    assert monitor._take_lock() == os.getpid() and monitor.lock.read_text() == str(os.getpid())
+    monitor.lock.unlink()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        monitor.lock.write_text(str(live.pid))
+        assert monitor._take_lock() is None and monitor.lock.read_text() == str(live.pid)
+    finally:
+        live.kill()
+        live.wait()
+    assert _monitor(tmp_path, model_name="other").lock != monitor.lock  # one lock per model
+
+
+def test_a_training_run_past_its_timeout_is_killed_and_reported(tmp_path: Path) -> None:
+    import sys
+
+    marker = tmp_path / "child.pid"
+    hang = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+                                  "time.sleep(600)"]
+    monitor = _monitor(tmp_path, train_command=hang, train_timeout_s=2)
+    result = monitor.retrain(["scheduled"])
+    assert result["gate"] == "error" and "timed out after 2 s" in result["error"]
+    from drift.monitor import _alive
+
+    assert not _alive(int(marker.read_text()))

@@ -270,3 +270,14 @@ def test_warm_start_continues_the_saved_booster_and_exports_it_exactly(model_typ
     assert parity["model"] <= 1e-5 and parity["calibration"] <= 1e-5
     with pytest.raises(Exception, match="boosters"):
         continue_booster("random_forest", booster, X_new, y_new)
+
+
+def test_an_event_id_repeated_across_cards_is_left_out_not_fatal() -> None:
+    from training.dataset import drop_ambiguous_event_ids
+
+    df = pd.DataFrame({"event_id": ["a", "b", "b", "c", "c"], "card_id": ["1", "1", "2", "3", "3"],
+                       "event_key": [1, 2, 2, 3, 3]})
+    kept, dropped = drop_ambiguous_event_ids(df)
+    assert dropped == 2 and list(kept["event_id"]) == ["a", "c", "c"]  # "c" twice on one card: readers dedupe
+    same, none = drop_ambiguous_event_ids(df[df["event_id"] != "b"])
+    assert none == 0 and len(same) == 3
