@@ -95,8 +95,9 @@ def _prepare(settings: Any, root: Path) -> tuple[list[bytes], Path]:
     tracking.connect(settings, lambda _m: None)
     with mlflow.start_run():
         uri = tracking.log_onnx(onnx_model, X[:5], fitted.predict(X[:5]))
-    version = tracking.register(uri, "fraud-detector", {"onnx_sha256": export.sha256(onnx_model)})
-    tracking.promote("fraud-detector", version, "benchmark")
+    version = tracking.register(uri, "fraud-detector", {"onnx_sha256": export.sha256(onnx_model), "gate": "passed"},
+                                onnx_model.SerializeToString(), settings)
+    tracking.promote("fraud-detector", version, "benchmark", settings)
     bodies = []
     for t in txns[-5000:]:
         d = msgspec.to_builtins(t)

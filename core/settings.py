@@ -51,6 +51,11 @@ class StackSettings(BaseSettings):
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"
     health_timeout_s: float = Field(90.0, gt=0)
+    #: Ed25519 key pair that signs what training approves (core/registry.py); default
+    #: <data_dir>/secrets/model-signing.{key,pub}, created on first use. The API needs only
+    #: the public half.
+    model_signing_key_file: Path | None = None
+    model_verify_key_file: Path | None = None
 
     @property
     def kafka_bootstrap(self) -> str:

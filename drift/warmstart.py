@@ -130,8 +130,10 @@ def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_t
             version = tracking.register(uri, name, {"onnx_sha256": export.sha256(onnx_model), "gate": "passed",
                                                     "warm_started_from": champ.version,
                                                     "test_auc": f"{metrics['auc']:.4f}",
-                                                    "test_f1": f"{metrics['f1']:.4f}"})
+                                                    "test_f1": f"{metrics['f1']:.4f}"},
+                                        onnx_model.SerializeToString(), settings)
             if promote:
-                tracking.promote(name, version, f"warm start from v{champ.version} passed the gate")
+                tracking.promote(name, version, f"warm start from v{champ.version} passed the gate", settings,
+                                 expected=champ.version, evidence={"labels": "fraud feedback", "gate": "passed"})
     return WarmStartResult(champ.version, before, after, metrics, champ_metrics, verdict, parity, version,
                            {"learn": a, "calibrate": b - a, "holdout": n - b, "fraud": int(y.sum())})

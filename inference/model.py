@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from core import registry
+from core.model_inputs import MODEL_FEATURES
 from training import export, tracking
 from training.errors import TrainingError
 
@@ -64,16 +66,59 @@ def build(reg: tracking.RegisteredModel, threads: int = 1) -> ServedModel:
     return model
 
 
+class Refused(Exception):
+    """A version the pipeline did not approve (core.registry.refusal); never served."""
+
+    def __init__(self, version: str, reason: str, detail: str) -> None:
+        super().__init__(f"refused v{version} ({reason}): {detail}")
+        self.version, self.reason = version, reason
+
+
 class ModelHolder:
     """The current champion (and challenger for shadow scoring). Readers take the reference
-    once per request, so a swap never mixes two models within one request."""
+    once per request, so a swap never mixes two models within one request.
 
-    def __init__(self, name: str, alias: str, threads: int = 1, shadow: bool = True) -> None:
+    Only signed, gated versions with the serving contract's features are loaded, and the
+    champion only when the newest signed promotion names it (core/registry.py); a refused
+    version keeps the last good model serving and is counted in ``refusals`` (once per
+    version, not once per poll)."""
+
+    def __init__(self, name: str, alias: str, threads: int = 1, shadow: bool = True,
+                 verifier: registry.Verifier | None = None,
+                 features: tuple[str, ...] | list[str] = MODEL_FEATURES) -> None:
         self.name, self.alias, self.threads, self.shadow = name, alias, threads, shadow
+        self.verifier, self.features = verifier, list(features)
         self.current: ServedModel | None = None
         self.challenger: ServedModel | None = None
         self.last_error: str | None = None
+        self.refusals: dict[str, int] = {}
+        self._refused: set[str] = set()  # versions already refused (not downloaded again)
         self._lock = threading.Lock()  # one reload at a time
+
+    def _refuse(self, version: str, reason: str, detail: str, key: str) -> Refused:
+        if key not in self._refused:  # count each refusal once, not once per poll
+            self._refused.add(key)
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        return Refused(version, reason, detail)
+
+    def _promotion_check(self, pointed: str) -> None:
+        """Before downloading: the champion alias must be where the newest signed promotion put it."""
+        if self.verifier is None or self.alias != tracking.CHAMPION:
+            return
+        record = registry.signed_champion(self.name, self.verifier)
+        if record is None or record.get("version") != pointed:
+            raise self._refuse(pointed, "promotion", (
+                f"{self.name}@{self.alias} points to v{pointed} but no signed promotion names it (the newest names "
+                f"{('v' + record['version']) if record else 'none'})"), f"{pointed}@{(record or {}).get('seq')}")
+
+    def _checked(self, reg: tracking.RegisteredModel | None) -> tracking.RegisteredModel | None:
+        """``reg`` if the pipeline approved it; else Refused (and remembered: not fetched again)."""
+        if reg is None or self.verifier is None:
+            return reg
+        why = registry.refusal(reg.name, reg.version, reg.onnx, reg.metadata, reg.tags, self.verifier, self.features)
+        if why is not None:
+            raise self._refuse(reg.version, *why, key=reg.version)
+        return reg
 
     def reload(self) -> tuple[bool, str]:
         """Load the alias if it moved. Returns (changed, message); keeps the last good model
@@ -84,7 +129,12 @@ class ModelHolder:
                 # only when that version is not the one served
                 served = self.current.version if self.current is not None else None
                 pointed = tracking.alias_version(self.name, self.alias)
-                reg = tracking.load(self.name, self.alias) if pointed not in (None, served) else None
+                reg = None
+                if pointed not in (None, served):
+                    self._promotion_check(pointed)  # type: ignore[arg-type]
+                    if pointed in self._refused:
+                        raise Refused(pointed, "refused", "refused before; waiting for the alias to move")  # type: ignore[arg-type]
+                    reg = self._checked(tracking.load(self.name, self.alias))
                 if pointed is None or (reg is None and pointed != served):
                     self.last_error = f"{self.name}@{self.alias} is not set; train a model first"
                     return False, self.last_error
@@ -113,8 +163,10 @@ class ModelHolder:
             cur = self.current
             if pointed is None or (cur is not None and pointed == cur.version):
                 self.challenger = None
+            elif pointed in self._refused:
+                self.challenger = None
             elif self.challenger is None or self.challenger.version != pointed:
-                reg = tracking.load(self.name, tracking.CHALLENGER)
+                reg = self._checked(tracking.load(self.name, tracking.CHALLENGER))
                 comparable = reg is not None and (cur is None or reg.features == cur.features)
                 self.challenger = build(reg, self.threads) if comparable and reg is not None else None
         except Exception as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from core import feast_store
+from core import feast_store, registry
 from core.card_state import event_key
 from core.contracts import TRANSACTIONS, InvalidEvent, Transaction, decode
 from core.settings import StackSettings
@@ -32,7 +32,8 @@ class StreamScorer:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
         self.stack, self.cfg, self.topic, self.share, self.batch = stack, cfg, topic, share, batch
-        self.holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow)
+        self.holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
+                                  verifier=registry.Verifier.of(stack))
         self.dropped = 0
         self.publisher = ScorePublisher(stack.kafka_bootstrap, cfg.scores_topic, cfg.scores_queue, self._drop)
         self.scorer = Scorer(self.holder, CardFeatureReader(feast_store.open_store(stack)), cfg, self.publisher)

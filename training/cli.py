@@ -185,7 +185,7 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
     mv = tracking.load(args.name, None, args.version)
     if mv is None:
         raise TrainingError(f"{args.name} has no version {args.version}")
-    prev = tracking.promote(args.name, args.version, args.reason or "promoted by hand")
+    prev = tracking.promote(args.name, args.version, args.reason or "promoted by hand", settings)
     print(f"{args.name} v{args.version} is champion (was {('v' + prev) if prev else 'none'})")
     return 0
 
@@ -348,11 +348,12 @@ def run(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR if not getattr(args, "verbose", False) else logging.INFO)
     if not getattr(args, "verbose", False):
         warnings.filterwarnings("ignore")
+    from core.registry import RegistryError
     from training.errors import TrainingError
 
     try:
         return COMMANDS[args.command](args, StackSettings())
-    except TrainingError as exc:
+    except (TrainingError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:  # pydantic and model-type validation

@@ -328,11 +328,14 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
                     "run_id": run.info.run_id}
             if verdict.note:
                 tags["audit_note"] = verdict.note
-            result.version = tracking.register(model_uri, name, tags)
+            result.version = tracking.register(model_uri, name, tags, raw, settings)
             result.alias = tracking.CHALLENGER
             if cfg.promote:
                 reason = "passed the gate" if verdict.passed else verdict.note
-                result.previous_champion = tracking.promote(name, result.version, reason)
+                # compare-and-set: only if the champion is still the one the gate judged against
+                result.previous_champion = tracking.promote(
+                    name, result.version, reason, settings, expected=champ_version,
+                    evidence={"labels": labels.mode, "gate": verdict.verdict, "test_auc": round(metrics["auc"], 6)})
                 result.alias = tracking.CHAMPION
             card = model_card(name, result, cfg, champ_version)
             (out_dir / "model_card.md").write_text(card)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core import registry
 from core.settings import StackSettings
 from stack import health
 from training.errors import TrainingError
@@ -135,31 +136,24 @@ def log_onnx(model: Any, X_example: np.ndarray, p_example: np.ndarray) -> str:  
     return str(info.model_uri)
 
 
-def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
+def register(model_uri: str, name: str, tags: dict[str, str], raw: bytes, settings: StackSettings) -> str:
+    """Register a logged ONNX model as ``challenger`` and sign its manifest (core.registry):
+    the gate verdict is the ``gate`` tag."""
     import mlflow
     from mlflow import MlflowClient
 
     mv = mlflow.register_model(model_uri, name, tags=tags)
-    client = MlflowClient()
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    registry.sign_version(settings, name, str(mv.version), raw, onnx_metadata(raw), tags.get("gate", "none"))
+    MlflowClient().set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)
 
 
-def promote(name: str, version: str, reason: str) -> str | None:
-    """Move ``champion`` to ``version``; returns the previous champion's version."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        previous: str | None = str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        previous = None
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "promoted_reason", reason)
-    if previous and previous != version:
-        client.set_model_version_tag(name, previous, "replaced_by", version)
-    return previous
+def promote(name: str, version: str, reason: str, settings: StackSettings, expected: Any = registry.ANY,
+            evidence: dict[str, Any] | None = None) -> str | None:
+    """Move ``champion`` to ``version`` with a signed compare-and-set (core.registry.promote);
+    ``expected``: the champion the caller judged against (a version, None for none; default
+    any). Returns the previous version."""
+    return registry.promote(settings, name, version, reason, expected, evidence)
 
 
 def history(name: str) -> list[dict[str, Any]]:

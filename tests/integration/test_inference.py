@@ -256,7 +256,7 @@ def test_hot_reload_under_load_fails_no_request_and_mixes_no_models(served: tupl
         t.start()
     try:
         for version in ("1", "2", "1", "2"):
-            tracking.promote(name, version, "reload drill")
+            tracking.promote(name, version, "reload drill", settings)
             r = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
             assert r.status_code == 200 and r.json()["model_version"] == version
             time.sleep(0.3)
@@ -524,3 +524,99 @@ def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
         assert str(chal.metadata["warm_started_from"]) == result.champion_version
     else:
         assert result.version is None and result.gate.reasons()
+
+
+def test_only_what_the_pipeline_approved_is_served(served: tuple) -> None:
+    """Unsigned, tampered, ungated, wrong-feature and out-of-range versions, and an alias moved
+    without a signed promotion, are each refused at reload while the last good model serves."""
+    import mlflow
+    import onnx
+    from mlflow import MlflowClient
+
+    from core import registry
+
+    client, settings, name, _ = served
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    good = client.get("/v1/model").json()["version"]
+    champ = tracking.load(name, tracking.CHAMPION)
+    assert champ is not None
+
+    def variant(**meta: object) -> bytes:
+        m = onnx.load_from_string(champ.onnx)
+        for prop in m.metadata_props:
+            if prop.key in meta:
+                prop.value = json.dumps(meta[prop.key])
+        return m.SerializeToString()
+
+    def logged(raw: bytes) -> str:
+        with mlflow.start_run():
+            x = np.zeros((5, len(champ.features)), dtype=np.float32)
+            return tracking.log_onnx(onnx.load_from_string(raw), x, np.zeros(5, dtype=np.float32))
+
+    def refused(version: str, reason: str, promote: bool = True) -> None:
+        if promote:
+            registry.promote(settings, name, version, f"test: {reason}")
+        r = client.post("/v1/admin/reload", headers=admin)
+        assert r.status_code == 200 and r.json()["model_version"] == good, r.json()
+        assert f"({reason})" in r.json()["message"], r.json()["message"]
+        assert client.get("/v1/model").json()["version"] == good
+        line = next(x for x in client.get("/metrics").text.splitlines()
+                    if x.startswith(f'inference_model_refusals_total{{reason="{reason}"}}'))
+        assert float(line.split()[-1]) >= 1
+
+    ok = champ.onnx
+    unsigned = str(mlflow.register_model(logged(ok), name, tags={"onnx_sha256": export.sha256(ok)}).version)
+    refused(unsigned, "unsigned")
+    forged = tracking.register(logged(ok), name, {"onnx_sha256": export.sha256(ok), "gate": "passed"}, ok, settings)
+    doc = json.loads(MlflowClient().get_model_version(name, forged).tags[registry.MANIFEST_TAG])
+    MlflowClient().set_model_version_tag(name, forged, registry.MANIFEST_TAG, json.dumps({**doc, "threshold": 0.99}))
+    refused(forged, "bad_signature")
+    swapped = tracking.register(logged(ok), name, {"onnx_sha256": export.sha256(ok), "gate": "passed"}, ok, settings)
+    registry.sign_version(settings, name, swapped, variant(threshold=0.3), champ.metadata, "passed")  # other bytes
+    refused(swapped, "tampered")
+    ungated = tracking.register(logged(ok), name, {"onnx_sha256": export.sha256(ok), "gate": "failed"}, ok, settings)
+    refused(ungated, "ungated")
+    raw = variant(features=list(reversed(champ.features)))
+    wrong = tracking.register(logged(raw), name, {"onnx_sha256": export.sha256(raw), "gate": "passed"}, raw, settings)
+    refused(wrong, "features")
+    raw = variant(threshold=1.5)
+    high = tracking.register(logged(raw), name, {"onnx_sha256": export.sha256(raw), "gate": "passed"}, raw, settings)
+    refused(high, "threshold")
+    # a good, signed version, but the alias moved by hand: no signed promotion names it
+    fine = tracking.register(logged(ok), name, {"onnx_sha256": export.sha256(ok), "gate": "passed"}, ok, settings)
+    MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, fine)
+    refused(fine, "promotion", promote=False)
+    # through the pipeline's promotion it is served
+    registry.promote(settings, name, fine, "test: signed")
+    r = client.post("/v1/admin/reload", headers=admin)
+    assert r.json()["model_version"] == fine
+    registry.promote(settings, name, good, "test: restore")
+    assert client.post("/v1/admin/reload", headers=admin).json()["model_version"] == good
+
+
+def test_promotion_is_a_compare_and_set(served: tuple) -> None:
+    from core import registry
+
+    _, settings, name, _ = served
+    current = tracking.alias_version(name, tracking.CHAMPION)
+    with pytest.raises(registry.PromotionConflict, match="expected champion v999"):
+        registry.promote(settings, name, "1", "stale view", expected="999")
+    other = "1" if current != "1" else "2"
+    outcomes: list[str] = []
+
+    def race() -> None:
+        try:
+            registry.promote(settings, name, other, "racer", expected=current)
+            outcomes.append("won")
+        except registry.PromotionConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "won"]
+    record = registry.signed_champion(name, registry.Verifier.of(settings))
+    assert record is not None and record["version"] == other and record["previous"] == current
+    registry.promote(settings, name, current, "restore", expected=other)
