@@ -107,13 +107,16 @@ def _prepare(settings: Any, root: Path) -> tuple[list[bytes], Path]:
     return bodies, native
 
 
+BENCH_KEY = f"bench-{uuid.uuid4().hex}"  # the servers' one key (every scope)
+
+
 def _serve(env: dict[str, str], port: int, native: Path | None, log: Path, workers: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bench.inference_server", "--port", str(port), "--workers", str(workers)]
     if native:
         cmd += ["--native", str(native)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
-    while health.http(f"http://127.0.0.1:{port}/ready") is not None:
+    while health.http(f"http://127.0.0.1:{port}/ready", BENCH_KEY) is not None:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"inference server did not get ready; see {log}")
@@ -132,7 +135,7 @@ def run(console: Any) -> list[dict[str, Any]]:
         (root / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")
         loadgen = _loadgen(settings.cache_dir)
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings),
-               "INFERENCE_SCORES_TOPIC": f"bench-scores-{uuid.uuid4().hex[:6]}"}
+               "INFERENCE_SCORES_TOPIC": f"bench-scores-{uuid.uuid4().hex[:6]}", "INFERENCE_ADMIN_TOKEN": BENCH_KEY}
         table: dict[str, list[dict[str, Any]]] = {}
         for mode in ("onnx", "native", "onnx_2_workers"):
             port = health.free_port()
@@ -141,7 +144,8 @@ def run(console: Any) -> list[dict[str, Any]]:
             try:
                 table[mode] = []
                 for rate in rates:
-                    out = subprocess.run([str(loadgen), "-url", f"http://127.0.0.1:{port}/v1/score", "-rate",
+                    out = subprocess.run([str(loadgen), "-url", f"http://127.0.0.1:{port}/v1/score", "-token",
+                                          BENCH_KEY, "-rate",
                                           str(rate), "-duration", f"{seconds}s", "-bodies",
                                           str(root / "bodies.jsonl")], capture_output=True, text=True, check=True)
                     row = json.loads(out.stdout)

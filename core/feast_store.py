@@ -32,7 +32,8 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
         registry={"path": str(registry), "cache_ttl_seconds": 60},
         online_store={
             "type": "redis",
-            "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}",
+            "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}"
+                                 + (f",password={settings.redis_secret}" if settings.redis_secret else ""),
             # Each card has one writer (its partition's owner) and writes carry the state as a
             # whole, so Feast's read-before-write timestamp check (second resolution: it drops
             # a second update within the same second) is both wrong here and slow.

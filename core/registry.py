@@ -55,12 +55,15 @@ def key_paths(settings: StackSettings) -> tuple[Path, Path]:
 
 
 def ensure_keys(settings: StackSettings) -> tuple[Path, Path]:
-    """Create the key pair when the private key does not exist (mode 0600); derive a missing
-    public key from an existing private one."""
+    """Create the key pair when neither half exists (private key mode 0600); derive a
+    missing public key from an existing private one. A public key alone is left alone: the
+    private half lives elsewhere (a machine that only verifies)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     private, public = key_paths(settings)
+    if not private.exists() and public.exists():
+        return private, public
     if not private.exists():
         private.parent.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
@@ -91,7 +94,10 @@ def canonical(payload: dict[str, Any]) -> bytes:
 
 class Signer:
     def __init__(self, settings: StackSettings) -> None:
-        private, _ = ensure_keys(settings)
+        private, public = ensure_keys(settings)
+        if not private.exists():
+            raise RegistryError(f"no model signing key at {private} (only the verify key {public} is here): set "
+                                "STACK_MODEL_SIGNING_KEY_FILE where training runs")
         self._key = _private(private)
 
     def sign(self, payload: dict[str, Any]) -> str:
@@ -110,19 +116,25 @@ class Verifier:
     def of(cls, settings: StackSettings) -> Verifier:
         return cls(key_paths(settings)[1])
 
-    def verify(self, payload_json: str | None, signature: str | None) -> dict[str, Any]:
-        """The signed payload, or RegistryError saying why not."""
-        from cryptography.exceptions import InvalidSignature
+    def key(self) -> Any:
+        """The public key; RegistryError when it cannot be read."""
         from cryptography.hazmat.primitives import serialization
 
-        if not payload_json or not signature:
-            raise RegistryError("unsigned")
         if self._key is None:
             try:
                 self._key = serialization.load_pem_public_key(self.path.read_bytes())
             except (OSError, ValueError) as exc:
                 raise RegistryError(f"no model verify key ({self.path}: {exc}); set STACK_MODEL_VERIFY_KEY_FILE"
                                     ) from None
+        return self._key
+
+    def verify(self, payload_json: str | None, signature: str | None) -> dict[str, Any]:
+        """The signed payload, or RegistryError saying why not."""
+        from cryptography.exceptions import InvalidSignature
+
+        if not payload_json or not signature:
+            raise RegistryError("unsigned")
+        self.key()
         try:
             payload = json.loads(payload_json)
             self._key.verify(base64.b64decode(signature), canonical(payload))
@@ -155,7 +167,9 @@ def sign_version(settings: StackSettings, name: str, version: str, raw: bytes, m
 
 def refusal(name: str, version: str, raw: bytes, metadata: dict[str, Any], tags: dict[str, str],
             verifier: Verifier, expected_features: list[str] | tuple[str, ...]) -> tuple[str, str] | None:
-    """(reason code, detail) why this version must not be served, or None when it may."""
+    """(reason code, detail) why this version must not be served, or None when it may.
+    RegistryError when the verify key is missing (nothing is judged without it)."""
+    verifier.key()
     try:
         doc = verifier.verify(tags.get(MANIFEST_TAG), tags.get(SIGNATURE_TAG))
     except RegistryError as exc:
@@ -178,10 +192,12 @@ def refusal(name: str, version: str, raw: bytes, metadata: dict[str, Any], tags:
 
 # -- promotions --------------------------------------------------------------------------------
 def signed_champion(name: str, verifier: Verifier) -> dict[str, Any] | None:
-    """The newest signed promotion record of ``name`` (None: none, or its signature fails)."""
+    """The newest signed promotion record of ``name`` (None: none, or its signature fails;
+    RegistryError when there is no verify key to check it with)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    verifier.key()
     try:
         tags = MlflowClient().get_registered_model(name).tags
     except MlflowException:
@@ -206,7 +222,7 @@ def _promotion_lock(settings: StackSettings, name: str, wait_s: float = 30.0) ->
                 raise RegistryError(f"another promotion of {name} holds the lock ({key}) for over {wait_s:.0f} s")
             time.sleep(0.05)
     except redis.RedisError as exc:
-        raise RegistryError(f"promotion needs Redis for its lock ({settings.redis_url}): {exc}") from None
+        raise RegistryError(f"promotion needs Redis for its lock ({settings.redis_url_shown}): {exc}") from None
     try:
         yield
     finally:

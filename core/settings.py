@@ -8,8 +8,9 @@ reads the environment at import time: build the settings in the entry point and 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,9 @@ class StackSettings(BaseSettings):
     kafka_heap: str = "1g"
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_db: int = Field(0, ge=0, le=15)
+    #: Redis password (or a file holding it, e.g. a Docker secret); unset: no password on loopback
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
     mlflow_port: int = Field(5000, ge=1, le=65535)
     api_port: int = Field(8000, ge=1, le=65535)
     topic_partitions: int = Field(6, ge=1, le=256)
@@ -62,8 +66,24 @@ class StackSettings(BaseSettings):
         return f"{self.kafka_host or self.host}:{self.kafka_port}"
 
     @property
+    def redis_secret(self) -> str | None:
+        if self.redis_password is not None:
+            return self.redis_password.get_secret_value()
+        if self.redis_password_file is not None:
+            return self.redis_password_file.read_text().strip()
+        return None
+
+    @property
     def redis_url(self) -> str:
-        return f"redis://{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
+        secret = self.redis_secret
+        auth = f":{quote(secret, safe='')}@" if secret else ""
+        return f"redis://{auth}{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def redis_url_shown(self) -> str:
+        """redis_url fit to print (password masked)."""
+        return f"redis://{':***@' if self.redis_secret else ''}{self.redis_host or self.host}:{self.redis_port}/" \
+               f"{self.redis_db}"
 
     @property
     def mlflow_uri(self) -> str:

@@ -115,6 +115,7 @@ class FeedbackJoin:
         self.scores: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.pending: OrderedDict[str, tuple[bool, str]] = OrderedDict()  # feedback before its score
         self.evicted = 0
+        self.ignored = 0  # scores from a source the learner does not learn from
 
     def _trim(self, d: OrderedDict) -> None:
         while len(d) > self.capacity:
@@ -142,12 +143,18 @@ class FeedbackJoin:
 
 def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, report_every_s: float = 30.0,
         stop: Any = None, group: str | None = None, warm_every: int = 0, on_warm: Any = None,
-        window: int = 200_000, metrics: LearnerMetrics | None = None, recent: int = 20_000) -> OnlineLearner:
+        window: int = 200_000, metrics: LearnerMetrics | None = None, recent: int = 20_000,
+        sources: tuple[str, ...] = ("stream",)) -> OnlineLearner:
     """Consume both topics from the beginning, learn in shadow, write ``out`` (JSON) regularly.
     With ``warm_every`` > 0, every that many labels ``on_warm(labelled window)`` runs (a
     warm-started challenger, drift.warmstart) and returns (registered, summary); its failures
     are reported, not fatal. With
-    ``metrics``, the Prometheus gauges follow the report over the last ``recent`` labels."""
+    ``metrics``, the Prometheus gauges follow the report over the last ``recent`` labels.
+
+    Only scores whose ``source`` is in ``sources`` are learned from: by default those the
+    stream scorer produced for transactions the pipeline consumed. A score an API caller
+    asked for carries an event id of the caller's choosing, and learning the real label on
+    the caller's features would let the caller teach the model (counted as ``ignored``)."""
     from collections import deque
 
     import orjson
@@ -171,6 +178,9 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
                     continue
                 if m.topic() == scores_topic:
                     rec = orjson.loads(value)
+                    if rec.get("source") not in sources:
+                        join.ignored += 1
+                        continue
                     hit = join.add_score(rec)
                 else:
                     try:
@@ -209,7 +219,9 @@ def _publish(learner: OnlineLearner, join: FeedbackJoin, warm: list[dict[str, An
              metrics: LearnerMetrics | None, recent: int) -> None:
     """The report to ``out`` (JSON) and, over the last ``recent`` labels, to the metrics."""
     last = learner.report(recent)
-    out.write_text(json.dumps({**learner.report(), "recent": last, "evicted": join.evicted,
-                               "warm_starts": warm[-50:]}, indent=2))
+    tmp = out.with_suffix(".tmp")  # readers never see a half-written report
+    tmp.write_text(json.dumps({**learner.report(), "recent": last, "evicted": join.evicted,
+                               "ignored_scores": join.ignored, "warm_starts": warm[-50:]}, indent=2))
+    tmp.replace(out)
     if metrics is not None:
         metrics.update(last, join)

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import feast_store, registry
 from core.settings import StackSettings
-from inference import scoring
+from inference import auth, scoring
+from inference.auth import ApiKey
 from inference.model import ModelHolder
 from inference.schemas import BatchResponse, ModelInfo, Problem, Score, Transaction, batch_request
 from inference.scoring import Unavailable as ServiceUnavailable
@@ -116,6 +115,12 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                          verifier=registry.Verifier.of(stack))
     state: dict[str, Any] = {}
     counted: dict[str, int] = {}
+    keys = auth.load_keys(cfg.api_keys.get_secret_value() if cfg.api_keys else None,
+                          cfg.api_keys_file or stack.data_dir / "secrets" / "api-keys.json")
+    if cfg.admin_token is not None:
+        keys.append(auth.ApiKey(name="admin-token", key=cfg.admin_token.get_secret_value(), scopes=list(auth.SCOPES)))
+    keyring = auth.Keyring(keys)
+    need = {scope: auth.require(keyring, scope) for scope in auth.SCOPES}
 
     def reload() -> tuple[bool, str]:
         changed, msg = holder.reload()
@@ -157,7 +162,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         if "publisher" in state:
             state.pop("publisher").close()
 
-    app = FastAPI(title="streamfeat inference", version="1", 
+    # /docs and /openapi.json are served below, behind the read scope
+    app = FastAPI(title="streamfeat inference", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan, description="Fraud scores from Feast online features and ONNX Runtime.",
                   responses={422: {"model": Problem}, 503: {"model": Problem}})
     app.state.holder, app.state.metrics, app.state.settings = holder, metrics, cfg
@@ -195,22 +201,24 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
     # async: the work is ~0.5 ms of CPU and one Redis round trip; a thread-pool hop per
     # request would cost more than it saves on a single worker.
-    @app.post("/v1/score", response_model=Score, summary="Score one transaction")
-    async def score(txn: Transaction) -> Response:
-        return as_json(observed("score", lambda: state["scorer"].score([txn])[0]))
+    @app.post("/v1/score", response_model=Score, summary="Score one transaction (scope: score)")
+    async def score(txn: Transaction, caller: ApiKey = need["score"]) -> Response:
+        return as_json(observed("score", lambda: state["scorer"].score([txn], source=f"api:{caller.name}")[0]))
 
     # The batch schema is built from the settings: its annotation is set on the functions
     # (a closure variable cannot be resolved from a postponed annotation).
     batch_model = batch_request(cfg.max_batch)
 
-    async def score_batch(req: Any) -> Response:
-        return as_json({"scores": observed("score_batch", lambda: state["scorer"].score(req.transactions))})
+    async def score_batch(req: Any, caller: ApiKey = need["score"]) -> Response:
+        return as_json({"scores": observed("score_batch", lambda: state["scorer"].score(
+            req.transactions, source=f"api:{caller.name}"))})
 
     score_batch.__annotations__["req"] = batch_model
     app.post("/v1/score/batch", response_model=BatchResponse,
-             summary="Score up to INFERENCE_MAX_BATCH transactions")(score_batch)
+             summary="Score up to INFERENCE_MAX_BATCH transactions (scope: score)")(score_batch)
 
-    @app.get("/v1/features/card/{card_id}", summary="A card's window features as of now (or ?at=epoch ms)")
+    @app.get("/v1/features/card/{card_id}", dependencies=[need["features"]],
+             summary="A card's window features as of now (or ?at=epoch ms) (scope: features)")
     def features(card_id: str, at: int | None = None) -> dict[str, Any]:
         if not 1 <= len(card_id) <= 64:
             return JSONResponse({"detail": "card_id must be 1..64 characters"}, status_code=422)  # type: ignore
@@ -224,7 +232,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         return {"card_id": card_id, "at": at or scoring.now_ms(), "found": read.found,
                 "last_event_time": read.last_event_time, "features": read.features}
 
-    @app.get("/v1/model", response_model=ModelInfo, summary="The served model")
+    @app.get("/v1/model", response_model=ModelInfo, dependencies=[need["read"]],
+             summary="The served model (scope: read)")
     def model_info() -> Any:
         m = holder.current
         if m is None:
@@ -234,11 +243,25 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                          metrics={k: v for k, v in m.tags.items() if k.startswith("test_")}, loaded_at=m.loaded_at,
                          challenger_version=holder.challenger.version if holder.challenger else None)
 
-    @app.get("/health", summary="Alive")
+    @app.get("/health", summary="Alive (no credentials)")
     def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready", summary="Model loaded and Redis reachable")
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[need["read"]])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[need["read"]])
+    def docs() -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        # the page embeds the schema: the browser's fetch of /openapi.json would carry no key
+        page = get_swagger_ui_html(openapi_url="/openapi.json", title="streamfeat inference")
+        spec = orjson.dumps(app.openapi()).decode()
+        return Response(page.body.decode().replace("url: '/openapi.json',", f"spec: {spec},"),  # type: ignore[union-attr]
+                        media_type="text/html")
+
+    @app.get("/ready", dependencies=[need["read"]], summary="Model loaded and Redis reachable (scope: read)")
     def ready() -> Any:
         if holder.current is None:
             return JSONResponse({"detail": f"no model loaded: {holder.last_error}"}, status_code=503)
@@ -248,34 +271,24 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
             return JSONResponse({"detail": f"online feature store unavailable: {exc}"}, status_code=503)
         return {"status": "ready", "model_version": holder.current.version}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", dependencies=[need["metrics"]], summary="Prometheus metrics (scope: metrics)",
+             response_class=Response)
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    bearer = HTTPBearer(auto_error=False)
-
-    def admin(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        from fastapi import HTTPException
-
-        token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
-        if creds is None:
-            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        if token is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-            raise HTTPException(403, "wrong token" if token else "admin calls are disabled: set INFERENCE_ADMIN_TOKEN")
 
     async def rescore_batch(req: Any, publish: bool = False) -> Response:
         txns = req.transactions
         if any(t.event_time is None for t in txns):
             return JSONResponse({"detail": "re-scoring needs every transaction's event_time"}, status_code=422)
         return as_json({"scores": observed("rescore_batch", lambda: state["scorer"].score(
-            txns, at=[t.event_time for t in txns], publish=publish))})
+            txns, at=[t.event_time for t in txns], publish=publish, source="rescore"))})
 
     rescore_batch.__annotations__["req"] = batch_model
-    app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[Depends(admin)],
-             summary="Re-score transactions as of their own event_time (operators; published only with "
+    app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[need["admin"]],
+             summary="Re-score transactions as of their own event_time (scope: admin; published only with "
                      "?publish=true, e.g. to replay history into the scores topic)")(rescore_batch)
 
-    @app.post("/v1/admin/reload", summary="Reload the model alias now", dependencies=[Depends(admin)])
+    @app.post("/v1/admin/reload", summary="Reload the model alias now (scope: admin)", dependencies=[need["admin"]])
     def admin_reload() -> dict[str, Any]:
         changed, msg = reload()
         return {"changed": changed, "message": msg,

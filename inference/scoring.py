@@ -109,10 +109,13 @@ class Scorer:
         self.on_skew = on_skew or (lambda: None)
         self.on_decision = on_decision or (lambda _d: None)
 
-    def score(self, txns: list[Any], at: list[int] | None = None, publish: bool = True) -> list[dict[str, Any]]:
+    def score(self, txns: list[Any], at: list[int] | None = None, publish: bool = True,
+              source: str = "stream") -> list[dict[str, Any]]:
         """Score at the server's time (``at``: the read time of each transaction instead, for
         the pipeline's own events and authenticated re-scoring). A request's own event_time
-        never chooses the read time: it is recorded, and a skew beyond the setting flagged."""
+        never chooses the read time: it is recorded, and a skew beyond the setting flagged.
+        ``source`` is recorded with each published score: "stream" for the pipeline's own
+        events (the only ones the online learner learns from), "api:<key name>", "rescore"."""
         t0 = time.perf_counter()
         model = self.holder.current  # one reference for the whole request: no mixed models
         if model is None:
@@ -157,7 +160,7 @@ class Scorer:
             if self.publisher is not None and publish:
                 self.publisher.publish(t.card_id, {
                     "event_id": t.event_id, "card_id": t.card_id, "event_time": times[i],
-                    "claimed_event_time": t.event_time, "scored_at": now, "fraud_probability": prob,
+                    "claimed_event_time": t.event_time, "scored_at": now, "source": source, "fraud_probability": prob,
                     "decision": decision,
                     "model_name": model.name, "model_version": model.version,
                     "features": dict(zip(model.features, p.row, strict=True)),

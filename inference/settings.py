@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -13,8 +15,12 @@ class InferenceSettings(BaseSettings):
     model_alias: str = "champion"
     #: seconds between checks of the alias in the registry (0: only on admin reload)
     poll_interval_s: float = Field(15.0, ge=0)
-    #: bearer token for /v1/admin/*; required when production is true
+    #: a bearer key with every scope (inference/auth.py); required when production is true
     admin_token: SecretStr | None = None
+    #: scoped API keys, JSON: [{"name", "key", "scopes": [...], "rate_per_s"}]
+    api_keys: SecretStr | None = None
+    #: the same in a file (default <STACK_DATA_DIR>/secrets/api-keys.json, written by make up)
+    api_keys_file: Path | None = None
     production: bool = False
     #: decision bands: approve below the model's threshold, decline at or above this
     decline_at: float = Field(0.9, gt=0, le=1)

@@ -55,7 +55,7 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
-                  f"redis: {settings.redis_url}   mlflow: {settings.mlflow_uri}")
+                  f"redis: {settings.redis_url_shown}   mlflow: {settings.mlflow_uri}")
     from drift.monitor import last_decisions
 
     decisions = last_decisions(settings)

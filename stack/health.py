@@ -71,9 +71,11 @@ def redis(url: str) -> str | None:
     return None if ok else "no PONG"
 
 
-def http(url: str) -> str | None:
+def http(url: str, token: str | None = None) -> str | None:
+    """None when the URL answers 200 (with ``token``: as a bearer credential)."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - loopback URL
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{exc.__class__.__name__}: {getattr(exc, 'reason', exc)}"

@@ -11,13 +11,18 @@ from collections.abc import Callable
 
 from core import feast_store
 from core.settings import TOPICS, StackSettings
+from stack import secrets
 from stack.errors import StackError
 from stack.topics import ensure_topics
 
 
 def initialise(settings: StackSettings, say: Callable[[str], None] = print,
                kafka: bool = True, redis: bool = True) -> None:
-    """Topics need Kafka; the Feast apply needs Redis (its online store)."""
+    """Topics need Kafka; the Feast apply needs Redis (its online store). Credentials that are
+    missing (API keys, the model signing key pair) are created first (stack/secrets.py), so
+    that the API finds its keys from the start."""
+    written = secrets.generate(settings)
+    say(f"  secrets: {', '.join(written) or 'present'} in {settings.data_dir / 'secrets'}")
     if kafka:
         created = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.topic_partitions)
         say("  topics: " + ", ".join(f"{t} ({what})" for t, what in created.items()))

@@ -185,9 +185,13 @@ def api_detail(settings: StackSettings) -> str:
     import urllib.error
     import urllib.request
 
+    from inference.auth import key_with
+
     url = f"http://{settings.host}:{settings.api_port}/ready"
+    key = key_with(settings.data_dir / "secrets" / "api-keys.json", "read")
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(req, timeout=2) as resp:
             return f"serving model v{json.loads(resp.read())['model_version']}"
     except urllib.error.HTTPError as exc:
         try:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from core.settings import StackSettings
 from stack import health, kafka_dist
 from stack.errors import StackError
@@ -51,6 +53,7 @@ def redis_conf(settings: StackSettings) -> str:
         'save ""',
         "maxmemory-policy noeviction",
         'logfile ""',
+        *([f"requirepass {settings.redis_secret}"] if settings.redis_secret else []),
         "",
     ])
 
@@ -63,6 +66,8 @@ def redis_service(settings: StackSettings) -> Service:
     (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
     settings.conf_dir.mkdir(parents=True, exist_ok=True)
     conf = settings.conf_dir / "redis.conf"
+    conf.touch(mode=0o600)  # it may hold the password
+    conf.chmod(0o600)
     conf.write_text(redis_conf(settings))
     return Service(
         name="redis",
@@ -160,7 +165,7 @@ def stack_env(settings: StackSettings) -> dict[str, str]:
     env = {}
     for name, value in settings.model_dump().items():
         if value is not None:
-            env[f"STACK_{name.upper()}"] = str(value)
+            env[f"STACK_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env
 
 

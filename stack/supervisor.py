@@ -99,6 +99,8 @@ class Supervisor:
     def write_conf(self, services: list[Service]) -> None:
         for d in (self.settings.conf_dir, self.settings.run_dir, self.settings.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.conf.touch(mode=0o600)  # services' environments may hold secrets
+        self.conf.chmod(0o600)
         self.conf.write_text(render_conf(self.settings, services))
 
     def start(self, services: list[Service]) -> None:

@@ -253,6 +253,13 @@ def cmd_compare(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0
 
 
+def safe_url(url: str) -> str:
+    """A database URL fit to print: its password masked."""
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     """Batch scores with risk tiers into a database (SQLite file by default)."""
     import numpy as np
@@ -287,7 +294,7 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     with engine.begin() as conn:
         out.to_sql(args.table, conn, if_exists="append", index=False, chunksize=10_000)
     counts = out["risk_tier"].value_counts().to_dict()
-    print(f"wrote {len(out):,} scores of {args.name} v{mv.version} to {url} table {args.table}: "
+    print(f"wrote {len(out):,} scores of {args.name} v{mv.version} to {safe_url(url)} table {args.table}: "
           + ", ".join(f"{k} {counts.get(k, 0):,}" for k in ("high", "medium", "low")))
     return 0
 

@@ -45,6 +45,7 @@ func main() {
 	dur := flag.Duration("duration", 30*time.Second, "how long to send")
 	bodies := flag.String("bodies", "", "JSON-lines file of request bodies")
 	timeout := flag.Duration("timeout", 5*time.Second, "request timeout")
+	token := flag.String("token", "", "bearer API key sent with every request")
 	flag.Parse()
 	f, err := os.Open(*bodies)
 	if err != nil {
@@ -78,7 +79,12 @@ func main() {
 		wg.Add(1)
 		go func(body []byte, due time.Time) {
 			defer wg.Done()
-			resp, err := client.Post(*url, "application/json", bytes.NewReader(body))
+			req, _ := http.NewRequest("POST", *url, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if *token != "" {
+				req.Header.Set("Authorization", "Bearer "+*token)
+			}
+			resp, err := client.Do(req)
 			code := 0
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)

@@ -115,8 +115,10 @@ def loop(stream_run: StreamRun, kafka_bootstrap: str, tmp_path_factory: pytest.T
         wait_for(lambda: worker.metric("stream_assigned_partitions") >= 3, 120, "the worker's partitions", [worker])
         thread.start()
         wait_for(lambda: bool(scorer.consumer.assignment()), 60, "the scorer's partitions")
-        with TestClient(create_app(settings, InferenceSettings(model_name=name, poll_interval_s=1,
-                                                               scores_topic=api_scores))) as client:
+        api = InferenceSettings(model_name=name, poll_interval_s=1, scores_topic=api_scores,
+                                admin_token="e2e-admin-key-0123456789")
+        with TestClient(create_app(settings, api), headers={"Authorization": "Bearer e2e-admin-key-0123456789"}
+                        ) as client:
             lp = Loop(stream_run, name, scores, worker, scorer, client, 0)
             lp.logged = lp.offline_events()
             yield lp

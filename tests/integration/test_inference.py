@@ -31,6 +31,7 @@ from training.dataset import txn_fields_frame
 from training.pipeline import train
 
 TOKEN = "t0ken-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TXN_FIELDS = ["event_id", "event_time", "card_id", "user_id", "merchant_id", "mcc", "amount", "currency",
               "country", "lat", "lon", "device_id", "ip", "channel"]
 
@@ -50,7 +51,7 @@ def served(stream_data: tuple[StackSettings, str], kafka_bootstrap: str, tmp_pat
     topic = f"scores-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [topic], partitions=1)
     cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic)
-    with TestClient(create_app(settings, cfg)) as client:
+    with TestClient(create_app(settings, cfg), headers=AUTH) as client:  # an every-scope key
         yield client, settings, name, topic
 
 
@@ -193,11 +194,48 @@ def test_live_scores_are_read_at_server_time_whatever_the_request_claims(served:
     assert client.post("/v1/admin/rescore/batch", json={"transactions": [body]}).status_code == 401
 
 
+def test_every_endpoint_but_health_needs_a_key_with_its_scope(served: tuple, tmp_path: Path) -> None:
+    import json
+
+    _, settings, name, topic = served
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    keys = [{"name": "shop", "key": "shop-key-0123456789abcdef", "scopes": ["score"], "rate_per_s": 5},
+            {"name": "ops", "key": "ops-key-0123456789abcdef", "scopes": ["read", "metrics", "features"]}]
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    cfg = InferenceSettings(model_name=name, poll_interval_s=0, scores_topic=topic,
+                            api_keys_file=tmp_path / "keys.json")
+    calls = [("POST", "/v1/score", body), ("POST", "/v1/score/batch", {"transactions": [body]}),
+             ("GET", f"/v1/features/card/{body['card_id']}", None), ("GET", "/v1/model", None),
+             ("GET", "/ready", None), ("GET", "/metrics", None), ("GET", "/docs", None), ("GET", "/openapi.json", None),
+             ("POST", "/v1/admin/reload", None), ("POST", "/v1/admin/rescore/batch", {"transactions": [body]})]
+    scope_of = {"/v1/score": "score", "/v1/score/batch": "score", "/v1/model": "read", "/ready": "read",
+                "/metrics": "metrics", "/docs": "read", "/openapi.json": "read"}
+    with TestClient(create_app(settings, cfg)) as anon:
+        assert anon.get("/health").status_code == 200
+        for method, path, payload in calls:
+            r = anon.request(method, path, json=payload)
+            assert r.status_code == 401, (path, r.status_code)
+            r = anon.request(method, path, json=payload, headers={"Authorization": "Bearer wrong-key-0123456789"})
+            assert r.status_code == 403, (path, r.status_code)
+            for key in keys:
+                scope = scope_of.get(path, "features" if "features" in path else "admin")
+                r = anon.request(method, path, json=payload, headers={"Authorization": f"Bearer {key['key']}"})
+                allowed = scope in key["scopes"]
+                assert (r.status_code in (200, 429)) if allowed else r.status_code == 403, (path, key["name"], r.text)
+        assert "swagger" in anon.get("/docs", headers={"Authorization": f"Bearer {keys[1]['key']}"}).text.lower()
+        # the scoring key is held to its 5 requests/s
+        shop = {"Authorization": f"Bearer {keys[0]['key']}"}
+        answers = [anon.post("/v1/score", json=body, headers=shop) for _ in range(12)]
+        assert {r.status_code for r in answers} == {200, 429}
+        limited = next(r for r in answers if r.status_code == 429)
+        assert int(limited.headers["Retry-After"]) >= 1 and "over its 5 requests/s" in limited.json()["detail"]
+
+
 def test_admin_calls_need_the_token(served: tuple) -> None:
     client = served[0]
-    assert client.post("/v1/admin/reload").status_code == 401
+    assert client.post("/v1/admin/reload", headers={"Authorization": ""}).status_code == 401
     assert client.post("/v1/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
-    ok = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    ok = client.post("/v1/admin/reload")
     assert ok.status_code == 200 and ok.json()["model_version"]
 
 
@@ -289,13 +327,16 @@ def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> 
             time.sleep(0.05)
         return proc
 
-    own = settings.model_copy(update={"redis_port": port, "data_dir": tmp_path / "data"})
+    from core import registry
+
+    own = settings.model_copy(update={"redis_port": port, "data_dir": tmp_path / "data",
+                                      "model_verify_key_file": registry.key_paths(settings)[1]})
     feast_store.apply(own)
     proc = start()
-    cfg = InferenceSettings(model_name=name, poll_interval_s=0, publish_scores=False)
+    cfg = InferenceSettings(model_name=name, poll_interval_s=0, publish_scores=False, admin_token=TOKEN)
     body = _body(_offline(settings, 1).to_dict("records")[0])
     try:
-        with TestClient(create_app(own, cfg)) as client:
+        with TestClient(create_app(own, cfg), headers=AUTH) as client:
             assert client.post("/v1/score", json=body).status_code == 200
             proc.terminate()
             proc.wait(10)
@@ -331,10 +372,11 @@ def test_schemathesis_finds_no_server_error(served: tuple) -> None:
     thread.start()
     try:
         deadline = time.monotonic() + 60
-        while health.http(f"http://127.0.0.1:{port}/ready") is not None:
+        while health.http(f"http://127.0.0.1:{port}/ready", TOKEN) is not None:
             assert time.monotonic() < deadline, "the API did not become ready"
             time.sleep(0.1)
         out = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{port}/openapi.json",
+                              "-H", f"Authorization: Bearer {TOKEN}",
                               "--checks", "not_a_server_error", "-n", "30", "--generation-deterministic"],
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

@@ -116,13 +116,19 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
         eid = f"evt-{i:08d}"
         fraud = bool(rng.random() < 0.2)
         rec = {"event_id": eid, "features": {"v": float(rng.normal(2.0 if fraud else 0.0, 1.0))},
-               "fraud_probability": 0.5, "decision": "approve"}
+               "fraud_probability": 0.5, "decision": "approve", "source": "stream"}
         fb = encode(FraudFeedback(event_id=eid, card_id="card-1", event_time=1_790_000_000_000, is_fraud=fraud,
                                   scenario="slow_drain" if fraud else "legit"))
         first, second = ((scores, orjson.dumps(rec)), (feedback, fb)) if i % 3 else ((feedback, fb),
                                                                                    (scores, orjson.dumps(rec)))
         p.produce(first[0], key=eid.encode(), value=first[1])
         p.produce(second[0], key=eid.encode(), value=second[1])
+    for i in range(50):  # scores a caller asked the API for, with event ids of its choosing: never learned
+        eid = f"forged-{i:08d}"
+        p.produce(scores, key=eid.encode(), value=orjson.dumps({"event_id": eid, "features": {"v": 9.0},
+                                                               "fraud_probability": 0.5, "source": "api:shop"}))
+        p.produce(feedback, key=eid.encode(), value=encode(FraudFeedback(
+            event_id=eid, card_id="card-1", event_time=1_790_000_000_000, is_fraud=False, scenario="legit")))
     assert p.flush(30) == 0
     stop = threading.Event()
     out = tmp_path / "online.json"
@@ -133,12 +139,19 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
                                                           metrics=metrics)))
     t.start()
     deadline = time.monotonic() + 60
-    while (not out.exists() or json.loads(out.read_text())["labels"] < n) and time.monotonic() < deadline:
+    def done() -> bool:
+        if not out.exists():
+            return False
+        rep = json.loads(out.read_text())
+        return rep["labels"] >= n and rep["ignored_scores"] >= 50
+
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.2)
     stop.set()
     t.join(30)
     report = json.loads(out.read_text())
     assert report["labels"] == n  # every label joined to its score, whichever came first
+    assert report["ignored_scores"] == 50
     assert report["online"]["auc"] > 0.8 and report["per_scenario"]["slow_drain"]["champion_recall"] == 0.0
     # the same numbers on the learner's Prometheus endpoint
     samples = health.prometheus_samples(f"http://127.0.0.1:{port}/metrics")

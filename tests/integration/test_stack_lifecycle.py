@@ -138,3 +138,26 @@ def test_down_leaves_no_process(tmp_path_factory: pytest.TempPathFactory) -> Non
     lifecycle.down(settings, say=lambda _m: None)
     assert not Supervisor(settings).running()
     assert orphans(settings) == []
+
+
+def test_redis_asks_for_the_password_a_setting_gives(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """STACK_REDIS_PASSWORD: Redis refuses clients without it; the Feast store (the stream's
+    and the API's path) works with it."""
+    from core import feast_store
+
+    settings = local_settings(tmp_path_factory.mktemp("redis-pw")).model_copy(
+        update={"redis_password": "s3cret-for-tests"})
+    lifecycle.up(settings, say=lambda _m: None, only=("redis",))
+    try:
+        anonymous = redis.Redis(host=settings.host, port=settings.redis_port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        assert redis.Redis.from_url(settings.redis_url).ping()
+        repo = feast_store.isolated_copy(settings, tmp_path_factory.mktemp("redis-pw-repo"))
+        store = feast_store.open_store(repo)
+        from streaming.read import CardFeatureReader
+
+        assert CardFeatureReader(store).states(["nobody"])[0][1] is None  # a read through Feast, authenticated
+        assert (settings.conf_dir / "redis.conf").stat().st_mode & 0o077 == 0
+    finally:
+        lifecycle.down(settings, say=lambda _m: None)

@@ -21,12 +21,45 @@ def test_same_services_as_the_local_stack() -> None:
     assert {"init", "prometheus", "grafana"} | set(SERVICES) <= set(COMPOSE["services"])
 
 
-def test_default_ports_match_settings() -> None:
-    s = StackSettings()
-    assert s.worker_metrics_port in _published("stream-worker")
-    assert s.kafka_port in _published("kafka")
-    assert s.redis_port in _published("redis")
-    assert s.mlflow_port in _published("mlflow")
+def test_only_the_api_is_published_and_on_loopback() -> None:
+    published = {name: svc["ports"] for name, svc in COMPOSE["services"].items() if svc.get("ports")}
+    assert published == {"inference-api": ["127.0.0.1:8000:8000"]}
+    env = COMPOSE["services"]["kafka"]["environment"]
+    assert "HOST" not in env["KAFKA_LISTENERS"] and "localhost" not in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert '--allowed-hosts "*"' not in COMPOSE["services"]["mlflow"]["command"]
+
+
+def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
+    svc = COMPOSE["services"]
+    assert svc["secrets"]["command"] == ["python", "-m", "stack.secrets"]
+    assert "/data/secrets/redis.conf" in svc["redis"]["command"]  # requirepass
+    assert svc["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in svc["grafana"]["environment"]
+    prom = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus.yml").read_text())
+    api_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "inference-api")
+    assert api_job["authorization"]["credentials_file"] == "/data/secrets/prometheus-api-key"
+    # the private signing key only where training runs; the API has the public half only
+    signing = {n for n, s in svc.items() if any(str(v).startswith("signing-key:") for v in s.get("volumes", []))}
+    assert signing == {"secrets", "drift-monitor", "online-learner"}
+
+
+def test_services_restart_and_run_unprivileged_from_a_runtime_image() -> None:
+    one_shot = {"secrets", "init"}
+    for name, svc in COMPOSE["services"].items():
+        assert (svc.get("restart") == "unless-stopped") != (name in one_shot), name
+    docker = (REPO_ROOT / "Dockerfile").read_text()
+    assert "\nUSER app\n" in docker and "requirements.runtime.lock" in docker
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {"feature_repo/data", ".data", "tests"} <= set(ignored)
+
+
+def test_the_runtime_lock_pins_the_same_versions_without_test_tools() -> None:
+    def pins(name: str) -> dict[str, str]:
+        return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (REPO_ROOT / name).read_text(), re.M))
+
+    runtime, full = pins("requirements.runtime.lock"), pins("requirements.lock")
+    assert runtime and all(full.get(k) == v for k, v in runtime.items())
+    assert not {"pytest", "hypothesis", "schemathesis", "ruff", "testcontainers"} & set(runtime)
 
 
 def test_kafka_matches_local_broker_settings() -> None:

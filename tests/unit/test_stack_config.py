@@ -74,3 +74,18 @@ def test_cluster_ids_never_look_like_an_option() -> None:
     ids = [kafka_dist.new_cluster_id() for _ in range(5000)]  # ~1 in 64 would start with '-'
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_redis_password_reaches_every_client_and_is_never_shown(tmp_path: Path) -> None:
+    from core.feast_store import repo_config
+    from stack.services import stack_env
+
+    s = StackSettings(data_dir=tmp_path, redis_password="p@ss:w/rd")
+    assert s.redis_url == "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/0"
+    assert "p@ss" not in s.redis_url_shown and ":***@" in s.redis_url_shown
+    assert "requirepass p@ss:w/rd" in redis_conf(s).splitlines()
+    assert repo_config(s).online_store.connection_string.endswith(",password=p@ss:w/rd")
+    assert stack_env(s)["STACK_REDIS_PASSWORD"] == "p@ss:w/rd"  # the real value, not SecretStr's mask
+    (tmp_path / "pw").write_text("from-a-file\n")
+    assert StackSettings(redis_password_file=tmp_path / "pw").redis_secret == "from-a-file"
+    assert "requirepass" not in redis_conf(StackSettings(data_dir=tmp_path))

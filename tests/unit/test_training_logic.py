@@ -281,3 +281,11 @@ def test_an_event_id_repeated_across_cards_is_left_out_not_fatal() -> None:
     assert dropped == 2 and list(kept["event_id"]) == ["a", "c", "c"]  # "c" twice on one card: readers dedupe
     same, none = drop_ambiguous_event_ids(df[df["event_id"] != "b"])
     assert none == 0 and len(same) == 3
+
+
+def test_printed_database_urls_hide_their_password() -> None:
+    from training.cli import safe_url
+
+    shown = safe_url("postgresql+psycopg://scorer:s3cr3t-pw@db.internal:5432/risk")
+    assert "s3cr3t-pw" not in shown and "scorer:***@db.internal" in shown
+    assert safe_url("sqlite:////tmp/scores.db") == "sqlite:////tmp/scores.db"
