@@ -67,8 +67,9 @@ class StackSettings(BaseSettings):
 
     @property
     def redis_secret(self) -> str | None:
-        if self.redis_password is not None:
-            return self.redis_password.get_secret_value()
+        if self.redis_password is not None:  # (a str when set through model_copy, unvalidated)
+            pw = self.redis_password
+            return pw.get_secret_value() if isinstance(pw, SecretStr) else str(pw)
         if self.redis_password_file is not None:
             return self.redis_password_file.read_text().strip()
         return None

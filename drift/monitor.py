@@ -230,6 +230,7 @@ class Monitor:
         cmd = [*program, "--model-type", self.cfg.model_type,
                "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
                "--feedback-topic", self.cfg.feedback_topic, *self.cfg.train_args]
+        (self.dir / "last-run" / "run.json").unlink(missing_ok=True)  # only this run's facts are read after
         # its own process group, so that a timeout or our SIGTERM ends it and its children
         proc = self._training = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                  text=True, cwd=REPO_ROOT, start_new_session=True)
@@ -244,8 +245,16 @@ class Monitor:
         version = next((ln.split(" v")[1].split(",")[0] for ln in stdout.splitlines()
                         if ln.startswith("registered ")), None)
         gate = {0: "passed", 4: "refused"}.get(proc.returncode, "error")
-        return {"gate": gate, "exit_code": proc.returncode, "version": version,
-                "error": stderr.strip().splitlines()[-1] if proc.returncode not in (0, 4) and stderr.strip() else None}
+        out: dict[str, Any] = {"gate": gate, "exit_code": proc.returncode, "version": version,
+                               "error": stderr.strip().splitlines()[-1]
+                               if proc.returncode not in (0, 4) and stderr.strip() else None}
+        run = self.dir / "last-run" / "run.json"
+        if proc.returncode in (0, 4) and run.exists():  # which labels, and the ground-truth evidence
+            facts = json.loads(run.read_text())
+            gt = facts.get("ground_truth_gate") or {}
+            out.update(labels=facts.get("labels"), ground_truth=gt.get("detail"),
+                       ground_truth_decided=gt.get("decides"))
+        return out
 
     def _take_lock(self) -> int | None:
         """The retrain lock (its file holds our pid), or None while a live process holds it.
@@ -296,11 +305,7 @@ class Monitor:
         return rec
 
     def _audit(self, rec: dict[str, Any]) -> None:
-        """One write of one whole line, flushed to disk."""
-        with self.audit_path.open("a") as f:
-            f.write(json.dumps(rec, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        audit(self.stack, rec)
 
     def terminate(self) -> None:
         """SIGTERM: end a running training run and release the lock."""
@@ -326,6 +331,16 @@ class Monitor:
                 log.info("monitor: triggers %s, action %s", rec["triggers"], rec["action"])
             except Exception:  # one failed check must not end the loop
                 log.exception("monitor check failed")
+
+
+def audit(stack: StackSettings, rec: dict[str, Any]) -> None:
+    """Append one decision to the audit log: one write of one whole line, flushed to disk."""
+    path = stack.data_dir / "monitor" / "audit.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(rec, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _lock_pid(path: Any) -> int | None:
@@ -387,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit":
         for rec in last_decisions(stack, 20):
             print(f"{rec['at']}  triggers={','.join(rec['triggers']) or '-'}  action={rec['action']}"
+                  f"{'  labels=' + rec['labels'] if rec.get('labels') else ''}"
                   f"{'  gate=' + rec['gate'] if rec.get('gate') else ''}"
                   f"{'  version=' + str(rec['version']) if rec.get('version') else ''}")
         return 0
@@ -399,9 +415,15 @@ def main(argv: list[str] | None = None) -> int:
 
         def challenger(window: Any) -> tuple[bool, str]:
             r = warm_start(stack, cfg.model_name, window)
-            return r.version is not None, (
-                f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}"
-                + (f", challenger v{r.version}" if r.version else ""))
+            summary = (f"v{r.champion_version} + {r.trees_after - r.trees_before} trees: gate {r.gate.verdict}"
+                       + (f", challenger v{r.version}" if r.version else "")
+                       + (", promoted to champion" if r.promoted else "") + f"; {r.ground_truth}")
+            if r.version:  # one audit log for every challenger the gate judged
+                audit(stack, {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": time.time(),
+                              "model_name": cfg.model_name, "triggers": ["warm_start"],
+                              "action": "promoted" if r.promoted else "challenger", "version": r.version,
+                              "labels": "feedback", "gate": r.gate.verdict, "ground_truth": r.ground_truth})
+            return r.version is not None, summary
 
         metrics = LearnerMetrics(stack.learner_metrics_port, stack.host)
         log.info("online learner: metrics on http://%s:%d/metrics, report in %s", stack.host,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.settings import StackSettings
-from training import calibration, evaluate, export, gate, models, tracking
+from training import calibration, evaluate, export, feedback, gate, models, tracking
 from training.errors import DataError, TrainingError
 
 
@@ -30,6 +30,8 @@ class WarmStartResult:
     parity: dict[str, float]
     version: str | None
     rows: dict[str, int]
+    promoted: bool = False
+    ground_truth: str = ""
 
 
 def labelled_window(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +73,11 @@ def continue_booster(model_type: str, booster: Path, X: np.ndarray, y: np.ndarra
 
 
 def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_trees: int = 50,
-               gate_cfg: gate.GateConfig | None = None, promote: bool = False, seed: int = 42) -> WarmStartResult:
+               gate_cfg: gate.GateConfig | None = None, promote: bool | None = None, seed: int = 42,
+               min_fraud: int = 50) -> WarmStartResult:
+    """Continue the champion on ``window`` and judge it; a passing model is registered as
+    challenger and, with ``promote`` None (the default), promoted when ground truth decided
+    (at least ``min_fraud`` fraud cases in the holdout) and it won there with confidence."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -109,12 +115,20 @@ def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_t
     champ_metrics = evaluate.compute(y[b:], p_champ, champ.threshold)
     verdict = gate.evaluate(metrics, None, champ_metrics, gate_cfg or gate.GateConfig(),
                             psi_vs_champion=evaluate.score_psi(p_champ, p_hold))
+    # the one ground-truth gate every challenger meets (training/feedback.py): the window's
+    # labels are matured feedback, so with enough fraud it decides, with confidence
+    flagged = p_champ >= champ.threshold
+    budget = float(flagged.mean()) if flagged.any() else float(y[b:].mean())
+    ids = df["event_id"].to_numpy()[b:]
+    gt = feedback.gate(y[b:], p_hold, p_champ, budget, ids, (df["event_time"].to_numpy()[b:] // feedback.DAY_MS),
+                       min_fraud=min_fraud, seed=seed)
+    verdict = gate.with_ground_truth(verdict, gt.decides, gt.passed, gt.detail)
     metadata = {**champ.metadata, "threshold": threshold, "calibration": cal.describe(),
                 "importance": [float(v) for v in fitted.importance()], "warm_started_from": champ.version,
                 "label_mode": "fraud feedback (ground truth)"}
     onnx_model = export.build(fitted, len(champ.features), cal, metadata)
     parity = export.parity(onnx_model, fitted, cal, X[b:])
-    version = None
+    version, promoted = None, False
     with mlflow.start_run(experiment_id=tracking.experiment("warm-starts", settings)):
         mlflow.set_tags({"warm_started_from": champ.version, "gate": verdict.verdict, "model_type": model_type})
         mlflow.log_metrics({**{f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)},
@@ -132,8 +146,11 @@ def warm_start(settings: StackSettings, name: str, window: pd.DataFrame, extra_t
                                                     "test_auc": f"{metrics['auc']:.4f}",
                                                     "test_f1": f"{metrics['f1']:.4f}"},
                                         onnx_model.SerializeToString(), settings)
-            if promote:
+            if promote if promote is not None else gt.decides:
                 tracking.promote(name, version, f"warm start from v{champ.version} passed the gate", settings,
-                                 expected=champ.version, evidence={"labels": "fraud feedback", "gate": "passed"})
+                                 expected=champ.version, evidence={"labels": "feedback", "gate": "passed",
+                                                                   "ground_truth": gt.detail})
+                promoted = True
     return WarmStartResult(champ.version, before, after, metrics, champ_metrics, verdict, parity, version,
-                           {"learn": a, "calibrate": b - a, "holdout": n - b, "fraud": int(y.sum())})
+                           {"learn": a, "calibrate": b - a, "holdout": n - b, "fraud": int(y.sum())}, promoted,
+                           gt.detail)

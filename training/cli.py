@@ -27,6 +27,21 @@ def _time_ms(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _duration_ms(text: str) -> int:
+    """90s, 30m, 12h, 3d, or plain seconds."""
+    units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text) * 1_000
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 12h, 3d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
+    return int(value)
+
+
 def _fraction(text: str) -> float:
     v = float(text)
     if not 0 < v < 1:
@@ -59,6 +74,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--max-samples", type=int, help="use the most recent N transactions")
     d.add_argument("--fraud-rate", type=_fraction,
                    help="label the top R fraction by rule score instead of 'any rule fires'")
+    d.add_argument("--labels", default="auto", choices=["auto", "rules", "feedback", "combined"],
+                   help="rules (the cold start), feedback (matured ground truth from fraud-feedback), combined "
+                        "(ground truth where matured, rule labels on younger rows), auto (default: rules until "
+                        "--min-feedback-fraud matured fraud cases exist, then the better of feedback and combined "
+                        "on the validation rows' ground truth)")
+    d.add_argument("--label-maturity", type=_duration_ms, default=120_000,
+                   help="a transaction without feedback counts as legit only once this old, e.g. 90s, 30m, 3d "
+                        "(default 120s: twice the generator's default feedback delay); younger ones are left out")
+    d.add_argument("--min-feedback-fraud", type=int, default=50,
+                   help="matured fraud cases before ground truth trains (auto) and decides the gate (default 50)")
+    d.add_argument("--alert-budget", type=_fraction,
+                   help="share of traffic the team can review, for the ground-truth gate's recall and precision "
+                        "(default: the champion's current flag rate)")
     d.add_argument("--label-window-min", type=int, default=30,
                    help="personalization: positive when the session purchases within N minutes (default 30)")
     d.add_argument("--split", default="time", choices=["time", "stratified"], help="split method (default time)")
@@ -100,7 +128,8 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         downsample=args.downsample, resample=args.resample, registered_name=args.registered_name,
         monotone=[f for f in args.monotone.split(",") if f], force=args.force, promote=not args.no_promote,
         ground_truth=not args.no_ground_truth, feedback_topic=args.feedback_topic, seed=args.seed,
-        min_auc=args.min_auc, max_ece=args.max_ece,
+        min_auc=args.min_auc, max_ece=args.max_ece, labels=args.labels, label_maturity_ms=args.label_maturity,
+        min_feedback_fraud=args.min_feedback_fraud, alert_budget=args.alert_budget,
         output_dir=args.output_dir, verbose=args.verbose)
 
 

@@ -48,6 +48,14 @@ class TrainConfig(BaseModel):
     min_positives: int = 20
     #: personalization: a click is positive when its session purchases within this many minutes
     label_window_min: int = Field(30, ge=1)
+    #: rules (cold start), feedback (matured ground truth), combined, auto (training/feedback.py)
+    labels: Literal["auto", "rules", "feedback", "combined"] = "auto"
+    #: a row without feedback is legit only once this old (event time); younger: unknown
+    label_maturity_ms: int = Field(120_000, ge=0)
+    #: matured fraud cases needed before ground truth trains (auto) and decides the gate
+    min_feedback_fraud: int = Field(50, ge=1)
+    #: share of traffic the team can review (default: the champion's current flag rate)
+    alert_budget: float | None = Field(None, gt=0, lt=1)
     force: bool = False
     promote: bool = True
     ground_truth: bool = True

@@ -103,3 +103,22 @@ def evaluate(candidate: dict[str, float], baseline: dict[str, float] | None, cha
     else:
         r.checks.append(Check("importance_stability", True, "champion has no importance record", skipped=True))
     return r
+
+
+#: the checks that compare with the champion on the training labels: with ground truth deciding,
+#: they are reported, not deciding (a model that wins on ground truth must not lose to rule labels)
+CHAMPION_CHECKS = ("beats_champion", "prediction_shift", "importance_stability")
+
+
+def with_ground_truth(result: GateResult, decides: bool, passed: bool, detail: str) -> GateResult:
+    """The gate once the matured holdout has been judged (training.feedback.gate). When ground
+    truth decides, it replaces the champion comparisons on the training labels, which stay in
+    the report as informational."""
+    checks = []
+    for c in result.checks:
+        if decides and c.name in CHAMPION_CHECKS and not c.skipped:
+            checks.append(Check(c.name, True, f"{c.detail} (informational: ground truth decides)", skipped=True))
+        else:
+            checks.append(c)
+    checks.append(Check("ground_truth", bool(passed) if decides else True, detail, skipped=not decides))
+    return GateResult(checks)

@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from core.rules import RULES
 from core.settings import StackSettings
-from training import calibration, evaluate, export, gate, ground_truth, models, search, splits, tracking
+from training import calibration, evaluate, export, feedback, gate, ground_truth, models, search, splits, tracking
 from training.config import TrainConfig
 from training.dataset import Dataset, load, load_clicks
 from training.errors import DataError, TrainingError
@@ -125,16 +125,70 @@ def _monotone(cfg: TrainConfig, features: list[str]) -> dict[str, Any]:
 
 
 def _champion_view(name: str, features: list[str], X_test: np.ndarray, y_test: np.ndarray  # noqa: N803
-                   ) -> tuple[dict[str, float] | None, np.ndarray | None, np.ndarray | None, str, str | None]:
+                   ) -> tuple[dict[str, float] | None, np.ndarray | None, np.ndarray | None, str, str | None,
+                              float | None]:
     champ = tracking.load(name, tracking.CHAMPION)
     if champ is None:
-        return None, None, None, "no champion yet", None
+        return None, None, None, "no champion yet", None, None
     if champ.features != features:
-        return None, None, None, f"champion v{champ.version} uses other features; not comparable", champ.version
+        return None, None, None, f"champion v{champ.version} uses other features; not comparable", champ.version, None
     p = export.score(export.session(champ.onnx), X_test)
     metrics = evaluate.compute(y_test, p, champ.threshold)
     imp = champ.metadata.get("importance")
-    return metrics, p, (np.asarray(imp, dtype=np.float64) if imp else None), "", champ.version
+    return metrics, p, (np.asarray(imp, dtype=np.float64) if imp else None), "", champ.version, champ.threshold
+
+
+def _label_mode(cfg: TrainConfig, tl: feedback.TruthLabels | None, fraud: bool) -> str:
+    """rules, feedback, combined, or auto (enough matured fraud: pick between the two)."""
+    if not fraud or cfg.labels == "rules":
+        return "rules"
+    if tl is None:
+        if cfg.labels == "auto":
+            return "rules"
+        raise DataError(f"--labels {cfg.labels} needs the fraud-feedback topic ({cfg.feedback_topic}); Kafka is "
+                        "unreachable or ground truth is switched off")
+    if cfg.labels == "auto":
+        return "rules" if tl.summary["fraud"] < cfg.min_feedback_fraud else "auto"
+    return cfg.labels
+
+
+def _labels_and_split(cfg: TrainConfig, df: pd.DataFrame, labels: Labels, tl: feedback.TruthLabels | None,
+                      mode: str) -> tuple[np.ndarray, splits.Split, str]:
+    """Labels and split for a mode. With ground truth, validation and test are the newest
+    *matured* rows (never "not reported yet"); ``combined`` adds the young rows to training
+    with their rule labels."""
+    if mode == "rules":
+        sp = splits.split(df, labels.y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed)
+        return labels.y, sp, labels.mode
+    assert tl is not None
+    kidx = np.flatnonzero(tl.known)
+    spk = splits.split(df.iloc[kidx].reset_index(drop=True), tl.y[kidx], cfg.split, cfg.val_size, cfg.test_size,
+                       cfg.group_split, cfg.seed)
+    train, val, test = kidx[spk.train], kidx[spk.val], kidx[spk.test]
+    y = tl.y.copy()
+    what = f"fraud feedback (matured ground truth, {cfg.label_maturity_ms / 1000:.0f} s maturity)"
+    if mode == "combined":
+        young = np.flatnonzero(~tl.known)
+        y[young] = labels.y[young]
+        train = np.sort(np.concatenate([train, young]))
+        what = f"combined: matured ground truth + rule labels on {len(young):,} young rows"
+    return y, splits.Split(train, val, test), what
+
+
+def _pick_labels(cfg: TrainConfig, df: pd.DataFrame, X: np.ndarray, labels: Labels,  # noqa: N803
+                 tl: feedback.TruthLabels) -> tuple[str, str]:
+    """auto: fit the model on each of feedback and combined labels; keep the one with the higher
+    ground-truth PR-AUC on the (shared, matured) validation rows."""
+    scores = {}
+    for mode in ("feedback", "combined"):
+        y, sp, _ = _labels_and_split(cfg, df, labels, tl, mode)
+        f = models.fit(cfg.model_type, X[sp.train], y[sp.train], X[sp.val], y[sp.val], dict(cfg.params), cfg.seed)
+        yv = tl.y[sp.val]
+        scores[mode] = float(skm.average_precision_score(yv, f.predict(X[sp.val]))) if 0 < yv.sum() < len(yv) \
+            else float("nan")
+    best = "combined" if scores["combined"] > scores["feedback"] else "feedback"
+    return best, (f"labels auto: {best} (validation ground-truth PR-AUC feedback {scores['feedback']:.4f}, "
+                  f"combined {scores['combined']:.4f})")
 
 
 def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainResult:
@@ -160,15 +214,33 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     say(f"    {len(df):,} {what}, {ds.summary.get('cards', ds.summary.get('users')):,} "
         f"{'cards' if fraud else 'users'}, {ds.summary['start']} .. {ds.summary['end']}")
     labels: Labels = label(df, cfg.fraud_rate) if fraud else purchase_labels(df, cfg.label_window_min * 60_000)
-    say(f"    labels: {describe(labels)}")
-    y = labels.y
-    if y.sum() < cfg.min_positives:
-        raise DataError(f"only {int(y.sum())} positive labels (minimum {cfg.min_positives}): let the generator run "
-                        "longer, backfill more data" + (", or label by --fraud-rate" if fraud else ""))
-    if fraud and not 0.0005 <= labels.rate <= 0.3:
-        say(f"  warning: label rate {labels.rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
     X = ds.X
-    sp = splits.split(df, y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed)
+    truth_df, tl = None, None
+    if cfg.ground_truth and fraud:
+        with timer.step("ground truth from fraud-feedback"):
+            truth_df = ground_truth.read(settings.kafka_bootstrap, cfg.feedback_topic)
+        if truth_df is None:
+            say("    Kafka not reachable: ground truth skipped (rule labels, rule-label gate)")
+        else:
+            now = int(df["event_time"].max())  # the stream's clock: event time
+            tl = feedback.truth_labels(ground_truth.align(df["event_id"], truth_df), df["event_time"].to_numpy(),
+                                       now, cfg.label_maturity_ms)
+            say(f"    ground truth: {tl.summary['fraud']} matured fraud, {tl.summary['with_feedback']:,} rows with "
+                f"feedback, {tl.summary['matured_silent']:,} matured without, {tl.summary['unknown_young']:,} too "
+                f"young to know (maturity {cfg.label_maturity_ms / 1000:.0f} s)")
+    mode = _label_mode(cfg, tl, fraud)
+    if mode == "auto":
+        with timer.step("choosing labels: feedback or combined"):
+            mode, choice = _pick_labels(cfg, df, X, labels, tl)  # type: ignore[arg-type]
+            say(f"    {choice}")
+    y, sp, label_mode = _labels_and_split(cfg, df, labels, tl, mode)
+    say(f"    labels: {label_mode}: {int(y[sp.train].sum())} positive of {len(sp.train):,} training rows"
+        + (f"; {describe(labels)}" if mode == "rules" else ""))
+    if y[sp.train].sum() < cfg.min_positives:
+        raise DataError(f"only {int(y[sp.train].sum())} positive labels (minimum {cfg.min_positives}): let the "
+                        "generator run longer, backfill more data" + (", or label by --fraud-rate" if fraud else ""))
+    if fraud and mode == "rules" and not 0.0005 <= labels.rate <= 0.3:
+        say(f"  warning: label rate {labels.rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
     for part, idx in (("train", sp.train), ("validation", sp.val), ("test", sp.test)):
         if y[idx].sum() == 0:
             raise DataError(f"the {part} split has no fraud labels; use --split stratified or more data")
@@ -218,7 +290,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     contributions = fitted.contributions(Xte[sample])
     metadata = {"features": ds.features, "threshold": threshold, "model_type": cfg.model_type, "task": cfg.task,
                 "feature_service": ds.summary["feature_service"], "calibration": cal.describe(),
-                "importance": [float(v) for v in importance], "label_mode": labels.mode,
+                "importance": [float(v) for v in importance], "label_mode": label_mode,
                 # what "usual" means when the inference service explains a score
                 "feature_mean": [float(v) for v in Xtr.mean(axis=0, dtype=np.float64)],
                 "feature_std": [float(v) for v in Xtr.std(axis=0, dtype=np.float64)],
@@ -232,7 +304,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     digest = export.sha256(raw)
 
     with timer.step("comparing with the champion"):
-        champ_metrics, champ_p, champ_imp, champ_note, champ_version = _champion_view(name, ds.features, Xte, yte)
+        champ_metrics, champ_p, champ_imp, champ_note, champ_version, champ_threshold = _champion_view(
+            name, ds.features, Xte, yte)
     psi_champ = evaluate.score_psi(champ_p, p_test) if champ_p is not None else None
     overlap = gate.top_overlap(importance, champ_imp) if champ_imp is not None and len(champ_imp) == len(importance) \
         else None
@@ -244,32 +317,45 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         verdict.note = "forced past the gate with --force: " + "; ".join(verdict.reasons())
 
     truth_report: dict[str, Any] = {}
-    if cfg.ground_truth and fraud:
-        with timer.step("ground truth from fraud-feedback"):
-            truth = ground_truth.read(settings.kafka_bootstrap, cfg.feedback_topic)
-            if truth is None:
-                say("    Kafka not reachable: ground-truth evaluation skipped")
-            else:
-                aligned = ground_truth.align(df["event_id"].iloc[sp.test], truth)
-                truth_report = evaluate.ground_truth_report(aligned, yte, p_test, threshold)
-                # what the training rows showed: the monitor's "new fraud pattern" compares with these
-                seen = ground_truth.align(df["event_id"].iloc[sp.train], truth)
-                fraud_seen = seen[seen["is_fraud"].fillna(False).astype(bool)]
-                truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
-                                            "fraud": len(fraud_seen),
-                                            "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
+    gt_verdict = None
+    if tl is not None and truth_df is not None:
+        aligned = ground_truth.align(df["event_id"].iloc[sp.test], truth_df)
+        truth_report = evaluate.ground_truth_report(aligned, labels.y[sp.test], p_test, threshold)
+        # what the training rows showed: the monitor's "new fraud pattern" compares with these
+        seen = ground_truth.align(df["event_id"].iloc[sp.train], truth_df)
+        fraud_seen = seen[seen["is_fraud"].fillna(False).astype(bool)]
+        truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
+                                    "fraud": len(fraud_seen),
+                                    "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
+        # the ground-truth gate on the matured test rows, against the champion's scores there
+        held = tl.known[sp.test]
+        champ_flag = champ_p[held] >= champ_threshold if champ_p is not None and champ_threshold is not None else None
+        budget = cfg.alert_budget or float(np.mean(champ_flag if champ_flag is not None and champ_flag.any()
+                                                   else labels.y[sp.test][held]) or 0.01)
+        rows = df.iloc[sp.test[held]]
+        days = (rows["event_time"] // feedback.DAY_MS).to_numpy()
+        gt_verdict = feedback.gate(tl.y[sp.test][held], p_test[held], champ_p[held] if champ_p is not None else None,
+                                   budget, rows["card_id"].to_numpy(), days, min_fraud=cfg.min_feedback_fraud,
+                                   seed=cfg.seed)
+        truth_report["gate"] = {"decides": gt_verdict.decides, "passed": gt_verdict.passed,
+                                "detail": gt_verdict.detail, **gt_verdict.evidence}
+        verdict = gate.with_ground_truth(verdict, gt_verdict.decides, gt_verdict.passed, gt_verdict.detail)
+        if not verdict.passed and cfg.force:
+            verdict.forced = True
+            verdict.note = "forced past the gate with --force: " + "; ".join(verdict.reasons())
+        say(f"    ground-truth gate: {gt_verdict.detail}")
 
     out_dir = cfg.output_dir or Path(tempfile.mkdtemp(prefix="train-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     exp_id = tracking.experiment(cfg.experiment_name, settings)
     result = TrainResult("", cfg.model_type, metrics, base_metrics, threshold, verdict, parity=parity, cv=cv,
-                         ground_truth=truth_report, label_summary=describe(labels), dataset=ds.summary,
+                         ground_truth=truth_report, label_summary=label_mode, dataset=ds.summary,
                          champion_metrics=champ_metrics, calibration={**cal.describe(), "brier": cal_scores},
                          onnx_sha256=digest, registered_name=name)
     with mlflow.start_run(experiment_id=exp_id) as run, timer.step("logging to MLflow"):
         result.run_id = run.info.run_id
         mlflow.set_tags({"model_type": cfg.model_type, "task": cfg.task, "gate": verdict.verdict,
-                         "feature_service": cfg.feature_service, "label_mode": labels.mode})
+                         "feature_service": cfg.feature_service, "label_mode": label_mode, "labels": mode})
         mlflow.log_params({"model_type": cfg.model_type, "split": cfg.split, "test_size": cfg.test_size,
                            "val_size": cfg.val_size, "group_split": cfg.group_split, "fraud_rate": cfg.fraud_rate,
                            "cv_folds": cfg.cv_folds, "search": cfg.search, "calibration": cal.method,
@@ -282,7 +368,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         mlflow.log_metrics({f"cv_{k}_std": s for k, (_, s) in cv.items() if np.isfinite(s)})
         if labels.names:
             mlflow.log_metrics({f"rule_{k}": v for k, v in labels.rule_counts().items()})
-        mlflow.log_metrics({"label_rate": labels.rate, "onnx_export_seconds": export_s,
+        mlflow.log_metrics({"label_rate": float(y[sp.train].mean()), "onnx_export_seconds": export_s,
                             **{f"parity_{k}": v for k, v in parity.items()}})
         if truth_report.get("model"):
             mlflow.log_metrics({f"gt_model_{k}": v for k, v in truth_report["model"].items()})
@@ -305,6 +391,9 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             "ground_truth.json": json.dumps(truth_report, indent=2),
             "search_trials.json": json.dumps(trials, indent=2, default=str),
             "calibration.json": json.dumps(result.calibration, indent=2),
+            # what the monitor audits: which labels, and the ground-truth evidence
+            "run.json": json.dumps({"labels": mode, "label_mode": label_mode, "gate": verdict.verdict,
+                                    "ground_truth_gate": truth_report.get("gate")}, indent=2, default=str),
         }
         for fname, text in files.items():
             (out_dir / fname).write_text(text)
@@ -335,7 +424,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
                 # compare-and-set: only if the champion is still the one the gate judged against
                 result.previous_champion = tracking.promote(
                     name, result.version, reason, settings, expected=champ_version,
-                    evidence={"labels": labels.mode, "gate": verdict.verdict, "test_auc": round(metrics["auc"], 6)})
+                    evidence={"labels": mode, "gate": verdict.verdict, "test_auc": round(metrics["auc"], 6),
+                              "ground_truth": gt_verdict.detail if gt_verdict else "none"})
                 result.alias = tracking.CHAMPION
             card = model_card(name, result, cfg, champ_version)
             (out_dir / "model_card.md").write_text(card)

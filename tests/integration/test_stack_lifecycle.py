@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 from confluent_kafka import Consumer, Producer
 
 from core.settings import REPO_ROOT, StackSettings
@@ -146,7 +147,7 @@ def test_redis_asks_for_the_password_a_setting_gives(tmp_path_factory: pytest.Te
     from core import feast_store
 
     settings = local_settings(tmp_path_factory.mktemp("redis-pw")).model_copy(
-        update={"redis_password": "s3cret-for-tests"})
+        update={"redis_password": SecretStr("s3cret-for-tests")})
     lifecycle.up(settings, say=lambda _m: None, only=("redis",))
     try:
         anonymous = redis.Redis(host=settings.host, port=settings.redis_port)

@@ -160,3 +160,40 @@ def test_no_data_is_a_clear_error(feast_repo: StackSettings, tmp_path: Path) -> 
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no transactions in the offline store") and "make up" in last
+
+
+def test_a_rule_label_champion_is_replaced_by_a_feedback_model_once_truth_matures(
+        data: tuple[StackSettings, str], tmp_path: Path) -> None:
+    """The loop on ground truth: a champion trained on rule labels; the monitor's next retrain
+    (train.py with its default --labels auto) finds enough matured fraud, trains on feedback,
+    wins on the matured holdout with confidence and is promoted, with the evidence audited;
+    then a weaker challenger is refused by the same ground-truth gate."""
+    from drift.monitor import Monitor, MonitorSettings
+
+    settings, feedback = data
+    name = f"fraud-gt-{uuid.uuid4().hex[:6]}"
+    common = {"test_size": 0.3, "cv_folds": 0, "min_auc": 0.6, "max_ece": 0.2, "min_feedback_fraud": 30}
+    first = train(settings, _cfg(name, feedback, tmp_path / "rules", labels="rules", force=True, **common),
+                  say=lambda _m: None)
+    assert first.alias == tracking.CHAMPION and first.ground_truth["gate"]["decides"]
+    args = ["--cv-folds", "0", "--test-size", "0.3", "--min-auc", "0.6", "--max-ece", "0.2",
+            "--min-feedback-fraud", "30"]
+    monitor = Monitor(settings, MonitorSettings(model_name=name, retrain_every_s=0.001, feedback_topic=feedback,
+                                                scores_topic=f"absent-{uuid.uuid4().hex[:6]}", train_args=args))
+    rec = monitor.once()
+    assert rec["action"] == "retrained" and rec["gate"] == "passed", rec
+    assert rec["labels"] in ("feedback", "combined") and rec["ground_truth_decided"] is True
+    assert "excludes zero" in rec["ground_truth"]
+    tracking.connect(settings, lambda _m: None)
+    assert tracking.alias_version(name, tracking.CHAMPION) == rec["version"] != first.version
+    from core import registry
+
+    promotion = registry.signed_champion(name, registry.Verifier.of(settings))
+    assert promotion is not None and promotion["evidence"]["labels"] == rec["labels"]
+    assert "excludes zero" in promotion["evidence"]["ground_truth"]
+    # a weaker challenger on ground truth: refused, the champion stays
+    weak = train(settings, _cfg(name, feedback, tmp_path / "weak", labels="feedback", **common,
+                                params={"n_estimators": 2, "max_depth": 1}), say=lambda _m: None)
+    assert not weak.gate.passed and weak.version is None
+    assert any(r.startswith("ground_truth:") for r in weak.gate.reasons())
+    assert tracking.alias_version(name, tracking.CHAMPION) == rec["version"]

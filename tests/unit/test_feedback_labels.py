@@ -1,0 +1,118 @@
+"""Labels from matured ground truth and the ground-truth gate (training/feedback.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import feedback, gate
+
+NOW = 1_800_000_000_000
+DAY = feedback.DAY_MS
+
+
+def _aligned(is_fraud: list, scenario: list | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"is_fraud": pd.array(is_fraud, dtype="boolean"),
+                         "scenario": scenario or [("x" if v is not None else None) for v in is_fraud]})
+
+
+def test_silence_is_legit_only_once_matured() -> None:
+    # feedback fraud (young), feedback legit (young), silent old, silent young, fraud old
+    aligned = _aligned([True, False, None, None, True])
+    t = np.array([NOW - 1, NOW - 1, NOW - 3 * DAY, NOW - DAY // 2, NOW - 5 * DAY])
+    tl = feedback.truth_labels(aligned, t, NOW, maturity_ms=2 * DAY)
+    assert tl.known.tolist() == [True, True, True, False, True]  # the young silent row is unknown
+    assert tl.y[tl.known].tolist() == [1, 0, 0, 1]
+    assert tl.summary == {"with_feedback": 3, "matured_silent": 1, "unknown_young": 1, "fraud": 2}
+
+
+def test_combined_labels_use_rules_only_where_truth_is_unknown() -> None:
+    aligned = _aligned([True, None, None, False])
+    t = np.array([NOW - 10, NOW - 10 * DAY, NOW - 10, NOW - 10])
+    tl = feedback.truth_labels(aligned, t, NOW, maturity_ms=DAY)
+    rules = np.array([0, 1, 1, 1], dtype=np.int8)
+    # truth 1; matured silent 0 (the rule's 1 ignored); young unknown -> rule 1; truth 0
+    assert feedback.combined(tl, rules).tolist() == [1, 0, 1, 0]
+
+
+def test_recall_and_precision_at_an_alert_budget() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    p = np.array([.9, .8, .7, .1, .1, .1, .1, .1, .1, .05])
+    got = feedback.at_budget(y, p, budget=0.3)  # top 3 rows reviewed
+    assert got == {"recall": pytest.approx(2 / 3), "precision": pytest.approx(2 / 3), "flagged": 3}
+
+
+def test_card_precision_at_k_counts_cards_per_day() -> None:
+    cards = np.array(["a", "a", "b", "c", "a", "b"])
+    days = np.array([0, 0, 0, 0, 1, 1])
+    y = np.array([0, 1, 0, 0, 0, 0])
+    p = np.array([.2, .9, .8, .1, .7, .6])
+    # day 0: top-2 cards by max score: a (fraud), b (no) -> 0.5; day 1: a, b, neither -> 0
+    assert feedback.card_precision_at_k(cards, days, y, p, k=2) == pytest.approx(0.25)
+
+
+def _holdout(n: int = 20_000, fraud: int = 300, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n, dtype=np.int8)
+    y[rng.choice(n, fraud, replace=False)] = 1
+    strong = rng.normal(0, 1, n) + 3.0 * y  # separates fraud well
+    weak = rng.normal(0, 1, n) + 1.0 * y
+    return y, strong, weak
+
+
+def _gate(y: np.ndarray, new: np.ndarray, old: np.ndarray | None, **kw) -> feedback.GroundTruthVerdict:
+    n = len(y)
+    return feedback.gate(y, new, old, 0.02, np.array([f"c{i % 500}" for i in range(n)]), np.arange(n) // 5000, **kw)
+
+
+def test_the_gate_promotes_only_a_confident_win() -> None:
+    y, strong, weak = _holdout()
+    win = _gate(y, strong, weak)
+    assert win.decides and win.passed and win.evidence["recall_diff_ci"][0] > 0
+    assert "excludes zero" in win.detail
+    lose = _gate(y, weak, strong)
+    assert lose.decides and not lose.passed
+    # the same model against itself: no confident win, so no flip of champions
+    tie = _gate(y, strong, strong + 1e-9)
+    assert tie.decides and not tie.passed
+    # a hair better by chance: the interval includes zero
+    rng = np.random.default_rng(7)
+    assert not _gate(y, strong + rng.normal(0, 0.05, len(y)), strong).passed
+
+
+def test_the_gate_does_not_decide_with_too_few_matured_fraud_cases() -> None:
+    y, strong, weak = _holdout(fraud=30)
+    v = _gate(y, weak, strong, min_fraud=50)
+    assert not v.decides and v.passed and "does not decide yet" in v.detail
+    first = _gate(*_holdout()[:2], None)
+    assert first.decides and first.passed and "no comparable champion" in first.detail
+
+
+def test_the_bootstrap_interval_covers_the_truth_about_95_percent_of_the_time() -> None:
+    """Two models whose true recall difference is known: over many holdouts drawn from the
+    same world, the 95% interval contains it in roughly 95% of them."""
+    rng = np.random.default_rng(3)
+    covered, runs = 0, 120
+    for s in range(runs):
+        n, m = 5000, 200
+        y = np.zeros(n, dtype=np.int8)
+        y[:m] = 1
+        # at a 4% budget (200 rows) each model flags exactly the fraud it "catches" plus filler
+        p_new = np.where(y == 1, rng.random(n) < 0.7, False).astype(float) + rng.random(n) * 0.01
+        p_old = np.where(y == 1, rng.random(n) < 0.6, False).astype(float) + rng.random(n) * 0.01
+        _, lo, hi = feedback.paired_bootstrap(y, p_new, p_old, budget=0.04, n_boot=400, seed=s)
+        covered += lo <= 0.1 <= hi
+    assert 0.88 <= covered / runs <= 0.995
+
+
+def test_ground_truth_replaces_the_rule_label_champion_checks() -> None:
+    r = gate.evaluate({"auc": 0.9, "ece": 0.01, "f1": 0.5}, None, {"auc": 0.99, "f1": 0.9},
+                      gate.GateConfig(min_auc=0.5), psi_vs_champion=0.5, importance_overlap=0.0)
+    assert not r.passed  # on rule labels the challenger loses
+    won = gate.with_ground_truth(r, decides=True, passed=True, detail="recall +0.30")
+    assert won.passed and {c.name for c in won.checks if c.skipped} >= set(gate.CHAMPION_CHECKS)
+    lost = gate.with_ground_truth(r, decides=True, passed=False, detail="recall -0.1")
+    assert not lost.passed and lost.reasons() == ["ground_truth: recall -0.1"]
+    undecided = gate.with_ground_truth(r, decides=False, passed=True, detail="too few")
+    assert not undecided.passed  # rule labels still decide
