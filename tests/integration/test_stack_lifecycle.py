@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from pydantic import SecretStr
 from confluent_kafka import Consumer, Producer
+from pydantic import SecretStr
 
 from core.settings import REPO_ROOT, StackSettings
 from stack import lifecycle
