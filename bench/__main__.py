@@ -16,6 +16,7 @@ BENCHMARKS = {
     "inference": "bench.inference",
     "drift": "bench.drift",
     "feedback": "bench.feedback",
+    "loop": "bench.loop",
 }
 
 

@@ -229,7 +229,8 @@ class Monitor:
         program = self.cfg.train_command or [sys.executable, str(REPO_ROOT / "training" / "train.py")]
         cmd = [*program, "--model-type", self.cfg.model_type,
                "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
-               "--feedback-topic", self.cfg.feedback_topic, *self.cfg.train_args]
+               "--feedback-topic", self.cfg.feedback_topic, "--scores-topic", self.cfg.scores_topic,
+               *self.cfg.train_args]
         (self.dir / "last-run" / "run.json").unlink(missing_ok=True)  # only this run's facts are read after
         # its own process group, so that a timeout or our SIGTERM ends it and its children
         proc = self._training = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -87,6 +87,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--alert-budget", type=_fraction,
                    help="share of traffic the team can review, for the ground-truth gate's recall and precision "
                         "(default: the champion's current flag rate)")
+    d.add_argument("--scores-topic", default="scores",
+                   help="the pipeline's scores, read for its decisions: a declined transaction gets no chargeback, "
+                        "so it stays unlabelled however old (default scores; '' for none)")
     d.add_argument("--label-window-min", type=int, default=30,
                    help="personalization: positive when the session purchases within N minutes (default 30)")
     d.add_argument("--split", default="time", choices=["time", "stratified"], help="split method (default time)")
@@ -129,7 +132,7 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         monotone=[f for f in args.monotone.split(",") if f], force=args.force, promote=not args.no_promote,
         ground_truth=not args.no_ground_truth, feedback_topic=args.feedback_topic, seed=args.seed,
         min_auc=args.min_auc, max_ece=args.max_ece, labels=args.labels, label_maturity_ms=args.label_maturity,
-        min_feedback_fraud=args.min_feedback_fraud, alert_budget=args.alert_budget,
+        min_feedback_fraud=args.min_feedback_fraud, alert_budget=args.alert_budget, scores_topic=args.scores_topic,
         output_dir=args.output_dir, verbose=args.verbose)
 
 

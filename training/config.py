@@ -25,6 +25,8 @@ class TrainConfig(BaseModel):
     experiment_name: str = "fraud-detection"
     registered_name: str | None = None  # default: fraud-detector (purchase-propensity)
     feedback_topic: str = "fraud-feedback"
+    #: the pipeline's scores: its decisions (declines get no chargebacks); empty: none known
+    scores_topic: str = "scores"
     #: features the boosters must treat as monotone increasing (e.g. velocity_score)
     monotone: list[str] = Field(default_factory=list)
     feature_service: str = "fraud_v1"

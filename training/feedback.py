@@ -1,10 +1,11 @@
 """Labels from matured ground truth, and the ground-truth gate.
 
-**Maturity.** Fraud feedback (a chargeback) arrives days after the transaction. A row whose
-feedback has arrived is labelled by it. A row with no feedback is "legit" only once the delay it
-could still receive has passed (``maturity_ms``); younger rows without feedback are *unknown*
-and are left out of feedback training and of every ground-truth evaluation: "not reported yet"
-is never counted as legit.
+**Maturity.** Fraud feedback (a chargeback) arrives days after the transaction. A row is
+labelled only once the delay its feedback could still take has passed (``maturity_ms``): by
+its feedback when one arrived, else as legit. Younger rows are *unknown* and are left out of
+feedback training and of every ground-truth evaluation: "not reported yet" is never counted as
+legit, and a young row already reported is left out too, because keeping only the young rows
+that were reported would over-represent fraud in the newest traffic.
 
 **Label modes** (``train.py --labels``):
 - ``rules``: the rule labels of core.rules (the cold start);
@@ -35,12 +36,15 @@ LABEL_MODES = ("auto", "rules", "feedback", "combined")
 
 @dataclass
 class TruthLabels:
-    """Ground truth per row: ``y`` (1 fraud, 0 legit) where ``known``, and why a row is unknown."""
+    """Ground truth per row: ``y`` (1 fraud, 0 legit) where ``known``, and why a row is unknown;
+    ``w``: inverse-propensity weights for evaluation (1 / the probability the row's outcome
+    was observed; 1 without selection)."""
 
     y: np.ndarray  # int8; meaningful where known
     known: np.ndarray  # bool
     scenario: np.ndarray  # object; "" where unknown
     summary: dict[str, int] = field(default_factory=dict)
+    w: np.ndarray | None = None
 
 
 def matured(event_time: np.ndarray, now_ms: int, maturity_ms: int) -> np.ndarray:
@@ -48,17 +52,27 @@ def matured(event_time: np.ndarray, now_ms: int, maturity_ms: int) -> np.ndarray
     return np.asarray(event_time, dtype=np.int64) <= now_ms - maturity_ms
 
 
-def truth_labels(aligned: pd.DataFrame, event_time: np.ndarray, now_ms: int, maturity_ms: int) -> TruthLabels:
-    """``aligned``: per row, ``is_fraud`` (NA where no feedback arrived) and ``scenario``."""
+def truth_labels(aligned: pd.DataFrame, event_time: np.ndarray, now_ms: int, maturity_ms: int,
+                 declined: np.ndarray | None = None, label_probability: np.ndarray | None = None) -> TruthLabels:
+    """``aligned``: per row, ``is_fraud`` (NA where no feedback arrived) and ``scenario``.
+
+    Selection bias: a declined transaction gets no chargeback, so its silence says nothing;
+    with ``declined`` (the bank's decisions) such rows stay unknown however old. A would-be
+    decline approved for exploration was observed with ``label_probability`` (< 1): its weight
+    in evaluation is the inverse."""
     has = aligned["is_fraud"].notna().to_numpy()
-    fraud = aligned["is_fraud"].fillna(False).astype(bool).to_numpy()
+    fraud = aligned["is_fraud"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     old = matured(event_time, now_ms, maturity_ms)
-    known = has | old
+    blind = np.zeros(len(has), dtype=bool) if declined is None else np.asarray(declined, dtype=bool)
+    known = old & (has | ~blind)
     y = (fraud & has).astype(np.int8)
     scen = np.where(has, aligned["scenario"].fillna("").astype(str).to_numpy(), "")
-    summary = {"with_feedback": int(has.sum()), "matured_silent": int((old & ~has).sum()),
-               "unknown_young": int((~known).sum()), "fraud": int(y[known].sum())}
-    return TruthLabels(y, known, scen, summary)
+    w = None if label_probability is None else 1.0 / np.clip(np.asarray(label_probability, dtype=np.float64),
+                                                             1e-6, 1.0)
+    summary = {"with_feedback": int(has.sum()), "matured_silent": int((old & ~has & ~blind).sum()),
+               "declined_unlabelled": int((blind & ~has).sum()), "unknown_young": int((~old).sum()),
+               "fraud": int(y[known].sum())}
+    return TruthLabels(y, known, scen, summary, w)
 
 
 def combined(truth: TruthLabels, rule_y: np.ndarray) -> np.ndarray:
@@ -73,11 +87,14 @@ def budget_threshold(p: np.ndarray, budget: float) -> float:
     return float(np.sort(p)[::-1][min(k, len(p)) - 1])
 
 
-def at_budget(y: np.ndarray, p: np.ndarray, budget: float) -> dict[str, float]:
-    """Recall and precision when the top ``budget`` share of rows is reviewed."""
+def at_budget(y: np.ndarray, p: np.ndarray, budget: float, w: np.ndarray | None = None) -> dict[str, float]:
+    """Recall and precision when the top ``budget`` share of rows is reviewed (``w``: inverse-
+    propensity weights, so that an explored decline counts for the declines it stands for)."""
+    w = np.ones(len(y)) if w is None else w
     flag = p >= budget_threshold(p, budget)
-    tp = int((flag & (y == 1)).sum())
-    return {"recall": tp / max(1, int(y.sum())), "precision": tp / max(1, int(flag.sum())),
+    fraud = y == 1
+    tp = float(w[flag & fraud].sum())
+    return {"recall": tp / max(1e-12, float(w[fraud].sum())), "precision": tp / max(1e-12, float(w[flag].sum())),
             "flagged": int(flag.sum())}
 
 
@@ -91,7 +108,7 @@ def card_precision_at_k(cards: np.ndarray, days: np.ndarray, y: np.ndarray, p: n
 
 
 def paired_bootstrap(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, budget: float, n_boot: int = 1000,
-                     seed: int = 0) -> tuple[float, float, float]:
+                     seed: int = 0, w: np.ndarray | None = None) -> tuple[float, float, float]:
     """(observed recall difference new - old at the budget, 2.5% and 97.5% bootstrap quantiles).
     Each model's budget threshold is fixed on the whole holdout; rows are resampled in pairs
     (the same rows for both models), so the interval is on the difference itself."""
@@ -101,7 +118,8 @@ def paired_bootstrap(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, budget
     if len(fraud) == 0:
         return 0.0, 0.0, 0.0
     # recall only depends on the fraud rows: resample the holdout, keep its fraud rows' flags
-    hit_new, hit_old = f_new[fraud].astype(np.int32), f_old[fraud].astype(np.int32)
+    wf = np.ones(len(fraud)) if w is None else np.asarray(w, dtype=np.float64)[fraud]
+    hit_new, hit_old = f_new[fraud] * wf, f_old[fraud] * wf
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     n, m = len(y), len(fraud)
@@ -109,20 +127,20 @@ def paired_bootstrap(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, budget
         # rows drawn from the whole holdout; the fraud ones among them define recall
         draws = rng.binomial(n, m / n) if n > m else m
         idx = rng.integers(0, m, size=max(1, draws))
-        diffs[b] = (hit_new[idx].sum() - hit_old[idx].sum()) / len(idx)
-    observed = float((hit_new.sum() - hit_old.sum()) / m)
+        diffs[b] = (hit_new[idx].sum() - hit_old[idx].sum()) / wf[idx].sum()
+    observed = float((hit_new.sum() - hit_old.sum()) / wf.sum())
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return observed, float(lo), float(hi)
 
 
-def report(y: np.ndarray, p: np.ndarray, budget: float, cards: np.ndarray, days: np.ndarray, k: int
-           ) -> dict[str, float]:
+def report(y: np.ndarray, p: np.ndarray, budget: float, cards: np.ndarray, days: np.ndarray, k: int,
+           w: np.ndarray | None = None) -> dict[str, float]:
     from sklearn import metrics as skm
 
-    out: dict[str, float] = {**at_budget(y, p, budget), "fraud": int(y.sum()), "rows": len(y)}
+    out: dict[str, float] = {**at_budget(y, p, budget, w), "fraud": int(y.sum()), "rows": len(y)}
     if 0 < y.sum() < len(y):
-        out["pr_auc"] = float(skm.average_precision_score(y, p))
-        out["auc"] = float(skm.roc_auc_score(y, p))
+        out["pr_auc"] = float(skm.average_precision_score(y, p, sample_weight=w))
+        out["auc"] = float(skm.roc_auc_score(y, p, sample_weight=w))
     out["card_precision_at_k"] = card_precision_at_k(cards, days, y, p, k)
     return out
 
@@ -136,11 +154,13 @@ class GroundTruthVerdict:
 
 
 def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray | None, budget: float, cards: np.ndarray,
-         days: np.ndarray, min_fraud: int = 50, k: int = 50, n_boot: int = 1000, seed: int = 0) -> GroundTruthVerdict:
+         days: np.ndarray, min_fraud: int = 50, k: int = 50, n_boot: int = 1000, seed: int = 0,
+         w: np.ndarray | None = None) -> GroundTruthVerdict:
     """Judge a challenger on the matured holdout (``y`` ground truth, rows already restricted to
-    known ones) against the champion's scores on the same rows (None: no champion)."""
+    known ones; ``w`` their inverse-propensity weights) against the champion's scores on the
+    same rows (None: no champion)."""
     fraud = int(y.sum())
-    new = report(y, p_new, budget, cards, days, k)
+    new = report(y, p_new, budget, cards, days, k, w)
     evidence: dict[str, Any] = {"budget": budget, "holdout_rows": len(y), "holdout_fraud": fraud, "challenger": new}
     if fraud < min_fraud:
         return GroundTruthVerdict(False, True, f"{fraud} matured fraud cases in the holdout (< {min_fraud}): "
@@ -148,8 +168,8 @@ def gate(y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray | None, budget: flo
     if p_old is None:
         return GroundTruthVerdict(True, True, f"no comparable champion; recall {new['recall']:.3f} at budget "
                                               f"{budget:.2%} on {fraud} fraud cases", evidence)
-    old = report(y, p_old, budget, cards, days, k)
-    diff, lo, hi = paired_bootstrap(y, p_new, p_old, budget, n_boot, seed)
+    old = report(y, p_old, budget, cards, days, k, w)
+    diff, lo, hi = paired_bootstrap(y, p_new, p_old, budget, n_boot, seed, w)
     evidence.update(champion=old, recall_diff=diff, recall_diff_ci=[lo, hi])
     passed = lo > 0
     detail = (f"recall at budget {budget:.2%}: {new['recall']:.3f} vs champion {old['recall']:.3f} "

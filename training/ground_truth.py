@@ -36,3 +36,33 @@ def align(event_ids: pd.Series, truth: pd.DataFrame | None) -> pd.DataFrame:
     if truth is None or truth.empty:
         return base.assign(is_fraud=pd.NA, scenario=pd.NA)
     return base.merge(truth, on="event_id", how="left")
+
+
+def decisions(bootstrap: str, topic: str) -> pd.DataFrame | None:
+    """The bank's decisions from the pipeline's own scores (source "stream"): per event id,
+    whether it was declined (no chargeback can follow) and the probability that its outcome
+    was observed (``label_probability``: below 1 for a would-be decline approved for
+    exploration). None when Kafka or the topic is absent."""
+    import orjson
+
+    from streaming.backfill import from_topic
+
+    if health.kafka(bootstrap) is not None:
+        return None
+    try:
+        records, _ = from_topic(bootstrap, topic)
+    except ValueError:
+        return None
+    rows: list[tuple[str, bool, float]] = []
+    for raw in records:
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("source") == "stream" and "decision" in rec:
+            rows.append((str(rec["event_id"]), rec["decision"] == "decline",
+                         float(rec.get("label_probability", 1.0))))
+    if not rows:
+        return None
+    df = pd.DataFrame(rows, columns=["event_id", "declined", "label_probability"])
+    return df.drop_duplicates("event_id", keep="last")

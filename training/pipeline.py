@@ -223,11 +223,18 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             say("    Kafka not reachable: ground truth skipped (rule labels, rule-label gate)")
         else:
             now = int(df["event_time"].max())  # the stream's clock: event time
+            dec = ground_truth.decisions(settings.kafka_bootstrap, cfg.scores_topic) if cfg.scores_topic else None
+            declined = prob = None
+            if dec is not None:  # selection bias: declines get no chargebacks
+                joined = df[["event_id"]].merge(dec, on="event_id", how="left")
+                declined = joined["declined"].fillna(False).astype(bool).to_numpy()
+                prob = joined["label_probability"].fillna(1.0).to_numpy()
             tl = feedback.truth_labels(ground_truth.align(df["event_id"], truth_df), df["event_time"].to_numpy(),
-                                       now, cfg.label_maturity_ms)
+                                       now, cfg.label_maturity_ms, declined, prob)
             say(f"    ground truth: {tl.summary['fraud']} matured fraud, {tl.summary['with_feedback']:,} rows with "
                 f"feedback, {tl.summary['matured_silent']:,} matured without, {tl.summary['unknown_young']:,} too "
-                f"young to know (maturity {cfg.label_maturity_ms / 1000:.0f} s)")
+                f"young to know (maturity {cfg.label_maturity_ms / 1000:.0f} s), "
+                f"{tl.summary['declined_unlabelled']:,} declined (unknowable)")
     mode = _label_mode(cfg, tl, fraud)
     if mode == "auto":
         with timer.step("choosing labels: feedback or combined"):
@@ -244,6 +251,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     for part, idx in (("train", sp.train), ("validation", sp.val), ("test", sp.test)):
         if y[idx].sum() == 0:
             raise DataError(f"the {part} split has no fraud labels; use --split stratified or more data")
+        if y[idx].sum() == len(idx):
+            raise DataError(f"the {part} split has only fraud labels; more (matured) data is needed")
     train_idx = _downsample(sp.train, y, cfg.downsample, cfg.seed)
     Xtr, ytr, Xva, yva, Xte, yte = X[train_idx], y[train_idx], X[sp.val], y[sp.val], X[sp.test], y[sp.test]
 
@@ -323,12 +332,15 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         truth_report = evaluate.ground_truth_report(aligned, labels.y[sp.test], p_test, threshold)
         # what the training rows showed: the monitor's "new fraud pattern" compares with these
         seen = ground_truth.align(df["event_id"].iloc[sp.train], truth_df)
-        fraud_seen = seen[seen["is_fraud"].fillna(False).astype(bool)]
+        fraud_seen = seen[seen["is_fraud"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
         truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
                                     "fraud": len(fraud_seen),
                                     "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
-        # the ground-truth gate on the matured test rows, against the champion's scores there
-        held = tl.known[sp.test]
+    # the ground-truth gate on the matured test rows, against the champion's scores there
+    held = tl.known[sp.test] if tl is not None else np.zeros(0, dtype=bool)
+    if tl is not None and not held.any():
+        verdict = gate.with_ground_truth(verdict, False, True, "no matured rows in the holdout yet")
+    if tl is not None and truth_df is not None and held.any():
         champ_flag = champ_p[held] >= champ_threshold if champ_p is not None and champ_threshold is not None else None
         budget = cfg.alert_budget or float(np.mean(champ_flag if champ_flag is not None and champ_flag.any()
                                                    else labels.y[sp.test][held]) or 0.01)
@@ -336,7 +348,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         days = (rows["event_time"] // feedback.DAY_MS).to_numpy()
         gt_verdict = feedback.gate(tl.y[sp.test][held], p_test[held], champ_p[held] if champ_p is not None else None,
                                    budget, rows["card_id"].to_numpy(), days, min_fraud=cfg.min_feedback_fraud,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, w=tl.w[sp.test][held] if tl.w is not None else None)
         truth_report["gate"] = {"decides": gt_verdict.decides, "passed": gt_verdict.passed,
                                 "detail": gt_verdict.detail, **gt_verdict.evidence}
         verdict = gate.with_ground_truth(verdict, gt_verdict.decides, gt_verdict.passed, gt_verdict.detail)

@@ -91,7 +91,7 @@ class Loop:
             # ~30 fraud labels per phase: recall's 95% interval is about +-0.17, so the
             # performance bounds are wide here; this test is about the drift trigger
             recall_drop=0.45, auc_drop=0.15,
-            train_args=["--cv-folds", "0", "--min-auc", "0.6", "--max-ece", "0.2"])
+            train_args=["--cv-folds", "0", "--min-auc", "0.6", "--max-ece", "0.2", "--test-size", "0.2"])
         return Monitor(self.run.settings, cfg)
 
 
@@ -100,8 +100,9 @@ def loop(stream_run: StreamRun, kafka_bootstrap: str, tmp_path_factory: pytest.T
     settings = stream_run.settings
     name = f"fraud-loop-{uuid.uuid4().hex[:6]}"
     out = tmp_path_factory.mktemp("loop")
+    # the cold start: a champion trained on rule labels, as on a fresh stack
     first = train(settings, TrainConfig(registered_name=name, feedback_topic=stream_run.feedback, cv_folds=0,
-                                        min_auc=0.6, max_ece=0.2, force=True, output_dir=out / "v1"),
+                                        min_auc=0.6, max_ece=0.2, force=True, output_dir=out / "v1", labels="rules"),
                   say=lambda _m: None)
     assert first.version and first.ground_truth.get("training", {}).get("scenarios")
     scores, api_scores = f"scores-{uuid.uuid4().hex[:8]}", f"api-scores-{uuid.uuid4().hex[:8]}"
@@ -153,7 +154,9 @@ def test_a_real_shift_retrains_promotes_and_is_served(loop: Loop, tmp_path: Path
     began = time.monotonic()
     rec = loop.monitor(start).once()
     assert "drift" in rec["triggers"] and "amount" in rec["evidence"]["drifted_key_features"], rec
+    # the retrain learns from the matured feedback and beats the rule-label champion on it
     assert rec["action"] == "retrained" and rec["gate"] == "passed", rec
+    assert rec["labels"] in ("feedback", "combined"), rec
     new = str(rec["version"])
     assert int(new) > int(before)
     champion = tracking.load(loop.name, tracking.CHAMPION)

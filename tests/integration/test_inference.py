@@ -560,13 +560,24 @@ def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
     assert result.trees_after > result.trees_before
     assert result.parity["model"] <= 1e-5 and result.parity["calibration"] <= 1e-5
     checks = {c.name: c for c in result.gate.checks}
-    assert not checks["beats_champion"].skipped and result.rows["holdout"] > 0
+    gt = checks["ground_truth"]  # the one ground-truth gate every challenger meets
+    assert gt.detail == result.ground_truth and result.rows["holdout"] > 0
+    # ground truth decides (the feedback window is labelled), or the comparison on labels does
+    assert checks["beats_champion"].skipped == (not gt.skipped)
     if result.gate.passed:
         chal = tracking.load(name, tracking.CHALLENGER)
         assert chal is not None and chal.version == result.version
         assert str(chal.metadata["warm_started_from"]) == result.champion_version
     else:
         assert result.version is None and result.gate.reasons()
+    if result.promoted:  # a confident win on ground truth is promoted at once, signed, with its evidence
+        from core import registry
+
+        assert not gt.skipped and gt.passed
+        record = registry.signed_champion(name, registry.Verifier.of(settings))
+        assert record is not None and record["version"] == result.version
+        assert record["evidence"]["ground_truth"] == result.ground_truth
+        registry.promote(settings, name, result.champion_version, "test: restore")
 
 
 def test_only_what_the_pipeline_approved_is_served(served: tuple) -> None:

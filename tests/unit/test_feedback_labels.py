@@ -17,23 +17,43 @@ def _aligned(is_fraud: list, scenario: list | None = None) -> pd.DataFrame:
                          "scenario": scenario or [("x" if v is not None else None) for v in is_fraud]})
 
 
-def test_silence_is_legit_only_once_matured() -> None:
+def test_rows_are_labelled_only_once_matured_and_silence_then_means_legit() -> None:
     # feedback fraud (young), feedback legit (young), silent old, silent young, fraud old
     aligned = _aligned([True, False, None, None, True])
     t = np.array([NOW - 1, NOW - 1, NOW - 3 * DAY, NOW - DAY // 2, NOW - 5 * DAY])
     tl = feedback.truth_labels(aligned, t, NOW, maturity_ms=2 * DAY)
-    assert tl.known.tolist() == [True, True, True, False, True]  # the young silent row is unknown
-    assert tl.y[tl.known].tolist() == [1, 0, 0, 1]
-    assert tl.summary == {"with_feedback": 3, "matured_silent": 1, "unknown_young": 1, "fraud": 2}
+    # young rows are unknown, reported or not (keeping only the reported ones would enrich fraud)
+    assert tl.known.tolist() == [False, False, True, False, True]
+    assert tl.y[tl.known].tolist() == [0, 1]
+    assert tl.summary == {"with_feedback": 3, "matured_silent": 1, "declined_unlabelled": 0, "unknown_young": 3,
+                          "fraud": 1}
+
+
+def test_a_declined_transaction_stays_unknown_and_an_explored_one_weighs_for_the_rest() -> None:
+    """Selection bias: a decline gets no chargeback, so its silence is not "legit" however old;
+    a would-be decline approved for exploration (probability 0.05) weighs 20 in evaluation."""
+    aligned = _aligned([None, None, True, None])
+    t = np.full(4, NOW - 10 * DAY)
+    declined = np.array([True, False, False, True])
+    prob = np.array([1.0, 1.0, 0.05, 1.0])
+    tl = feedback.truth_labels(aligned, t, NOW, DAY, declined=declined, label_probability=prob)
+    assert tl.known.tolist() == [False, True, True, False]
+    assert tl.w is not None and tl.w.tolist() == [1.0, 1.0, 20.0, 1.0]
+    assert tl.summary["declined_unlabelled"] == 2
+    # weighted recall: the explored fraud stands for 20 like it
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.9, 0.1, 0.5, 0.2])
+    w = np.array([20.0, 1.0, 1.0, 1.0])
+    assert feedback.at_budget(y, p, 0.25, w)["recall"] == pytest.approx(20 / 21)
 
 
 def test_combined_labels_use_rules_only_where_truth_is_unknown() -> None:
     aligned = _aligned([True, None, None, False])
-    t = np.array([NOW - 10, NOW - 10 * DAY, NOW - 10, NOW - 10])
+    t = np.array([NOW - 10 * DAY, NOW - 10 * DAY, NOW - 10, NOW - 10])
     tl = feedback.truth_labels(aligned, t, NOW, maturity_ms=DAY)
-    rules = np.array([0, 1, 1, 1], dtype=np.int8)
-    # truth 1; matured silent 0 (the rule's 1 ignored); young unknown -> rule 1; truth 0
-    assert feedback.combined(tl, rules).tolist() == [1, 0, 1, 0]
+    rules = np.array([0, 1, 0, 1], dtype=np.int8)
+    # truth 1; matured silent 0 (the rule's 1 ignored); young unknown -> the rules' 0 and 1
+    assert feedback.combined(tl, rules).tolist() == [1, 0, 0, 1]
 
 
 def test_recall_and_precision_at_an_alert_budget() -> None:
