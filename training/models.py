@@ -77,7 +77,7 @@ class _Xgb(_Estimator):
         return booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]
 
 
-def _fit_xgb(X, y, X_val, y_val, params, seed, pos_weight) -> _Xgb:  # noqa: N803
+def _fit_xgb(X, y, X_val, y_val, params, seed, pos_weight, w=None) -> _Xgb:  # noqa: N803
     import xgboost as xgb
 
     p = dict(params)
@@ -85,7 +85,7 @@ def _fit_xgb(X, y, X_val, y_val, params, seed, pos_weight) -> _Xgb:  # noqa: N80
     model = xgb.XGBClassifier(**p, tree_method="hist", scale_pos_weight=pos_weight, random_state=seed,
                               eval_metric="aucpr", early_stopping_rounds=stop if X_val is not None else None,
                               n_jobs=2)
-    model.fit(X, y, eval_set=[(X_val, y_val)] if X_val is not None else None, verbose=False)
+    model.fit(X, y, sample_weight=w, eval_set=[(X_val, y_val)] if X_val is not None else None, verbose=False)
     if X_val is not None and model.best_iteration is not None and model.best_iteration + 1 < p["n_estimators"]:
         # Keep only the trees early stopping chose, so that the ONNX graph (which converts
         # every tree) and predict_proba agree.
@@ -112,19 +112,19 @@ class _Lgbm(_Estimator):
         return np.asarray(self.estimator.predict(X, pred_contrib=True))[:, :-1]
 
 
-def _fit_lgbm(X, y, X_val, y_val, params, seed, pos_weight) -> _Lgbm:  # noqa: N803
+def _fit_lgbm(X, y, X_val, y_val, params, seed, pos_weight, w=None) -> _Lgbm:  # noqa: N803
     import lightgbm as lgb
 
     p = dict(params)
     stop = p.pop("early_stopping_rounds", 30)
     model = lgb.LGBMClassifier(**p, scale_pos_weight=pos_weight, random_state=seed, n_jobs=2, verbose=-1)
     callbacks: list[Any] = [lgb.early_stopping(stop, verbose=False)] if X_val is not None else []
-    model.fit(X, y, eval_X=X_val, eval_y=y_val, eval_metric="average_precision",
+    model.fit(X, y, sample_weight=w, eval_X=X_val, eval_y=y_val, eval_metric="average_precision",
               callbacks=callbacks)
     if X_val is not None and model.best_iteration_ and model.best_iteration_ < p["n_estimators"]:
         # the ONNX converter takes every tree: refit exactly the chosen number
         model = lgb.LGBMClassifier(**{**p, "n_estimators": model.best_iteration_}, scale_pos_weight=pos_weight,
-                                   random_state=seed, n_jobs=2, verbose=-1).fit(X, y)
+                                   random_state=seed, n_jobs=2, verbose=-1).fit(X, y, sample_weight=w)
     model._Booster = float32_thresholds(model.booster_)  # noqa: SLF001
     return _Lgbm(model)
 
@@ -186,16 +186,16 @@ def _resample(X, y, resample, seed):  # noqa: N803
     return SMOTETomek(random_state=seed).fit_resample(X, y)
 
 
-def _fit_rf(X, y, X_val, y_val, params, seed, pos_weight, resample=False) -> _Sk:  # noqa: N803
+def _fit_rf(X, y, X_val, y_val, params, seed, pos_weight, resample=False, w=None) -> _Sk:  # noqa: N803
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = _resample(X, y, resample, seed)
     model = RandomForestClassifier(**params, class_weight=None if resample else "balanced_subsample",
                                    random_state=seed, n_jobs=2)
-    return _Sk(model.fit(X, y))
+    return _Sk(model.fit(X, y, sample_weight=w))
 
 
-def _fit_lr(X, y, X_val, y_val, params, seed, pos_weight, resample=False) -> _Sk:  # noqa: N803
+def _fit_lr(X, y, X_val, y_val, params, seed, pos_weight, resample=False, w=None) -> _Sk:  # noqa: N803
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -205,7 +205,7 @@ def _fit_lr(X, y, X_val, y_val, params, seed, pos_weight, resample=False) -> _Sk
     model = Pipeline([("scale", StandardScaler()),
                       ("lr", LogisticRegression(**params, class_weight=None if resample else "balanced",
                                                 random_state=seed))])
-    return _Sk(model.fit(X, y), linear=True)
+    return _Sk(model.fit(X, y, lr__sample_weight=w), linear=True)
 
 
 MODEL_TYPES: dict[str, ModelType] = {
@@ -231,7 +231,10 @@ def get(name: str) -> ModelType:
 
 
 def fit(model_type: str, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,  # noqa: N803
-        params: dict[str, Any] | None = None, seed: int = 42, resample: bool = False) -> Fitted:
+        params: dict[str, Any] | None = None, seed: int = 42, resample: bool = False,
+        sample_weight: np.ndarray | None = None) -> Fitted:
+    """Fit a model type; ``sample_weight``: per-row weights (inverse-propensity weights of
+    feedback labels under selection bias)."""
     mt = get(model_type)
     merged = {**mt.defaults, **(params or {})}
     pos = max(1, int(y.sum()))
@@ -239,5 +242,12 @@ def fit(model_type: str, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None,
     if resample:
         if not mt.resamplable:
             raise ValueError(f"--resample (SMOTETomek) applies to the sklearn models, not {model_type}")
+        if sample_weight is not None:
+            raise ValueError("--resample and weighted labels do not combine (SMOTETomek makes rows of its own)")
         return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight, resample=True)
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        pos = max(1e-12, float(w[y == 1].sum()))
+        pos_weight = float(w[y == 0].sum()) / pos  # classes balanced by weight, as without weights by count
+        return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight, w=w)
     return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight)

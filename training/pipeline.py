@@ -182,10 +182,13 @@ def _pick_labels(cfg: TrainConfig, df: pd.DataFrame, X: np.ndarray, labels: Labe
     scores = {}
     for mode in ("feedback", "combined"):
         y, sp, _ = _labels_and_split(cfg, df, labels, tl, mode)
-        f = models.fit(cfg.model_type, X[sp.train], y[sp.train], X[sp.val], y[sp.val], dict(cfg.params), cfg.seed)
+        w = tl.w[sp.train] if tl.w is not None else None
+        f = models.fit(cfg.model_type, X[sp.train], y[sp.train], X[sp.val], y[sp.val], dict(cfg.params), cfg.seed,
+                       sample_weight=w)
         yv = tl.y[sp.val]
-        scores[mode] = float(skm.average_precision_score(yv, f.predict(X[sp.val]))) if 0 < yv.sum() < len(yv) \
-            else float("nan")
+        scores[mode] = float(skm.average_precision_score(
+            yv, f.predict(X[sp.val]), sample_weight=tl.w[sp.val] if tl.w is not None else None)) \
+            if 0 < yv.sum() < len(yv) else float("nan")
     best = "combined" if scores["combined"] > scores["feedback"] else "feedback"
     return best, (f"labels auto: {best} (validation ground-truth PR-AUC feedback {scores['feedback']:.4f}, "
                   f"combined {scores['combined']:.4f})")
@@ -271,8 +274,10 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             params.update(best)
             say(f"    best of {len(trials)} trials: {best}")
 
+    # inverse-propensity weights of the feedback labels (explored declines stand for the rest)
+    w_train = tl.w[train_idx] if (tl is not None and tl.w is not None and mode != "rules") else None
     with timer.step(f"training {cfg.model_type}"):
-        fitted = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, params, cfg.seed, cfg.resample)
+        fitted = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, params, cfg.seed, cfg.resample, w_train)
     with timer.step("training the logistic-regression baseline"):
         base = models.fit("logistic_regression", Xtr, ytr, Xva, yva, {}, cfg.seed)
     with timer.step("calibration and threshold"):

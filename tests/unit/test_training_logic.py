@@ -289,3 +289,25 @@ def test_printed_database_urls_hide_their_password() -> None:
     shown = safe_url("postgresql+psycopg://scorer:s3cr3t-pw@db.internal:5432/risk")
     assert "s3cr3t-pw" not in shown and "scorer:***@db.internal" in shown
     assert safe_url("sqlite:////tmp/scores.db") == "sqlite:////tmp/scores.db"
+
+
+@pytest.mark.parametrize("model_type", ["xgboost", "lightgbm", "random_forest", "logistic_regression"])
+def test_a_weighted_row_counts_like_its_copies(model_type: str) -> None:
+    """Inverse-propensity weights: an explored decline observed with probability 1/4 weighs 4,
+    like four copies of it (exactly for the linear model; the trees only need to move the
+    same way)."""
+    from training import models
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    y = (X[:, 0] + rng.normal(0, 1, 600) > 1.2).astype(np.int8)
+    w = np.where((y == 1) & (X[:, 1] > 0), 4.0, 1.0)
+    reps = w.astype(int)
+    Xd, yd = np.repeat(X, reps, axis=0), np.repeat(y, reps)
+    params = {"n_estimators": 30} if model_type != "logistic_regression" else {}
+    weighted = models.fit(model_type, X, y, None, None, params, sample_weight=w).predict(X)
+    copied = models.fit(model_type, Xd, yd, None, None, params).predict(X)
+    plain = models.fit(model_type, X, y, None, None, params).predict(X)
+    if model_type == "logistic_regression":
+        assert np.max(np.abs(weighted - copied)) < 1e-3
+    assert np.mean(np.abs(weighted - copied)) < np.mean(np.abs(plain - copied))
