@@ -62,6 +62,8 @@ class MonitorSettings(BaseSettings):
     #: the online learner warm-starts a booster challenger every this many labels (0: never)
     warm_start_every: int = Field(5000, ge=0)
     feedback_topic: str = "fraud-feedback"
+    #: rows younger than this (event time) have no ground truth yet (the live report)
+    label_maturity_ms: int = Field(120_000, ge=0)
     #: a training run taking longer than this is killed (gate "error")
     train_timeout_s: float = Field(3600.0, gt=0)
     #: the training program (default: this Python running training/train.py); the monitor
@@ -275,9 +277,26 @@ class Monitor:
             return os.getpid()
         return None
 
+    def live(self) -> dict[str, Any]:
+        """The served champion and its shadow challenger on live matured ground truth
+        (training/live.py), written to live.json for make status."""
+        from training import ground_truth, live
+
+        rep = live.report(live.scored_rows(self.stack.kafka_bootstrap, self.cfg.scores_topic),
+                          ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic),
+                          self.cfg.label_maturity_ms)
+        tmp = self.dir / "live.json.tmp"
+        tmp.write_text(json.dumps(rep, indent=2, default=str))
+        tmp.replace(self.dir / "live.json")
+        return rep
+
     def once(self) -> dict[str, Any]:
         now = time.time()
         ev = self.evidence()
+        try:
+            self.live()
+        except Exception as exc:  # a report, never a reason to skip the check
+            ev.errors.append(f"live report: {type(exc).__name__}: {exc}")
         triggers = decide(ev, self.cfg)
         rec: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": now,
                                "model_name": self.cfg.model_name, "triggers": triggers, "evidence": asdict(ev),

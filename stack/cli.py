@@ -62,10 +62,28 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     if decisions:
         console.print("last monitor decisions (python -m drift audit for more):")
         for rec in decisions:
-            extra = f", gate {rec['gate']}" if rec.get("gate") else ""
+            extra = f", labels {rec['labels']}" if rec.get("labels") else ""
+            extra += f", gate {rec['gate']}" if rec.get("gate") else ""
             extra += f", v{rec['version']}" if rec.get("version") else ""
             console.print(f"  {rec['at']}  triggers: {', '.join(rec['triggers']) or 'none'}  action: "
                           f"{rec['action']}{extra}")
+
+
+    live = settings.data_dir / "monitor" / "live.json"
+    if live.exists():
+        import json
+
+        rep = json.loads(live.read_text())
+        champ = rep.get("champion") or {}
+        if "recall" in champ:
+            console.print(f"served model on live matured ground truth: v{champ['version']} recall "
+                          f"{champ['recall']:.3f}, precision {champ['precision']:.3f} at budget {rep['budget']:.2%} "
+                          f"({champ['fraud']} fraud in {champ['rows']:,} matured rows)")
+        ch = rep.get("challenger")
+        if ch:
+            console.print(f"  shadow challenger v{ch['version']}: {ch['detail']}")
+        elif rep.get("note"):
+            console.print(f"served model on live ground truth: {rep['note']}")
 
 
 def cmd_logs(settings: StackSettings, args: argparse.Namespace) -> None:

@@ -263,6 +263,8 @@ def cmd_compare(args: argparse.Namespace, settings: StackSettings) -> int:
     from training.errors import TrainingError
 
     tracking.connect(settings, print)
+    if args.live:
+        return _compare_live(args, settings)
     sides = []
     for ref in (args.a, args.b):
         mv = tracking.load(args.name, None, ref) if ref.isdigit() else tracking.load(args.name, ref)
@@ -282,6 +284,47 @@ def cmd_compare(args: argparse.Namespace, settings: StackSettings) -> int:
     for k in scored[0]:
         t.add_row(k, *(f"{s[k]:.4f}" for s in scored))
     Console().print(t)
+    return 0
+
+
+def _compare_live(args: argparse.Namespace, settings: StackSettings) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from training import ground_truth, live, tracking
+    from training.errors import TrainingError
+
+    truth = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic)
+    rep = live.report(live.scored_rows(settings.kafka_bootstrap, args.scores_topic), truth, args.label_maturity,
+                      args.alert_budget)
+    if getattr(args, "json", None):
+        print(json.dumps(rep, indent=2, default=str))
+    if rep.get("note"):
+        raise TrainingError(f"live comparison: {rep['note']} ({rep.get('rows', 0):,} scores, topic "
+                            f"{args.scores_topic})")
+    t = Table(title=f"{args.name} on live traffic: {rep['matured_rows']:,} matured rows, {rep['fraud']} fraud, "
+                    f"alert budget {rep['budget']:.2%}")
+    for col in ("model", "rows", "fraud", "recall", "precision"):
+        t.add_column(col, justify="right")
+    for v, m in rep["by_version"].items():
+        t.add_row(f"v{v} (served)", f"{m['rows']:,}", str(m["fraud"]), f"{m.get('recall', float('nan')):.3f}",
+                  f"{m.get('precision', float('nan')):.3f}")
+    ch = rep.get("challenger")
+    if ch:
+        t.add_row(f"v{ch['version']} (shadow)", f"{ch['rows']:,}", str(ch.get("fraud", "")),
+                  f"{ch.get('recall', float('nan')):.3f}", f"{ch.get('precision', float('nan')):.3f}")
+    Console().print(t)
+    if ch:
+        print(f"challenger v{ch['version']}: {ch['detail']}")
+        if args.promote_if_better and ch["wins"]:
+            prev = tracking.promote(args.name, ch["version"], "won on live matured ground truth", settings,
+                                    expected=rep["champion"]["version"],
+                                    evidence={"labels": "live matured feedback", "ground_truth": ch["detail"]})
+            print(f"{args.name} v{ch['version']} is champion (was v{prev})")
+    else:
+        print("no shadow challenger scores on live traffic")
     return 0
 
 
@@ -358,10 +401,22 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--alias", default="champion")
     ev.add_argument("--version")
     data_args(ev)
-    cp = sub.add_parser("compare", help="two versions on the same data")
+    cp = sub.add_parser("compare", help="two versions on the same data, or (--live) the served champion and its "
+                                        "shadow challenger on live traffic with matured ground truth")
     registry_args(cp)
     cp.add_argument("a", nargs="?", default="champion", help="alias or version (default champion)")
     cp.add_argument("b", nargs="?", default="challenger", help="alias or version (default challenger)")
+    cp.add_argument("--live", action="store_true",
+                    help="judge on the stream scorer's scores (champion and shadow challenger) joined with the "
+                         "fraud feedback that has matured, instead of the offline log's rule labels")
+    cp.add_argument("--scores-topic", default="scores")
+    cp.add_argument("--feedback-topic", default="fraud-feedback")
+    cp.add_argument("--label-maturity", type=_duration_ms, default=120_000,
+                    help="rows younger than this (event time) are not judged (default 120s)")
+    cp.add_argument("--alert-budget", type=_fraction, help="default: the champion's live decline rate")
+    cp.add_argument("--promote-if-better", action="store_true",
+                    help="with --live: promote the challenger when it wins on the live matured labels with "
+                         "confidence (the ground-truth gate)")
     data_args(cp)
     sc = sub.add_parser("score", help="batch scores with risk tiers into a database")
     registry_args(sc)

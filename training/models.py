@@ -247,7 +247,7 @@ def fit(model_type: str, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None,
         return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight, resample=True)
     if sample_weight is not None:
         w = np.asarray(sample_weight, dtype=np.float64)
-        pos = max(1e-12, float(w[y == 1].sum()))
-        pos_weight = float(w[y == 0].sum()) / pos  # classes balanced by weight, as without weights by count
-        return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight, w=w)
+        wpos = max(1e-12, float(w[y == 1].sum()))
+        balance = float(w[y == 0].sum()) / wpos  # classes balanced by weight, as without weights by count
+        return mt.fit(X, y, X_val, y_val, merged, seed, balance, w=w)
     return mt.fit(X, y, X_val, y_val, merged, seed, pos_weight)

@@ -197,3 +197,49 @@ def test_a_rule_label_champion_is_replaced_by_a_feedback_model_once_truth_mature
     assert not weak.gate.passed and weak.version is None
     assert any(r.startswith("ground_truth:") for r in weak.gate.reasons())
     assert tracking.alias_version(name, tracking.CHAMPION) == rec["version"]
+
+
+def test_a_shadow_challenger_that_wins_on_live_matured_truth_is_promoted(
+        data: tuple[StackSettings, str], tmp_path: Path, kafka_bootstrap: str) -> None:
+    """``python -m training compare --live --promote-if-better`` on the stream scorer's scores
+    (champion and shadow challenger) joined with matured fraud feedback through real Kafka."""
+    import orjson
+    from confluent_kafka import Producer
+
+    from core.contracts import FraudFeedback, encode
+    from stack.topics import ensure_topics
+
+    settings, feedback = data
+    name = f"fraud-live-{uuid.uuid4().hex[:6]}"
+    base = {"cv_folds": 0, "min_auc": 0.6, "max_ece": 0.2, "labels": "rules", "force": True}
+    train(settings, _cfg(name, feedback, tmp_path / "a", **base), say=lambda _m: None)
+    train(settings, _cfg(name, feedback, tmp_path / "b", promote=False, **base), say=lambda _m: None)
+    tracking.connect(settings, lambda _m: None)
+    assert tracking.alias_version(name, tracking.CHAMPION) == "1"
+    assert tracking.alias_version(name, tracking.CHALLENGER) == "2"
+    scores, fb = f"live-scores-{uuid.uuid4().hex[:6]}", f"live-fb-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, [scores, fb], partitions=2)
+    rng = np.random.default_rng(4)
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    now, n = 1_790_000_000_000, 4000
+    for i in range(n):
+        fraud = bool(rng.random() < 0.05)
+        eid, t = f"live-{i:06d}", now - (n - i) * 60_000  # one a minute; the last 2 minutes are too young
+        champ_p = float(np.clip(0.25 * fraud + rng.normal(0.2, 0.1), 0, 1))
+        rec = {"event_id": eid, "card_id": f"c{i % 200}", "event_time": t, "source": "stream", "model_version": "1",
+               "fraud_probability": champ_p, "decision": "review" if champ_p > 0.5 else "approve",
+               "shadow": {"model_version": "2", "fraud_probability": float(np.clip(0.8 * fraud + rng.normal(0.1, 0.05),
+                                                                                     0, 1))}}
+        p.produce(scores, key=eid.encode(), value=orjson.dumps(rec))
+        if fraud:
+            p.produce(fb, key=eid.encode(), value=encode(FraudFeedback(event_id=eid, card_id=rec["card_id"],
+                                                                        event_time=t, is_fraud=True, scenario="x")))
+    assert p.flush(30) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "training", "compare", "--name", name, "--live", "--scores-topic", scores,
+                          "--feedback-topic", fb, "--alert-budget", "0.05", "--promote-if-better"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "v1 (served)" in out.stdout and "v2 (shadow)" in out.stdout and "excludes zero" in out.stdout
+    assert f"{name} v2 is champion (was v1)" in out.stdout
+    assert tracking.alias_version(name, tracking.CHAMPION) == "2"

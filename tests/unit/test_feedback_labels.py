@@ -136,3 +136,27 @@ def test_ground_truth_replaces_the_rule_label_champion_checks() -> None:
     assert not lost.passed and lost.reasons() == ["ground_truth: recall -0.1"]
     undecided = gate.with_ground_truth(r, decides=False, passed=True, detail="too few")
     assert not undecided.passed  # rule labels still decide
+
+
+def test_the_live_report_judges_the_shadow_challenger_on_matured_rows() -> None:
+    from training import live
+
+    rng = np.random.default_rng(2)
+    n = 6000
+    y = rng.random(n) < 0.05
+    t = NOW - np.arange(n)[::-1] * 60_000  # one a minute, the newest now
+    champ = np.clip(0.3 * y + rng.normal(0.2, 0.1, n), 0, 1)  # weak
+    chall = np.clip(0.8 * y + rng.normal(0.1, 0.05, n), 0, 1)  # strong
+    scores = pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "card_id": [f"c{i % 300}" for i in range(n)],
+                           "event_time": t, "version": "3", "p": champ, "declined": champ > 0.45,
+                           "label_probability": 1.0, "shadow_version": "4", "shadow_p": chall})
+    truth = pd.DataFrame({"event_id": [f"e{i}" for i in np.flatnonzero(y)], "is_fraud": True, "scenario": "x"})
+    rep = live.report(scores, truth, maturity_ms=DAY, budget=0.05)
+    young = int((t > NOW - DAY).sum())
+    assert rep["matured_rows"] <= n - young  # a day of the newest rows has no ground truth yet
+    assert rep["champion"]["version"] == "3" and rep["labels"]["declined_unlabelled"] > 0
+    ch = rep["challenger"]
+    assert ch["version"] == "4" and ch["decides"] and ch["wins"], ch
+    assert ch["recall"] > rep["champion"]["recall"]
+    empty = live.report(scores.iloc[:0], truth, DAY)
+    assert empty["rows"] == 0 and "no scores" in empty["note"]
