@@ -236,9 +236,10 @@ def test_a_shadow_challenger_that_wins_on_live_matured_truth_is_promoted(
                                                                         event_time=t, is_fraud=True, scenario="x")))
     assert p.flush(30) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "200"}
-    out = subprocess.run([sys.executable, "-m", "training", "compare", "--name", name, "--live", "--scores-topic", scores,
-                          "--feedback-topic", fb, "--alert-budget", "0.05", "--promote-if-better"], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=300)
+    cmd = ["compare", "--name", name, "--live", "--scores-topic", scores, "--feedback-topic", fb, "--alert-budget",
+           "0.05", "--promote-if-better"]
+    out = subprocess.run([sys.executable, "-m", "training", *cmd], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "v1 (served)" in out.stdout and "v2 (shadow)" in out.stdout and "excludes zero" in out.stdout
     assert f"{name} v2 is champion (was v1)" in out.stdout
