@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs clean test test-unit test-integration bench lint
+.PHONY: help install up down status logs clean test test-unit test-integration test-security bench lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-unit: install ## unit tests only (no services)
 
 test-integration: install ## integration and e2e tests against real services
 	$(call run_pytest,tests/integration tests/e2e $(PYTEST_ARGS))
+
+test-security: install ## the security regression suite (also part of make test)
+	$(call run_pytest,tests -m security $(PYTEST_ARGS))
 
 bench: install ## run every benchmark (or one: make bench NAME=kafka_throughput); JSON in bench/results/
 	@$(PY) -m bench $(NAME)

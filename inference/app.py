@@ -241,7 +241,9 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         return ModelInfo(name=m.name, version=m.version, alias=m.alias, model_type=str(m.metadata.get("model_type")),
                          threshold=m.threshold, decline_at=cfg.decline_at, features=m.features, sha256=m.sha256,
                          metrics={k: v for k, v in m.tags.items() if k.startswith("test_")}, loaded_at=m.loaded_at,
-                         challenger_version=holder.challenger.version if holder.challenger else None)
+                         challenger_version=holder.challenger.version if holder.challenger else None,
+                         labels=m.metadata.get("label_mode"),
+                         promotion={k: v for k, v in (holder.promotion or {}).items() if k != "name"} or None)
 
     @app.get("/health", summary="Alive (no credentials)")
     def health() -> dict[str, str]:

@@ -92,6 +92,8 @@ class ModelHolder:
         self.challenger: ServedModel | None = None
         self.last_error: str | None = None
         self.refusals: dict[str, int] = {}
+        #: the signed promotion record of the served champion (reason, labels, evidence)
+        self.promotion: dict[str, Any] | None = None
         self._refused: set[str] = set()  # versions already refused (not downloaded again)
         self._lock = threading.Lock()  # one reload at a time
 
@@ -101,15 +103,17 @@ class ModelHolder:
             self.refusals[reason] = self.refusals.get(reason, 0) + 1
         return Refused(version, reason, detail)
 
-    def _promotion_check(self, pointed: str) -> None:
-        """Before downloading: the champion alias must be where the newest signed promotion put it."""
+    def _promotion_check(self, pointed: str) -> dict[str, Any] | None:
+        """Before downloading: the champion alias must be where the newest signed promotion put
+        it. Returns that promotion record (None without a verifier or for another alias)."""
         if self.verifier is None or self.alias != tracking.CHAMPION:
-            return
+            return None
         record = registry.signed_champion(self.name, self.verifier)
         if record is None or record.get("version") != pointed:
             raise self._refuse(pointed, "promotion", (
                 f"{self.name}@{self.alias} points to v{pointed} but no signed promotion names it (the newest names "
                 f"{('v' + record['version']) if record else 'none'})"), f"{pointed}@{(record or {}).get('seq')}")
+        return record
 
     def _checked(self, reg: tracking.RegisteredModel | None) -> tracking.RegisteredModel | None:
         """``reg`` if the pipeline approved it; else Refused (and remembered: not fetched again)."""
@@ -129,9 +133,9 @@ class ModelHolder:
                 # only when that version is not the one served
                 served = self.current.version if self.current is not None else None
                 pointed = tracking.alias_version(self.name, self.alias)
-                reg = None
+                reg, record = None, None
                 if pointed not in (None, served):
-                    self._promotion_check(pointed)  # type: ignore[arg-type]
+                    record = self._promotion_check(pointed)  # type: ignore[arg-type]
                     if pointed in self._refused:
                         raise Refused(pointed, "refused", "refused before; waiting for the alias to move")  # type: ignore[arg-type]
                     reg = self._checked(tracking.load(self.name, self.alias))
@@ -144,6 +148,7 @@ class ModelHolder:
                     model = build(reg, self.threads)
                     old = self.current
                     self.current = model  # the atomic swap
+                    self.promotion = record
                     changed, msg = True, (f"serving {self.name} v{model.version}"
                                           + (f" (was v{old.version})" if old else ""))
                     log.info(msg)

@@ -3,7 +3,7 @@ values answer 422 with the reason)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -105,6 +105,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, str]
     loaded_at: str
     challenger_version: str | None
+    labels: str | None = Field(None, description="what the served model was trained on (rules, fraud feedback...)")
+    promotion: dict[str, Any] | None = Field(None, description="the signed promotion that put it there: reason, "
+                                                              "previous version, evidence (labels, ground-truth gate)")
 
 
 class Problem(BaseModel):

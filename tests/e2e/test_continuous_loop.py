@@ -164,6 +164,9 @@ def test_a_real_shift_retrains_promotes_and_is_served(loop: Loop, tmp_path: Path
     assert champion.tags["monitor_triggers"].startswith("drift")
     # the API and the scorer poll the alias every second: both serve the new version
     wait_for(lambda: _served(loop) == new, 30, "the API to serve the promoted version")
+    info = loop.client.get("/v1/model").json()  # chosen on ground truth, and the API says so
+    assert info["promotion"]["evidence"]["labels"] == rec["labels"], info
+    assert "ground truth" in info["labels"] or "combined" in info["labels"], info
     wait_for(lambda: loop.scorer.holder.current is not None and loop.scorer.holder.current.version == new, 30,
              "the scorer to score with the promoted version")
     assert time.monotonic() - began < 300  # detect, retrain, gate, promote, reload: bounded

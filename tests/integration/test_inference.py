@@ -124,6 +124,7 @@ def test_bad_input_answers_422_with_the_reason(served: tuple, change: dict, need
     assert resp.status_code == 422 and needle in resp.json()["detail"].lower(), resp.text
 
 
+@pytest.mark.security
 def test_nan_too_big_and_too_many_are_refused(served: tuple) -> None:
     client, settings, _, _ = served
     body = _body(_offline(settings, 1).to_dict("records")[0])
@@ -142,6 +143,7 @@ def test_nan_too_big_and_too_many_are_refused(served: tuple) -> None:
         "transactions"]["maxItems"] == 100
 
 
+@pytest.mark.security
 def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(served: tuple) -> None:
     client = served[0]
     sent = []
@@ -155,6 +157,7 @@ def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(served: tuple) -
     assert resp.status_code == 413 and "larger than" in resp.json()["detail"]
 
 
+@pytest.mark.security
 def test_live_scores_are_read_at_server_time_whatever_the_request_claims(served: tuple) -> None:
     """A caller cannot make a busy card look quiet by dating its request 25 h ahead or an hour
     back: the features are the card's as of now, and the claimed time is flagged."""
@@ -195,6 +198,7 @@ def test_live_scores_are_read_at_server_time_whatever_the_request_claims(served:
                        headers={"Authorization": ""}).status_code == 401
 
 
+@pytest.mark.security
 def test_every_endpoint_but_health_needs_a_key_with_its_scope(served: tuple, tmp_path: Path) -> None:
     import json
 
@@ -232,6 +236,7 @@ def test_every_endpoint_but_health_needs_a_key_with_its_scope(served: tuple, tmp
         assert int(limited.headers["Retry-After"]) >= 1 and "over its 5 requests/s" in limited.json()["detail"]
 
 
+@pytest.mark.security
 def test_admin_calls_need_the_token(served: tuple) -> None:
     client = served[0]
     assert client.post("/v1/admin/reload", headers={"Authorization": ""}).status_code == 401
@@ -244,6 +249,8 @@ def test_model_health_ready_metrics_and_features(served: tuple) -> None:
     client, settings, name, _ = served
     info = client.get("/v1/model").json()
     assert info["name"] == name and info["features"] == list(MODEL_FEATURES) and len(info["sha256"]) == 64
+    assert info["labels"] == "any rule" and info["promotion"]["version"] == info["version"]
+    assert info["promotion"]["evidence"]["labels"] == "rules"
     assert client.get("/health").json()["status"] == "alive"
     assert client.get("/ready").status_code == 200
     card = _offline(settings, 1)["card_id"][0]
@@ -580,6 +587,7 @@ def test_warm_started_challenger_from_feedback_is_judged_by_the_gate(
         registry.promote(settings, name, result.champion_version, "test: restore")
 
 
+@pytest.mark.security
 def test_only_what_the_pipeline_approved_is_served(served: tuple) -> None:
     """Unsigned, tampered, ungated, wrong-feature and out-of-range versions, and an alias moved
     without a signed promotion, are each refused at reload while the last good model serves."""
@@ -648,6 +656,7 @@ def test_only_what_the_pipeline_approved_is_served(served: tuple) -> None:
     assert client.post("/v1/admin/reload", headers=admin).json()["model_version"] == good
 
 
+@pytest.mark.security
 def test_promotion_is_a_compare_and_set(served: tuple) -> None:
     from core import registry
 

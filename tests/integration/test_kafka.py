@@ -91,6 +91,7 @@ def test_consumer_group_commits_and_shares_partitions(kafka_bootstrap: str, uniq
     second.close()
 
 
+@pytest.mark.security
 def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: str, tmp_path) -> None:
     """Scores and their delayed feedback (some arriving first) through real topics."""
     import json
@@ -181,6 +182,7 @@ def test_from_topic_reads_everything_or_only_what_was_published_since(kafka_boot
     assert total == 0 and list(records) == []
 
 
+@pytest.mark.security
 def test_a_keyed_topic_is_never_grown(kafka_bootstrap: str) -> None:
     """Growing a keyed topic would move keys to partitions whose workers lack their state."""
     from stack.errors import StackError

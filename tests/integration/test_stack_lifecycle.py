@@ -141,6 +141,7 @@ def test_down_leaves_no_process(tmp_path_factory: pytest.TempPathFactory) -> Non
     assert orphans(settings) == []
 
 
+@pytest.mark.security
 def test_redis_asks_for_the_password_a_setting_gives(tmp_path_factory: pytest.TempPathFactory) -> None:
     """STACK_REDIS_PASSWORD: Redis refuses clients without it; the Feast store (the stream's
     and the API's path) works with it."""

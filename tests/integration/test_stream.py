@@ -269,6 +269,7 @@ def test_graceful_shutdown_flushes_pending_writes(
     assert want <= _offline_keys(repo)
 
 
+@pytest.mark.security
 def test_crafted_records_cannot_blind_a_card(
         repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     """The attacks of issue 12 through a real worker: a record dated 30 years ahead, one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from core.settings import REPO_ROOT, StackSettings
@@ -21,6 +22,7 @@ def test_same_services_as_the_local_stack() -> None:
     assert {"init", "prometheus", "grafana"} | set(SERVICES) <= set(COMPOSE["services"])
 
 
+@pytest.mark.security
 def test_only_the_api_is_published_and_on_loopback() -> None:
     published = {name: svc["ports"] for name, svc in COMPOSE["services"].items() if svc.get("ports")}
     assert published == {"inference-api": ["127.0.0.1:8000:8000"]}
@@ -29,6 +31,7 @@ def test_only_the_api_is_published_and_on_loopback() -> None:
     assert '--allowed-hosts "*"' not in COMPOSE["services"]["mlflow"]["command"]
 
 
+@pytest.mark.security
 def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
     svc = COMPOSE["services"]
     assert svc["secrets"]["command"] == ["python", "-m", "stack.secrets"]
@@ -43,6 +46,7 @@ def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
     assert signing == {"secrets", "drift-monitor", "online-learner"}
 
 
+@pytest.mark.security
 def test_services_restart_and_run_unprivileged_from_a_runtime_image() -> None:
     one_shot = {"secrets", "init"}
     for name, svc in COMPOSE["services"].items():
@@ -53,6 +57,7 @@ def test_services_restart_and_run_unprivileged_from_a_runtime_image() -> None:
     assert {"feature_repo/data", ".data", "tests"} <= set(ignored)
 
 
+@pytest.mark.security
 def test_the_runtime_lock_pins_the_same_versions_without_test_tools() -> None:
     def pins(name: str) -> dict[str, str]:
         return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (REPO_ROOT / name).read_text(), re.M))

@@ -8,6 +8,7 @@ import os
 import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from tests.unit.test_features import ev, txn
 T0 = 1_790_000_000_000
 CFG = ProcessorConfig(allowed_lateness_ms=60_000, max_future_skew_ms=300_000)
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "200"))
+pytestmark = pytest.mark.security
 
 
 @dataclass(frozen=True)

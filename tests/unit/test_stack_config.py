@@ -76,6 +76,7 @@ def test_cluster_ids_never_look_like_an_option() -> None:
     assert len(set(ids)) == len(ids)
 
 
+@pytest.mark.security
 def test_a_redis_password_reaches_every_client_and_is_never_shown(tmp_path: Path) -> None:
     from core.feast_store import repo_config
     from stack.services import stack_env

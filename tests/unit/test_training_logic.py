@@ -283,6 +283,7 @@ def test_an_event_id_repeated_across_cards_is_left_out_not_fatal() -> None:
     assert none == 0 and len(same) == 3
 
 
+@pytest.mark.security
 def test_printed_database_urls_hide_their_password() -> None:
     from training.cli import safe_url
 
