@@ -25,6 +25,17 @@ def machine() -> dict[str, Any]:
             "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
 
 
+def flag_top(p: Any, share: float) -> Any:
+    """Flag the top ``share`` of scores (ties broken by order, so exactly that many): the same
+    alert budget for every model a benchmark compares."""
+    import numpy as np
+
+    k = int(round(share * len(p)))
+    flagged = np.zeros(len(p), bool)
+    flagged[np.argsort(-np.asarray(p), kind="stable")[:k]] = True
+    return flagged
+
+
 def write_result(name: str, metric: str, value: float, unit: str, higher_is_better: bool,
                  baseline_name: str, baseline_value: float, params: dict[str, Any]) -> dict[str, Any]:
     """Write bench/results/<name>.json; ratio is value / baseline (>1 is better when

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, bench_stack, write_result
+from bench.common import RESULTS, bench_stack, flag_top, write_result
 from core import feast_store
 from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, FraudFeedback, decode
 
@@ -59,14 +59,6 @@ def _generate(rows: int) -> tuple[list[bytes], dict[str, tuple[bool, str]]]:
     for rec in stream.drain():
         take(rec)
     return events, truth
-
-
-def _at_budget(p: np.ndarray, share: float) -> np.ndarray:
-    """Flag the top ``share`` of scores (ties broken by order, so exactly that many)."""
-    k = int(round(share * len(p)))
-    flagged = np.zeros(len(p), bool)
-    flagged[np.argsort(-p, kind="stable")[:k]] = True
-    return flagged
 
 
 def _river(X: np.ndarray, y: np.ndarray, test_from: int) -> np.ndarray:  # noqa: N803
@@ -152,7 +144,7 @@ def run(console: Any) -> list[dict[str, Any]]:
         budget = float(rules_test.mean())  # every model may flag as many test transactions as the rules
         scores = {"rule_trained": rule_model.predict(X[b:]), "warm_started": warm.predict(X[b:]),
                   "feedback_trained": fb_model.predict(X[b:]), "river_online": river_p}
-        flagged = {"rules": rules_test, **{m: _at_budget(p, budget) for m, p in scores.items()}}
+        flagged = {"rules": rules_test, **{m: flag_top(p, budget) for m, p in scores.items()}}
         names = list(flagged)
         per_scenario: dict[str, dict[str, float]] = {}
         for s in sorted(set(test_s[test_y])):

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, bench_stack, write_result
+from bench.common import RESULTS, bench_stack, flag_top, write_result
 from core import feast_store
 from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, FraudFeedback, decode, encode
 
@@ -83,13 +83,6 @@ def _generate(days: int, per_day: int, start_ms: int) -> tuple[list[bytes], dict
     return events, truth
 
 
-def _flag_top(p: np.ndarray, share: float) -> np.ndarray:
-    k = int(round(share * len(p)))
-    out = np.zeros(len(p), bool)
-    out[np.argsort(-p, kind="stable")[:k]] = True
-    return out
-
-
 def _scores(name: str, X: np.ndarray) -> np.ndarray | None:  # noqa: N803
     from training import export, tracking
 
@@ -98,7 +91,7 @@ def _scores(name: str, X: np.ndarray) -> np.ndarray | None:  # noqa: N803
 
 
 def _judge(y: np.ndarray, p: np.ndarray, budget: float) -> dict[str, float]:
-    f = _flag_top(p, budget)
+    f = flag_top(p, budget)
     return {"recall": float(f[y].mean()) if y.any() else float("nan"),
             "precision": float(y[f].mean()) if f.any() else 0.0}
 
@@ -179,7 +172,7 @@ def run(console: Any) -> list[dict[str, Any]]:
             idx = np.flatnonzero(day == d)
             # the bank decides today's transactions with what serves today (rules before a champion)
             p_served = _scores(served, X[idx])
-            declined = rules[idx] if p_served is None else _flag_top(p_served, budget)
+            declined = rules[idx] if p_served is None else flag_top(p_served, budget)
             explored = declined & (rng.random(len(idx)) < EXPLORE)
             declined &= ~explored
             prob = np.where(explored, EXPLORE, 1.0)
@@ -229,7 +222,7 @@ def run(console: Any) -> list[dict[str, Any]]:
                 row[name] = _judge(yt, p, budget) if p is not None else {"recall": float("nan"), "precision": 0.0}
             slow = yt & (scen[nxt] == "slow_drain")
             p_now = _scores(served, X[nxt])
-            row["served_slow_drain_recall"] = (float(_flag_top(p_now, budget)[slow].mean())
+            row["served_slow_drain_recall"] = (float(flag_top(p_now, budget)[slow].mean())
                                                if slow.any() and p_now is not None else None)
             if rec.get("error"):
                 row["error"] = rec["error"]
