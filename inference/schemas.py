@@ -86,6 +86,7 @@ class Score(BaseModel):
                                        "the event time on the admin re-scoring path")
     event_time_skew_ms: int | None = Field(description="the request's event_time minus scored_at; null without one")
     event_time_flagged: bool = Field(description="|event_time_skew_ms| above INFERENCE_MAX_EVENT_TIME_SKEW_S")
+    explored: bool = Field(False, description="a would-be decline approved for exploration (INFERENCE_EXPLORE_SHARE)")
     latency_ms: float
 
 

@@ -5,6 +5,7 @@ decision and the reasons."""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,15 @@ def decide(p: float, threshold: float, decline_at: float) -> str:
     if p >= max(decline_at, threshold):
         return "decline"
     return "review" if p >= threshold else "approve"
+
+
+def explore(decision: str, share: float, rng: random.Random) -> tuple[str, bool]:
+    """Exploration: a would-be decline is approved with probability ``share`` (logged with the
+    score as its label probability), so that the chargebacks of declined-looking traffic still
+    reach training, weighted by the inverse. Returns (decision, explored)."""
+    if decision == "decline" and share > 0 and rng.random() < share:
+        return "approve", True
+    return decision, False
 
 
 def tier(p: float, bands: dict[str, float]) -> str:
@@ -107,6 +117,7 @@ class Scorer:
         self.holder, self.reader, self.cfg, self.publisher = holder, reader, cfg, publisher
         self.on_fetch = on_fetch or (lambda _s: None)
         self.on_skew = on_skew or (lambda: None)
+        self.rng = random.Random()
         self.on_decision = on_decision or (lambda _d: None)
 
     def score(self, txns: list[Any], at: list[int] | None = None, publish: bool = True,
@@ -145,6 +156,7 @@ class Scorer:
             if flagged:
                 self.on_skew()
             decision = decide(prob, model.threshold, cfg.decline_at)
+            decision, explored = explore(decision, cfg.explore_share, self.rng)
             age = (now - p.last_event_time) if p.last_event_time is not None else None
             rec = {"event_id": t.event_id, "card_id": t.card_id, "fraud_probability": prob, "decision": decision,
                    "risk_tier": tier(prob, bands), "model_version": model.version,
@@ -154,6 +166,7 @@ class Scorer:
                    "shadow": ({"model_version": challenger.version, "fraud_probability": float(shadow[i])}
                               if shadow is not None and challenger is not None else None),
                    "scored_at": times[i], "event_time_skew_ms": skew, "event_time_flagged": flagged,
+                   "explored": explored,
                    "latency_ms": (time.perf_counter() - t0) * 1000}
             self.on_decision(decision)
             out.append(rec)
@@ -161,7 +174,8 @@ class Scorer:
                 self.publisher.publish(t.card_id, {
                     "event_id": t.event_id, "card_id": t.card_id, "event_time": times[i],
                     "claimed_event_time": t.event_time, "scored_at": now, "source": source, "fraud_probability": prob,
-                    "decision": decision,
+                    "decision": decision, "explored": explored,
+                    "label_probability": cfg.explore_share if explored else 1.0,
                     "model_name": model.name, "model_version": model.version,
                     "features": dict(zip(model.features, p.row, strict=True)),
                     "shadow": rec["shadow"], "latency_ms": rec["latency_ms"]})

@@ -42,6 +42,9 @@ class InferenceSettings(BaseSettings):
     #: a request whose event_time differs from the server's time by more than this is flagged
     #: (response, inference_event_time_skew_total); it never chooses the read time
     max_event_time_skew_s: float = Field(300.0, ge=0)
+    #: share of would-be declines approved for exploration (their label probability is logged
+    #: with the score: training weighs their chargebacks by its inverse); 0: none
+    explore_share: float = Field(0.0, ge=0, le=0.5)
 
     @model_validator(mode="after")
     def _token_in_production(self) -> InferenceSettings:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from confluent_kafka import Producer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.contracts import CLICKS, TRANSACTIONS
+from core.contracts import CLICKS, FRAUD_FEEDBACK, TRANSACTIONS
 from core.settings import StackSettings
 from streaming.generators.clicks import ClickStream
-from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, TransactionStream
+from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, Record, TransactionStream
 from streaming.generators.world import diurnal_weight
 
 
@@ -36,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bad-rate", type=float, default=0.0, help="share of malformed records (for tests)")
     p.add_argument("--feedback-delay-s", type=float, default=60.0,
                    help="delay of the ground truth on fraud-feedback (event time)")
+    p.add_argument("--feedback-mode", choices=["all", "approved"], default="all",
+                   help="all: ground truth for every transaction; approved: like a bank, no chargeback for a "
+                        "transaction the pipeline declined (its decisions are read from --decisions-topic, the "
+                        "stream scorer's scores; exploration there approves a logged share of would-be "
+                        "declines, INFERENCE_EXPLORE_SHARE). Needs --rate (live)")
+    p.add_argument("--feedback-topic", default=None, help="override the ground-truth topic (default fraud-feedback)")
+    p.add_argument("--decisions-topic", default="scores",
+                   help="where the pipeline's decisions are published (default scores)")
     p.add_argument("--drift-scenario", choices=DRIFT_SCENARIOS, default="none")
     p.add_argument("--start", type=int, default=None,
                    help="first event time, epoch ms (default: live mode now; simulated with --count, far "
@@ -45,6 +54,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=["transactions", "clicks"], default="transactions",
                    help="transactions (with fraud scenarios and ground truth) or clickstream sessions")
     p.add_argument("--topic", default=None, help="override the topic (default: transactions or clicks)")
+
+
+class Decisions:
+    """The pipeline's decisions, read as they are published (scores of source "stream"), so
+    that ground truth follows the bank: no chargeback for a declined transaction. A transaction
+    not scored yet when its feedback is due counts as approved (and is counted)."""
+
+    def __init__(self, bootstrap: str, topic: str, capacity: int = 2_000_000) -> None:
+        import threading
+        from collections import OrderedDict
+
+        from confluent_kafka import Consumer
+
+        self.declined: OrderedDict[str, bool] = OrderedDict()
+        self.capacity, self.withheld, self.unknown = capacity, 0, 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"generator-{time.time_ns()}",
+                                   "auto.offset.reset": "latest", "enable.auto.commit": False})
+        since = int(time.time() * 1000) - 600_000  # decisions of the last 10 minutes, then the new ones
+
+        def from_since(consumer: Any, partitions: list) -> None:
+            for tp in partitions:
+                tp.offset = since
+            consumer.assign(consumer.offsets_for_times(partitions, timeout=10))
+
+        self._consumer.subscribe([topic], on_assign=from_since)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import orjson
+
+        while not self._stop.is_set():
+            for m in self._consumer.consume(1000, 0.2):
+                value = m.value()
+                if m.error() is not None or value is None:
+                    continue
+                try:
+                    r = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(r, dict) and r.get("source") == "stream" and "decision" in r:
+                    with self._lock:
+                        self.declined[str(r["event_id"])] = r["decision"] == "decline"
+                        while len(self.declined) > self.capacity:
+                            self.declined.popitem(last=False)
+
+    def chargeable(self, rec: Record) -> bool:
+        from core.contracts import FraudFeedback, decode
+
+        eid = decode(rec.value, FraudFeedback).event_id
+        with self._lock:
+            declined = self.declined.get(eid)
+        if declined is None:
+            self.unknown += 1
+            return True
+        self.withheld += declined
+        return not declined
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
 
 
 def simulated_start(count: int | None, sim_rate: float, kind: str, now_ms: int) -> int:
@@ -62,6 +135,9 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     if args.count is None and args.duration is None and args.rate is None:
         raise SystemExit("error: give --count, --duration or --rate (a live generator)")
     live = args.rate is not None
+    if args.feedback_mode == "approved" and not live:
+        raise SystemExit("error: --feedback-mode approved needs --rate: the decisions come from the live stream "
+                         "scorer, which cannot keep up with simulated time")
     if args.start is None and not live:
         args.start = simulated_start(args.count, args.sim_rate, args.kind, int(time.time() * 1000))
     if args.seed is None:
@@ -85,8 +161,15 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                   disable=not console.is_terminal) as progress:
         task = progress.add_task("gen", total=args.count, rate=0.0)
 
+        decisions = Decisions(stack.kafka_bootstrap, args.decisions_topic) \
+            if args.feedback_mode == "approved" and args.kind == "transactions" else None
+
         def send(rec) -> None:
+            if decisions is not None and rec.topic == FRAUD_FEEDBACK and not decisions.chargeable(rec):
+                return  # declined: a bank gets no chargeback for it
             topic = args.topic if args.topic and rec.topic == main_topic else rec.topic
+            if rec.topic == FRAUD_FEEDBACK and args.feedback_topic:
+                topic = args.feedback_topic
             while True:
                 try:
                     producer.produce(topic, key=rec.key, value=rec.value)
@@ -123,6 +206,10 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                 send(rec)
         progress.update(task, completed=n_txn)
     left = producer.flush(60)
+    if decisions is not None:
+        decisions.close()
+        console.print(f"feedback withheld for {decisions.withheld:,} declined transactions "
+                      f"({decisions.unknown:,} without a decision yet were sent)")
     elapsed = time.monotonic() - t0
     console.print(f"produced {n_txn:,} {args.kind} in {elapsed:.1f} s ({n_txn / elapsed:,.0f}/s); "
                   f"{stream.stats}" + (f"; {unsent} scheduled records dated after now not sent" if unsent else ""))

@@ -278,6 +278,7 @@ def test_scores_are_published(served: tuple, kafka_bootstrap: str) -> None:
                 rec = orjson.loads(m.value())
                 seen.add(rec["event_id"])
                 assert set(rec["features"]) == set(MODEL_FEATURES) and 0 <= rec["fraud_probability"] <= 1
+                assert rec["label_probability"] == 1.0 and rec["explored"] is False  # no exploration set
     consumer.close()
     assert want <= seen
 

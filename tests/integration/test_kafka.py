@@ -195,3 +195,60 @@ def test_a_keyed_topic_is_never_grown(kafka_bootstrap: str) -> None:
     assert ensure_topics(kafka_bootstrap, [plain], partitions=4, keyed={keyed}) == {plain: "grown to 4"}
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
     assert len(topics[keyed].partitions) == 2 and len(topics[plain].partitions) == 4
+
+
+def test_the_generator_withholds_ground_truth_for_declined_transactions(kafka_bootstrap: str, tmp_path) -> None:
+    """--feedback-mode approved: like a bank, no chargeback for a transaction the pipeline
+    declined. A stand-in for the stream scorer declines every other transaction on the decisions
+    topic; none of those gets feedback, the approved ones do."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from core.card_state import event_key
+    from core.contracts import FraudFeedback, Transaction, decode
+    from core.settings import REPO_ROOT
+    from stack.topics import ensure_topics
+
+    txn, fb, dec = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("txn", "fb", "dec"))
+    ensure_topics(kafka_bootstrap, [txn, fb, dec], partitions=2)
+    stop, declined = threading.Event(), set()
+
+    def scorer() -> None:  # decides each transaction as it arrives, as the stream scorer does
+        c = _consumer(kafka_bootstrap, f"dec-{uuid.uuid4().hex[:6]}")
+        c.subscribe([txn])
+        p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+        while not stop.is_set():
+            for m in c.consume(500, 0.1):
+                t = decode(m.value(), Transaction)
+                no = event_key(t.event_id) % 2 == 0
+                if no:
+                    declined.add(t.event_id)
+                p.produce(dec, key=m.key(), value=orjson.dumps({"event_id": t.event_id, "source": "stream",
+                                                               "decision": "decline" if no else "approve"}))
+            p.poll(0)
+        p.flush(10)
+        c.close()
+
+    thread = threading.Thread(target=scorer, daemon=True)
+    thread.start()
+    host, _, port = kafka_bootstrap.rpartition(":")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_KAFKA_HOST": host, "STACK_KAFKA_PORT": port}
+    try:
+        time.sleep(3)  # both consumers assigned
+        out = subprocess.run([sys.executable, "-m", "streaming", "generate", "--rate", "150", "--duration", "12",
+                              "--feedback-delay-s", "3", "--feedback-mode", "approved", "--decisions-topic", dec,
+                              "--topic", txn, "--feedback-topic", fb, "--users", "300"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "feedback withheld for" in out.stdout + out.stderr
+    c = _consumer(kafka_bootstrap, f"fbcheck-{uuid.uuid4().hex[:6]}")
+    c.subscribe([fb])
+    got = {decode(m.value(), FraudFeedback).event_id for m in _consume(c, 10_000, timeout_s=15)}
+    c.close()
+    assert got and declined, (len(got), len(declined))
+    assert not got & declined  # no chargeback for a declined transaction

@@ -78,3 +78,16 @@ def test_fields_that_are_not_inputs_do_not_change_the_model_row() -> None:
     assert scoring.prepare(state, t0, other, t0).row == row
     for change in ({"amount": 999.0}, {"mcc": "7995"}, {"channel": "online"}):
         assert scoring.prepare(state, t0, base.model_copy(update=change), t0).row != row
+
+
+def test_exploration_approves_the_logged_share_of_would_be_declines_only() -> None:
+    import random
+
+    rng = random.Random(1)
+    outs = [scoring.explore("decline", 0.05, rng) for _ in range(20_000)]
+    explored = sum(e for _, e in outs)
+    assert 0.04 < explored / len(outs) < 0.06
+    assert all(d == ("approve" if e else "decline") for d, e in outs)
+    assert {scoring.explore(d, 0.5, rng) for d in ("approve", "review") for _ in range(50)} == {
+        ("approve", False), ("review", False)}
+    assert scoring.explore("decline", 0.0, rng) == ("decline", False)
