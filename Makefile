@@ -33,8 +33,8 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi; exit $$rc
 endef
 
-test: install ## every test; starts its own Kafka/Redis/MLflow on free ports
-	$(call run_pytest,tests $(PYTEST_ARGS))
+test: install ## every test, fast layers first (unit, integration, e2e); starts its own Kafka/Redis/MLflow on free ports
+	$(call run_pytest,tests/unit tests/integration tests/e2e $(PYTEST_ARGS))
 
 test-unit: install ## unit tests only (no services)
 	$(call run_pytest,tests/unit $(PYTEST_ARGS))
