@@ -11,6 +11,6 @@ RUN uv pip install --system -r requirements.runtime.lock
 COPY . .
 RUN uv pip install --system --no-deps -e . \
  && useradd --uid 10001 --create-home app \
- && mkdir -p /data/secrets /data/mlflow /signing /app/feature_repo/data \
- && chown -R app /data /signing /app/feature_repo/data
+ && mkdir -p /data/secrets /data/mlflow /signing /kafka-admin /app/feature_repo/data \
+ && chown -R app /data /signing /kafka-admin /app/feature_repo/data
 USER app

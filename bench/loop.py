@@ -35,6 +35,7 @@ model that is worse on ground truth than the one it replaced.
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import tempfile
 import time
@@ -124,10 +125,11 @@ def run(console: Any) -> list[dict[str, Any]]:
     from streaming import backfill
     from streaming.processor import ProcessorConfig
     from streaming.sinks import OfflineLog
-    from training import tracking
+    from training import export, tracking
     from training.config import TrainConfig
     from training.dataset import load
     from training.errors import DataError
+    from training.feedback import paired_bootstrap
     from training.labels import label
     from training.pipeline import train
 
@@ -229,20 +231,14 @@ def run(console: Any) -> list[dict[str, Any]]:
                 console.print(f"  day {d + 1}: the monitor's retrain failed: {rec['error']}")
             gate_file = settings.data_dir / "monitor" / "last-run" / "gate.json"
             if rec.get("gate") == "refused" and gate_file.exists():
-                import json
-
                 reasons = [f"{c['name']}: {c['detail']}" for c in json.loads(gate_file.read_text())["checks"]
                            if not c["passed"]]
                 row["refused_because"] = reasons
                 console.print(f"  day {d + 1}: the gate refused: {'; '.join(reasons)}")
             if last_served is not None and row["served_version"] != last_served:
                 before = tracking.load(served, None, last_served)
-                from training import export
-
                 p_old = export.score(export.session(before.onnx), X[nxt]) if before else None
                 if p_old is not None and p_now is not None:
-                    from training.feedback import paired_bootstrap
-
                     diff, lo, hi = paired_bootstrap(yt.astype(np.int8), p_now, p_old, budget, seed=d)
                     promotions.append({"day": d + 1, "from": last_served, "to": row["served_version"],
                                        "labels": rec.get("labels"), "next_day_recall_diff": diff, "ci": [lo, hi],

@@ -35,12 +35,28 @@ class StackSettings(BaseSettings):
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = "1g"
+    #: SASL/SCRAM-SHA-512 with per-service ACLs (core/kafka.py); off: PLAINTEXT on loopback
+    kafka_sasl: bool = False
+    #: this process's Kafka user with SASL on; the pipeline's services each get their own
+    kafka_user: str = "admin"
+    #: its password; unset: read from <data_dir>/secrets/kafka/<user>.password
+    kafka_password: SecretStr | None = None
+    #: where the admin password and the broker's SASL config live (default
+    #: <data_dir>/secrets/kafka; docker-compose: a volume only secrets, init and kafka mount)
+    kafka_admin_dir: Path | None = None
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_db: int = Field(0, ge=0, le=15)
     #: Redis password (or a file holding it, e.g. a Docker secret); unset: no password on loopback
     redis_password: SecretStr | None = None
     redis_password_file: Path | None = None
     mlflow_port: int = Field(5000, ge=1, le=65535)
+    #: MLflow's basic-auth app: every request but /health needs a user (core/mlflow_auth.py)
+    mlflow_auth: bool = False
+    #: this process's MLflow user with auth on: "admin" trains and promotes; the API and the
+    #: stream scorer get "reader" (read only: they cannot move an alias)
+    mlflow_user: str = "admin"
+    #: its password; unset: read from <data_dir>/secrets/mlflow/<user>.password
+    mlflow_password: SecretStr | None = None
     api_port: int = Field(8000, ge=1, le=65535)
     topic_partitions: int = Field(6, ge=1, le=256)
     #: the stream worker's Prometheus port, and the live generator's rate (0: no generator)
@@ -74,17 +90,18 @@ class StackSettings(BaseSettings):
             return self.redis_password_file.read_text().strip()
         return None
 
+    def _redis_url(self, secret: str | None) -> str:
+        auth = f":{quote(secret, safe='*')}@" if secret else ""
+        return f"redis://{auth}{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
+
     @property
     def redis_url(self) -> str:
-        secret = self.redis_secret
-        auth = f":{quote(secret, safe='')}@" if secret else ""
-        return f"redis://{auth}{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
+        return self._redis_url(self.redis_secret)
 
     @property
     def redis_url_shown(self) -> str:
         """redis_url fit to print (password masked)."""
-        return f"redis://{':***@' if self.redis_secret else ''}{self.redis_host or self.host}:{self.redis_port}/" \
-               f"{self.redis_db}"
+        return self._redis_url("***" if self.redis_secret else None)
 
     @property
     def mlflow_uri(self) -> str:

@@ -79,7 +79,7 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     if args.current:
         cur, cur_source = read_file(args.current), str(args.current)
     else:
-        cur = recent_scores(settings.kafka_bootstrap, args.scores_topic, args.window)
+        cur = recent_scores(settings, args.scores_topic, args.window)
         cur_source = f"{args.scores_topic} topic, last {args.window:.0f} s"
     if ref.empty:
         raise DriftInputError(f"the reference ({ref_source}) is empty")
@@ -154,7 +154,7 @@ def _performance(args: argparse.Namespace, settings: StackSettings, cur: pd.Data
         # feedback for a score in the window is published after it was scored: read only the
         # window (and a margin) instead of the whole topic on every check
         since = int((time.time() - args.window - FEEDBACK_MARGIN_S) * 1000)
-        truth, scores = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic, since), cur
+        truth, scores = ground_truth.read(settings, args.feedback_topic, since), cur
     return performance(scores, truth, champion, recall_drop=args.recall_drop, threshold=args.threshold)
 
 

@@ -64,6 +64,8 @@ class MonitorSettings(BaseSettings):
     feedback_topic: str = "fraud-feedback"
     #: rows younger than this (event time) have no ground truth yet (the live report)
     label_maturity_ms: int = Field(120_000, ge=0)
+    #: the live report reads this much of the scores and feedback topics (by publish time)
+    live_window_s: float = Field(6 * 3600.0, gt=0)
     #: a training run taking longer than this is killed (gate "error")
     train_timeout_s: float = Field(3600.0, gt=0)
     #: the training program (default: this Python running training/train.py); the monitor
@@ -280,10 +282,15 @@ class Monitor:
     def live(self) -> dict[str, Any]:
         """The served champion and its shadow challenger on live matured ground truth
         (training/live.py), written to live.json for make status."""
+        import pandas as pd
+
         from training import ground_truth, live
 
-        rep = live.report(live.scored_rows(self.stack.kafka_bootstrap, self.cfg.scores_topic),
-                          ground_truth.read(self.stack.kafka_bootstrap, self.cfg.feedback_topic),
+        # bounded: the scores and feedback of the last live_window_s only, not the whole topics
+        since = int((time.time() - self.cfg.live_window_s) * 1000)
+        scores = ground_truth.stream_scores(self.stack, self.cfg.scores_topic, since)
+        rep = live.report(scores if scores is not None else pd.DataFrame(columns=["p"]),
+                          ground_truth.read(self.stack, self.cfg.feedback_topic, since),
                           self.cfg.label_maturity_ms)
         tmp = self.dir / "live.json.tmp"
         tmp.write_text(json.dumps(rep, indent=2, default=str))
@@ -448,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = LearnerMetrics(stack.learner_metrics_port, stack.host)
         log.info("online learner: metrics on http://%s:%d/metrics, report in %s", stack.host,
                  stack.learner_metrics_port, out)
-        run(stack.kafka_bootstrap, cfg.scores_topic, cfg.feedback_topic, out, warm_every=cfg.warm_start_every,
+        run(stack, cfg.scores_topic, cfg.feedback_topic, out, warm_every=cfg.warm_start_every,
             on_warm=challenger, metrics=metrics)  # a new group each start: relearn the retained history
         return 0
     monitor = Monitor(stack, cfg)

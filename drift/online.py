@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core import kafka
+
 
 def _model() -> Any:
     from river import linear_model, optim, preprocessing
@@ -141,7 +143,7 @@ class FeedbackJoin:
         return rec, is_fraud, scenario
 
 
-def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, report_every_s: float = 30.0,
+def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, report_every_s: float = 30.0,
         stop: Any = None, group: str | None = None, warm_every: int = 0, on_warm: Any = None,
         window: int = 200_000, metrics: LearnerMetrics | None = None, recent: int = 20_000,
         sources: tuple[str, ...] = ("stream",)) -> OnlineLearner:
@@ -166,8 +168,8 @@ def run(bootstrap: str, scores_topic: str, feedback_topic: str, out: Path, repor
     learner, join = OnlineLearner(), FeedbackJoin()
     labelled: deque[dict[str, Any]] = deque(maxlen=window)
     warm: list[dict[str, Any]] = []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group or f"online-learner-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    consumer = Consumer(kafka.client_config(conn, {"group.id": group or f"online-learner-{time.time_ns()}",
+                                              "auto.offset.reset": "earliest", "enable.auto.commit": True}))
     consumer.subscribe([scores_topic, feedback_topic])
     next_report = time.monotonic() + report_every_s
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pandas as pd
 
+from core import kafka
 from core.settings import StackSettings
 
 
@@ -49,7 +50,7 @@ def champion_reference(settings: StackSettings, name: str = "fraud-detector", al
     return pd.read_parquet(local), f"{name} v{mv.version} training reference", str(mv.run_id)
 
 
-def recent_scores(bootstrap: str, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0
+def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0
                   ) -> pd.DataFrame:
     """Scores published within the last ``window_s`` seconds (the newest ``limit`` of them):
     their model inputs, score, decision and scoring time (``scored_at``, epoch ms)."""
@@ -57,10 +58,9 @@ def recent_scores(bootstrap: str, topic: str, window_s: float, limit: int = 500_
 
     from stack import health
 
-    if health.kafka(bootstrap) is not None:
-        raise DriftInputError(f"Kafka at {bootstrap} is not reachable (make up), or pass --current PATH")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drift-{time.time_ns()}",
-                         "enable.auto.commit": False})
+    if health.kafka(conn) is not None:
+        raise DriftInputError(f"Kafka at {kafka.bootstrap(conn)} is not reachable (make up), or pass --current PATH")
+    consumer = Consumer(kafka.client_config(conn, {"group.id": f"drift-{time.time_ns()}", "enable.auto.commit": False}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:

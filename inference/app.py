@@ -149,7 +149,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         if cfg.publish_scores:
             from inference.publisher import ScorePublisher
 
-            state["publisher"] = ScorePublisher(stack.kafka_bootstrap, cfg.scores_topic, cfg.scores_queue,
+            state["publisher"] = ScorePublisher(stack, cfg.scores_topic, cfg.scores_queue,
                                                 lambda why: metrics.dropped.labels(why).inc())
         state["scorer"] = scoring.Scorer(holder, state["reader"], cfg, state.get("publisher"),
                                          on_fetch=metrics.feature_fetch.observe,

@@ -10,15 +10,17 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from core import kafka
+
 log = logging.getLogger("inference.publisher")
 
 
 class ScorePublisher:
-    def __init__(self, bootstrap: str, topic: str, queue: int, on_drop: Any) -> None:
+    def __init__(self, conn: kafka.Kafka, topic: str, queue: int, on_drop: Any) -> None:
         self.topic, self.on_drop = topic, on_drop
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "1",
-                                  "queue.buffering.max.messages": queue, "message.timeout.ms": 30_000,
-                                  "error_cb": lambda err: log.warning("scores producer: %s", err)})
+        self.producer = Producer(kafka.client_config(conn, {
+            "linger.ms": 20, "acks": "1", "queue.buffering.max.messages": queue, "message.timeout.ms": 30_000,
+            "error_cb": lambda err: log.warning("scores producer: %s", err)}))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="scores-publisher", daemon=True)
         self._thread.start()

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from core import feast_store, registry
+from core import feast_store, kafka, registry
 from core.card_state import event_key
 from core.contracts import TRANSACTIONS, InvalidEvent, Transaction, decode
 from core.settings import StackSettings
@@ -35,10 +35,10 @@ class StreamScorer:
         self.holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
                                   verifier=registry.Verifier.of(stack))
         self.dropped = 0
-        self.publisher = ScorePublisher(stack.kafka_bootstrap, cfg.scores_topic, cfg.scores_queue, self._drop)
+        self.publisher = ScorePublisher(stack, cfg.scores_topic, cfg.scores_queue, self._drop)
         self.scorer = Scorer(self.holder, CardFeatureReader(feast_store.open_store(stack)), cfg, self.publisher)
-        self.consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group,
-                                  "auto.offset.reset": "latest", "enable.auto.commit": False})
+        self.consumer = Consumer(kafka.client_config(stack, {"group.id": group, "auto.offset.reset": "latest",
+                                                             "enable.auto.commit": False}))
         self.stop = threading.Event()
         self.counts = {"consumed": 0, "scored": 0, "skipped": 0, "invalid": 0, "future": 0}
 

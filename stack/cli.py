@@ -67,8 +67,6 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
             extra += f", v{rec['version']}" if rec.get("version") else ""
             console.print(f"  {rec['at']}  triggers: {', '.join(rec['triggers']) or 'none'}  action: "
                           f"{rec['action']}{extra}")
-
-
     live = settings.data_dir / "monitor" / "live.json"
     if live.exists():
         import json

@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from core.settings import StackSettings
+
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -47,15 +49,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port found below {low}")
 
 
-def kafka(bootstrap: str) -> str | None:
-    """Healthy when the broker answers a metadata request."""
+def kafka(conn: str | StackSettings) -> str | None:
+    """Healthy when the broker answers a metadata request (with the stack's credentials when
+    SASL is on)."""
     from confluent_kafka.admin import AdminClient
 
-    host, _, port = bootstrap.rpartition(":")
+    from core import kafka as kafka_conf
+
+    host, _, port = kafka_conf.bootstrap(conn).rpartition(":")
     if not port_open(host, int(port)):
         return "port closed"
     try:
-        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
+        md = AdminClient(kafka_conf.client_config(conn)).list_topics(timeout=3)
     except Exception as exc:  # noqa: BLE001 - any client error means "not healthy yet"
         return f"metadata request failed: {exc}"
     return None if md.brokers else "no broker in metadata"

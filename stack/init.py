@@ -9,23 +9,28 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from core import feast_store
+from core import feast_store, mlflow_auth
 from core.settings import TOPICS, StackSettings
-from stack import secrets
+from stack import kafka_acl, secrets
 from stack.errors import StackError
 from stack.topics import ensure_topics
 
 
 def initialise(settings: StackSettings, say: Callable[[str], None] = print,
-               kafka: bool = True, redis: bool = True) -> None:
+               kafka: bool = True, redis: bool = True, mlflow: bool = True) -> None:
     """Topics need Kafka; the Feast apply needs Redis (its online store). Credentials that are
     missing (API keys, the model signing key pair) are created first (stack/secrets.py), so
     that the API finds its keys from the start."""
     written = secrets.generate(settings)
     say(f"  secrets: {', '.join(written) or 'present'} in {settings.data_dir / 'secrets'}")
     if kafka:
-        created = ensure_topics(settings.kafka_bootstrap, TOPICS, settings.topic_partitions)
+        created = ensure_topics(settings, TOPICS, settings.topic_partitions)
         say("  topics: " + ", ".join(f"{t} ({what})" for t, what in created.items()))
+        if settings.kafka_sasl:
+            applied = kafka_acl.apply(settings)
+            say("  kafka access: SASL/SCRAM, " + ", ".join(f"{v} {k}" for k, v in applied.items()))
+    if mlflow and settings.mlflow_auth:
+        say("  mlflow users: " + ", ".join(mlflow_auth.ensure_users(settings)))
     if redis:
         feast_store.apply(settings)
         say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")

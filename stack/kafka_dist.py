@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from core import kafka
 from core.settings import StackSettings
 from stack.errors import StackError
 
@@ -72,18 +73,46 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+def sasl_properties(settings: StackSettings) -> list[str]:
+    """Clients authenticate with SCRAM-SHA-512 (no password on the wire) and every request is
+    authorised by ``StandardAuthorizer`` against ACLs (core/kafka.py: the policy); only
+    ``admin`` is a super user. The controller listener takes PLAIN from ``admin`` alone
+    (KRaft keeps SCRAM credentials in the metadata the controller serves, so the controller
+    cannot use them itself)."""
+    pw = kafka.password(settings, kafka.ADMIN)
+    if not pw.replace("-", "").replace("_", "").isalnum():
+        raise StackError("the Kafka admin password may hold only letters, digits, '-' and '_'")
+    return [
+        f"sasl.enabled.mechanisms={kafka.MECHANISM}",
+        f"sasl.mechanism.inter.broker.protocol={kafka.MECHANISM}",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+        f'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{pw}";',
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+        f'required username="admin" password="{pw}" user_admin="{pw}";',
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{kafka.ADMIN}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
 def server_properties(settings: StackSettings, log_dir: Path) -> str:
-    """One node that is both broker and controller, on loopback, tuned for development."""
+    """One node that is both broker and controller, tuned for development: on loopback
+    locally (``host``), advertised as ``kafka_host`` when set (docker-compose)."""
     h, p, c = settings.host, settings.kafka_port, settings.kafka_controller_port
+    peer = settings.kafka_host or h
+    proto = "SASL_PLAINTEXT" if settings.kafka_sasl else "PLAINTEXT"
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
-        f"controller.quorum.voters=1@{h}:{c}",
-        f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-        f"advertised.listeners=PLAINTEXT://{h}:{p}",
+        f"controller.quorum.voters=1@{peer}:{c}",
+        f"listeners={proto}://{h}:{p},CONTROLLER://{h}:{c}",
+        f"advertised.listeners={proto}://{peer}:{p}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
+        f"listener.security.protocol.map={proto}:{proto},CONTROLLER:{proto}",
+        f"inter.broker.listener.name={proto}",
+        *(sasl_properties(settings) if settings.kafka_sasl else []),
         f"log.dirs={log_dir}",
         f"num.partitions={settings.topic_partitions}",
         "offsets.topic.replication.factor=1",
@@ -96,6 +125,14 @@ def server_properties(settings: StackSettings, log_dir: Path) -> str:
         "log.retention.hours=168",
         "",
     ])
+
+
+def format_scram_args(settings: StackSettings) -> list[str]:
+    """The admin's SCRAM credential, created with the storage (services' users are added by
+    ``stack init`` over the admin connection)."""
+    if not settings.kafka_sasl:
+        return []
+    return ["--add-scram", f"{kafka.MECHANISM}=[name={kafka.ADMIN},password={kafka.password(settings, kafka.ADMIN)}]"]
 
 
 LOG4J = """log4j.rootLogger=INFO, stdout
@@ -111,23 +148,35 @@ log4j.logger.state.change.logger=WARN
 def prepare(settings: StackSettings) -> list[str]:
     """Resolve jars, write configs, format storage once; return the broker's command line."""
     libs = ensure_jars(settings)
+    if settings.kafka_sasl:  # the admin's password must exist before the broker's config
+        from stack import secrets
+
+        secrets.generate(settings)
     java = require_tool("java", "install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless)")
     data = settings.data_dir / "kafka"
     data.mkdir(parents=True, exist_ok=True)
     settings.conf_dir.mkdir(parents=True, exist_ok=True)
     props = settings.conf_dir / "kafka.properties"
+    props.touch(mode=0o600)  # with SASL on it holds the admin password
+    props.chmod(0o600)
     props.write_text(server_properties(settings, data))
     log4j = settings.conf_dir / "kafka-log4j.properties"
     log4j.write_text(LOG4J)
     classpath = f"{libs}/*"
+    marker = data / "sasl-users"  # written when the storage was formatted with the admin's SCRAM user
     if not (data / "meta.properties").exists():
         cluster_id = new_cluster_id()
         proc = subprocess.run(
             [java, f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *format_scram_args(settings)],
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage in {data} failed: {proc.stderr.strip()[-300:]}")
+        if settings.kafka_sasl:
+            marker.write_text(kafka.ADMIN + "\n")
+    elif settings.kafka_sasl and not marker.exists():
+        raise StackError(f"Kafka's storage in {data} was formatted without SASL, so it has no admin user: "
+                         "unset STACK_KAFKA_SASL, or 'make clean' (drops the stack's data) and 'make up' again")
     return [java, "-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
             "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}",
             "-cp", classpath, MAIN_CLASS, str(props)]

@@ -117,7 +117,7 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
         say(f"  starting supervisord with {', '.join(s.name for s in infra)}")
         sup.start(services)
     wait_healthy(settings, infra, sup, say)
-    initialise(settings, say, kafka="kafka" in names, redis="redis" in names)
+    initialise(settings, say, kafka="kafka" in names, redis="redis" in names, mlflow="mlflow" in names)
     if apps:
         _ensure_started(settings, sup, apps, set(), say)
         wait_healthy(settings, apps, sup, say)

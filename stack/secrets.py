@@ -6,7 +6,14 @@ what is missing under ``<STACK_DATA_DIR>/secrets``:
 - ``model-signing.pub`` and the private key at ``STACK_MODEL_SIGNING_KEY_FILE`` (training
   only: docker-compose keeps it on a volume the API does not mount);
 - ``redis-password`` and ``redis.conf`` (``requirepass``) when ``STACK_REDIS_PASSWORD_FILE``
-  points there; ``grafana-admin-password``.
+  points there; ``grafana-admin-password``;
+- with ``STACK_KAFKA_SASL`` on, a Kafka password per service user (``kafka/<user>.password``)
+  and the admin's (in ``STACK_KAFKA_ADMIN_DIR``); ``--kafka-broker LOG_DIR`` also writes there
+  what the upstream Kafka image needs to run the same broker as ``make up``
+  (``server.properties``, ``cluster-id``, ``admin-scram``, and ``admin-client.properties``
+  for its health check);
+- with ``STACK_MLFLOW_AUTH`` on, MLflow's users' passwords (``mlflow/admin.password``,
+  ``mlflow/reader.password``), the server's ``flask-secret`` and its ``basic_auth.ini``.
 
 docker-compose runs it as its first job. Files other services' users must read (Redis,
 Grafana and Prometheus run as their own users) are 0644 inside a volume no host port
@@ -15,13 +22,14 @@ exposes; private keys and the API key file are 0600.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
 import sys
 from pathlib import Path
 
-from core import registry
+from core import kafka, mlflow_auth, registry
 from core.settings import StackSettings
 from inference.auth import SCOPES, ApiKey
 
@@ -60,12 +68,57 @@ def generate(settings: StackSettings) -> list[str]:
         _write(pw_file.parent / "redis.conf", f"requirepass {pw_file.read_text().strip()}\n", 0o644)
     if _write(out / "grafana-admin-password", secrets.token_urlsafe(18), 0o644):
         written.append("grafana-admin-password")
+    if settings.mlflow_auth:
+        folder = mlflow_auth.secrets_dir(settings)
+        for user in mlflow_auth.USERS:
+            if _write(folder / f"{user}.password", secrets.token_urlsafe(24), 0o600):
+                written.append(f"mlflow/{user}.password")
+        if _write(folder / "flask-secret", secrets.token_urlsafe(32), 0o600):
+            written.append("mlflow/flask-secret")
+        ini = mlflow_auth.server_config(settings, settings.data_dir / "mlflow" / "basic_auth.db")
+        if _write(folder / "basic_auth.ini", ini, 0o600):
+            written.append("mlflow/basic_auth.ini")
+    if settings.kafka_sasl:
+        for user in kafka.users():
+            if _write(kafka.password_path(settings, user), secrets.token_urlsafe(24), 0o600):
+                written.append(f"kafka/{user}.password")
     return written
 
 
-def main() -> int:
+def kafka_broker_files(settings: StackSettings, log_dir: Path) -> list[str]:
+    """The broker config of ``make up`` for the upstream image (docker-compose's kafka
+    service): 0644, since that image runs as its own user, on a volume only the secrets, init
+    and kafka containers mount."""
+    from stack import kafka_dist
+
+    folder = kafka.admin_dir(settings)
+    pw = kafka.password(settings, kafka.ADMIN)
+    files = {
+        "server.properties": kafka_dist.server_properties(settings, log_dir),
+        "admin-scram": kafka_dist.format_scram_args(settings)[1],
+        "admin-client.properties": (f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={kafka.MECHANISM}\n"
+                                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+                                    f'required username="{kafka.ADMIN}" password="{pw}";\n'),
+    }
+    written = [name for name, text in files.items() if _write(folder / name, text, 0o644)]
+    if _write(folder / "cluster-id", kafka_dist.new_cluster_id(), 0o644):
+        written.append("cluster-id")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.secrets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kafka-broker", type=Path, metavar="LOG_DIR",
+                        help="also write the SASL broker's config for the upstream Kafka image, with this log dir")
+    args = parser.parse_args(argv)
     settings = StackSettings()
     written = generate(settings)
+    if args.kafka_broker is not None:
+        if not settings.kafka_sasl:
+            print("error: --kafka-broker needs STACK_KAFKA_SASL=true", file=sys.stderr)
+            return 2
+        written += kafka_broker_files(settings, args.kafka_broker)
     print(f"secrets in {settings.data_dir / 'secrets'}: " + (", ".join(written) + " created" if written
                                                               else "all present"))
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from core import mlflow_auth
 from core.settings import StackSettings
 from stack import health, kafka_dist
 from stack.errors import StackError
@@ -84,7 +85,7 @@ def kafka_service(settings: StackSettings) -> Service:
         command=kafka_dist.prepare(settings),
         ports=[(settings.kafka_port, "STACK_KAFKA_PORT"),
                (settings.kafka_controller_port, "STACK_KAFKA_CONTROLLER_PORT")],
-        probe=lambda: health.kafka(settings.kafka_bootstrap),
+        probe=lambda: health.kafka(settings),
         stop_wait_s=60,
     )
 
@@ -92,24 +93,42 @@ def kafka_service(settings: StackSettings) -> Service:
 def mlflow_service(settings: StackSettings) -> Service:
     data = settings.data_dir / "mlflow"
     (data / "artifacts").mkdir(parents=True, exist_ok=True)
+    auth_env: dict[str, str] = {}
+    if settings.mlflow_auth:  # core/mlflow_auth.py: users and passwords from the secrets
+        from stack import secrets
+
+        secrets.generate(settings)
+        folder = mlflow_auth.secrets_dir(settings)
+        auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": (folder / "flask-secret").read_text().strip()}
     return Service(
         name="mlflow",
         command=[sys.executable, "-m", "mlflow", "server",
                  "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
                  "--artifacts-destination", str(data / "artifacts"), "--serve-artifacts",
-                 "--host", settings.host, "--port", str(settings.mlflow_port), "--workers", "1"],
+                 "--host", settings.host, "--port", str(settings.mlflow_port), "--workers", "1",
+                 *(["--app-name", "basic-auth"] if settings.mlflow_auth else [])],
         ports=[(settings.mlflow_port, "STACK_MLFLOW_PORT")],
         probe=lambda: health.http(f"{settings.mlflow_uri}/health"),
         # Job execution runs a pool of huey workers for GenAI jobs we never submit.
-        environment={"MLFLOW_HOME": str(data), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        environment={"MLFLOW_HOME": str(data), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env},
     )
+
+
+#: each pipeline service's Kafka user (core/kafka.py: what it may do, with SASL on)
+KAFKA_USERS = {"stream-worker": "worker", "generator": "generator", "generator-clicks": "generator",
+               "inference-api": "api", "stream-scorer": "scorer", "drift-monitor": "monitor",
+               "online-learner": "learner"}
+#: services that only load models get MLflow's read-only user (the rest are the pipeline's
+#: trainers: admin)
+MLFLOW_USERS = {"inference-api": mlflow_auth.READER, "stream-scorer": mlflow_auth.READER}
 
 
 def _pipeline(settings: StackSettings, name: str, args: list[str], port_setting: str | None = None,
               health_path: str = "/metrics", env: dict[str, str] | None = None) -> Service:
     """One of the pipeline's own services, ``python -m <args>`` with the stack's settings in its
-    environment: healthy when its HTTP endpoint on ``port_setting`` answers, or, with no port,
-    while supervisord keeps it RUNNING."""
+    environment (and its own Kafka user): healthy when its HTTP endpoint on ``port_setting``
+    answers, or, with no port, while supervisord keeps it RUNNING."""
     ports: list[tuple[int, str]] = []
     probe: Callable[[], str | None] = lambda: None  # noqa: E731
     if port_setting:
@@ -117,8 +136,12 @@ def _pipeline(settings: StackSettings, name: str, args: list[str], port_setting:
         url = f"http://{settings.host}:{port}{health_path}"
         ports = [(port, f"STACK_{port_setting.upper()}")]
         probe = lambda: health.http(url)  # noqa: E731
+    environment = {**stack_env(settings), "STACK_KAFKA_USER": KAFKA_USERS[name],
+                   "STACK_MLFLOW_USER": MLFLOW_USERS.get(name, mlflow_auth.ADMIN), **(env or {})}
+    for operators_own in ("STACK_KAFKA_PASSWORD", "STACK_MLFLOW_PASSWORD"):
+        environment.pop(operators_own, None)
     return Service(name=name, command=[sys.executable, "-m", *args], ports=ports, probe=probe,
-                   environment={**stack_env(settings), **(env or {})}, infra=False)
+                   environment=environment, infra=False)
 
 
 def worker_service(settings: StackSettings) -> Service:

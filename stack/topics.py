@@ -8,15 +8,16 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from core import kafka
 from core.settings import KEYED_TOPICS
 from stack.errors import StackError
 
 
-def ensure_topics(bootstrap: str, names: tuple[str, ...] | list[str], partitions: int,
+def ensure_topics(conn: kafka.Kafka, names: tuple[str, ...] | list[str], partitions: int,
                   timeout_s: float = 30, keyed: frozenset[str] | set[str] = KEYED_TOPICS) -> dict[str, str]:
     """Return topic -> what happened ("created", "exists", "grown to N"). Raises StackError
     rather than grow a topic in ``keyed``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.client_config(conn))
     existing = admin.list_topics(timeout=timeout_s).topics
     result: dict[str, str] = {}
     missing = [n for n in names if n not in existing]

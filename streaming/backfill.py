@@ -19,6 +19,7 @@ import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
+from core import kafka
 from core.card_state import EventState
 from core.contracts import InvalidEvent, decode
 from streaming.entities import CARD, EntitySpec, event_row
@@ -28,16 +29,16 @@ from streaming.sinks import OfflineLog
 CHUNK = 50_000
 
 
-def from_topic(bootstrap: str, topic: str, since_ms: int | None = None,
+def from_topic(conn: kafka.Kafka, topic: str, since_ms: int | None = None,
                timestamps: bool = False) -> tuple[Iterator[Any], int]:
     """Every record of the topic up to its current end, partition by partition (with
     ``since_ms``: only those with a Kafka timestamp at or after it). With ``timestamps``,
     (value, record timestamp in ms) pairs: the ingest time the worker judged them by."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"backfill-{time.time_ns()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(kafka.client_config(conn, {"group.id": f"backfill-{time.time_ns()}",
+                                              "enable.auto.commit": False, "enable.partition.eof": True}))
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
-        raise ValueError(f"topic {topic!r} not found at {bootstrap}")
+        raise ValueError(f"topic {topic!r} not found at {kafka.bootstrap(conn)}")
     ends = {}
     for p in meta.partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)

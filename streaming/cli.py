@@ -67,7 +67,7 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
         events, total = backfill.from_parquet(Path(args.parquet), spec)
     else:
         default = cfg.transactions_topic if spec is CARD else cfg.clicks_topic
-        events, total = backfill.from_topic(stack.kafka_bootstrap, args.topic or default, timestamps=True)
+        events, total = backfill.from_topic(stack, args.topic or default, timestamps=True)
     out_dir = Path(args.output) if args.output else feast_store.offline_dir(stack, "")
     counts = backfill.run(iter(events), total, OfflineLog(out_dir, writer_id="backfill"),
                           ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms),

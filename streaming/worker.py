@@ -24,7 +24,7 @@ import faust
 import orjson
 from confluent_kafka import Producer
 
-from core import feast_store
+from core import feast_store, kafka
 from core.contracts import DeadLetter, InvalidEvent, decode, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec, event_row
@@ -66,10 +66,11 @@ class FeatureWorker:
             # Batch Faust's own sends (dead letters): its default is one produce request per
             # message (linger 0).
             producer_linger=0.01, producer_max_batch_size=1_048_576,
+            broker_credentials=kafka.faust_credentials(stack),
         )
         self.dlq_topic = self._raw_topic(cfg.dead_letters_topic)
-        self._changelog = Producer({"bootstrap.servers": stack.kafka_bootstrap, "acks": "all", "linger.ms": 5,
-                                    "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000})
+        self._changelog = Producer(kafka.client_config(stack, {
+            "acks": "all", "linger.ms": 5, "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000}))
         store = feast_store.open_store(stack)
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
         if cfg.clicks_topic:

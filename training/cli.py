@@ -245,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: StackSettings) -> int:
     p = export.score(export.session(mv.onnx), ds.X)
     m = evaluate.compute(labels.y, p, mv.threshold)
     print(f"{args.name} v{mv.version} on {len(p):,} transactions: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
-    truth = ground_truth.read(settings.kafka_bootstrap)
+    truth = ground_truth.read(settings)
     if truth is not None:
         gt = evaluate.ground_truth_report(ground_truth.align(ds.frame["event_id"], truth), labels.y, p, mv.threshold)
         if gt.get("model"):
@@ -290,14 +290,16 @@ def cmd_compare(args: argparse.Namespace, settings: StackSettings) -> int:
 def _compare_live(args: argparse.Namespace, settings: StackSettings) -> int:
     import json
 
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
     from training import ground_truth, live, tracking
     from training.errors import TrainingError
 
-    truth = ground_truth.read(settings.kafka_bootstrap, args.feedback_topic)
-    rep = live.report(live.scored_rows(settings.kafka_bootstrap, args.scores_topic), truth, args.label_maturity,
+    truth = ground_truth.read(settings, args.feedback_topic)
+    scores = ground_truth.stream_scores(settings, args.scores_topic)
+    rep = live.report(scores if scores is not None else pd.DataFrame(columns=["p"]), truth, args.label_maturity,
                       args.alert_budget)
     if getattr(args, "json", None):
         print(json.dumps(rep, indent=2, default=str))

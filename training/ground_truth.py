@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core import kafka
 from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode
 from stack import health
 
 
-def read(bootstrap: str, topic: str = FRAUD_FEEDBACK, since_ms: int | None = None) -> pd.DataFrame | None:
+def read(conn: kafka.Kafka, topic: str = FRAUD_FEEDBACK, since_ms: int | None = None) -> pd.DataFrame | None:
     """Every feedback record up to the topic's current end, or those published since
     ``since_ms`` (None when Kafka is unreachable or the topic does not exist)."""
     from streaming.backfill import from_topic
 
-    if health.kafka(bootstrap) is not None:
+    if health.kafka(conn) is not None:
         return None
     try:
-        records, _ = from_topic(bootstrap, topic, since_ms)
+        records, _ = from_topic(conn, topic, since_ms)
     except ValueError:  # no such topic
         return None
     rows: list[tuple[str, bool, str]] = []
@@ -38,31 +39,41 @@ def align(event_ids: pd.Series, truth: pd.DataFrame | None) -> pd.DataFrame:
     return base.merge(truth, on="event_id", how="left")
 
 
-def decisions(bootstrap: str, topic: str) -> pd.DataFrame | None:
-    """The bank's decisions from the pipeline's own scores (source "stream"): per event id,
-    whether it was declined (no chargeback can follow) and the probability that its outcome
-    was observed (``label_probability``: below 1 for a would-be decline approved for
-    exploration). None when Kafka or the topic is absent."""
+def stream_scores(conn: kafka.Kafka, topic: str, since_ms: int | None = None) -> pd.DataFrame | None:
+    """The pipeline's own scores (source "stream"), one row per event (the newest): its
+    decision (a decline gets no chargeback), the probability that the outcome was observed
+    (``label_probability``: below 1 for a would-be decline approved for exploration), the
+    served version and probability, and the shadow challenger's. With ``since_ms``, only
+    records published since. None when Kafka or the topic is absent."""
     import orjson
 
     from streaming.backfill import from_topic
 
-    if health.kafka(bootstrap) is not None:
+    if health.kafka(conn) is not None:
         return None
     try:
-        records, _ = from_topic(bootstrap, topic)
+        records, _ = from_topic(conn, topic, since_ms)
     except ValueError:
         return None
-    rows: list[tuple[str, bool, float]] = []
+    rows = []
     for raw in records:
         try:
-            rec = orjson.loads(raw)
+            r = orjson.loads(raw)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and rec.get("source") == "stream" and "decision" in rec:
-            rows.append((str(rec["event_id"]), rec["decision"] == "decline",
-                         float(rec.get("label_probability", 1.0))))
-    if not rows:
-        return None
-    df = pd.DataFrame(rows, columns=["event_id", "declined", "label_probability"])
-    return df.drop_duplicates("event_id", keep="last")
+        if not isinstance(r, dict) or r.get("source") != "stream" or "decision" not in r:
+            continue
+        shadow = r.get("shadow") or {}
+        rows.append((str(r["event_id"]), str(r.get("card_id", "")), int(r.get("event_time", 0)),
+                     str(r.get("model_version", "")), float(r.get("fraud_probability", float("nan"))),
+                     r["decision"] == "decline", float(r.get("label_probability", 1.0)),
+                     str(shadow.get("model_version", "")), float(shadow.get("fraud_probability", float("nan")))))
+    df = pd.DataFrame(rows, columns=["event_id", "card_id", "event_time", "version", "p", "declined",
+                                     "label_probability", "shadow_version", "shadow_p"])
+    return df.drop_duplicates("event_id", keep="last").reset_index(drop=True)
+
+
+def decisions(conn: kafka.Kafka, topic: str) -> pd.DataFrame | None:
+    """Per event id: declined, and label_probability (stream_scores); None when there are none."""
+    df = stream_scores(conn, topic)
+    return None if df is None or df.empty else df[["event_id", "declined", "label_probability"]]

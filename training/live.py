@@ -7,51 +7,23 @@ decline weighs 1/p). This module joins them and reports each model's recall and 
 alert budget, and the ground-truth gate's verdict on the challenger: a challenger that wins on
 live matured labels can be promoted on that evidence (``python -m training compare --live
 --promote-if-better``). The monitor writes the same report to ``.data/monitor/live.json`` for
-``make status``.
+``make status``. The scores come from ``training.ground_truth.stream_scores``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from training import feedback, ground_truth
-
-
-def scored_rows(bootstrap: str, topic: str) -> pd.DataFrame:
-    """The pipeline's own scores (source "stream"), one row per event (the newest)."""
-    import orjson
-
-    from streaming.backfill import from_topic
-
-    try:
-        records, _ = from_topic(bootstrap, topic)
-    except ValueError:
-        return pd.DataFrame()
-    rows = []
-    for raw in records:
-        try:
-            r = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(r, dict) or r.get("source") != "stream" or "fraud_probability" not in r:
-            continue
-        shadow = r.get("shadow") or {}
-        rows.append((str(r["event_id"]), str(r.get("card_id", "")), int(r.get("event_time", 0)),
-                     str(r.get("model_version", "")), float(r["fraud_probability"]), r.get("decision") == "decline",
-                     float(r.get("label_probability", 1.0)), str(shadow.get("model_version", "")),
-                     float(shadow.get("fraud_probability", np.nan))))
-    df = pd.DataFrame(rows, columns=["event_id", "card_id", "event_time", "version", "p", "declined",
-                                     "label_probability", "shadow_version", "shadow_p"])
-    return df.drop_duplicates("event_id", keep="last").reset_index(drop=True)
 
 
 def report(scores: pd.DataFrame, truth: pd.DataFrame | None, maturity_ms: int, budget: float | None = None,
            min_fraud: int = 50, seed: int = 0) -> dict[str, Any]:
     """Per served version: matured rows, fraud, recall and precision at the budget; and, on the
     rows scored by both the newest champion and a shadow challenger, the ground-truth gate."""
+    scores = scores[scores["p"].notna()]
     if scores.empty:
         return {"rows": 0, "note": "no scores from the stream scorer yet"}
     now = int(scores["event_time"].max())

@@ -221,12 +221,12 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     truth_df, tl = None, None
     if cfg.ground_truth and fraud:
         with timer.step("ground truth from fraud-feedback"):
-            truth_df = ground_truth.read(settings.kafka_bootstrap, cfg.feedback_topic)
+            truth_df = ground_truth.read(settings, cfg.feedback_topic)
         if truth_df is None:
             say("    Kafka not reachable: ground truth skipped (rule labels, rule-label gate)")
         else:
             now = int(df["event_time"].max())  # the stream's clock: event time
-            dec = ground_truth.decisions(settings.kafka_bootstrap, cfg.scores_topic) if cfg.scores_topic else None
+            dec = ground_truth.decisions(settings, cfg.scores_topic) if cfg.scores_topic else None
             declined = prob = None
             if dec is not None:  # selection bias: declines get no chargebacks
                 joined = df[["event_id"]].merge(dec, on="event_id", how="left")

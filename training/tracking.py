@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from core import registry
+from core import mlflow_auth, registry
 from core.settings import StackSettings
 from stack import health
 from training.errors import TrainingError
@@ -31,7 +31,10 @@ def connect(settings: StackSettings, say: Any = print) -> str:
 
     if not log.isEnabledFor(logging.INFO):  # mlflow sets its own level on import
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+    mlflow_auth.use(settings)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and settings.mlflow_auth:  # a server with users: never a silent local registry
+        uri = settings.mlflow_uri
     if not uri:
         if health.http(f"{settings.mlflow_uri}/health") is None:
             uri = settings.mlflow_uri

@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from core import kafka
 from core.contracts import CLICKS, FRAUD_FEEDBACK, TRANSACTIONS
 from core.settings import StackSettings
 from streaming.generators.clicks import ClickStream
@@ -61,7 +62,7 @@ class Decisions:
     that ground truth follows the bank: no chargeback for a declined transaction. A transaction
     not scored yet when its feedback is due counts as approved (and is counted)."""
 
-    def __init__(self, bootstrap: str, topic: str, capacity: int = 2_000_000) -> None:
+    def __init__(self, conn: kafka.Kafka, topic: str, capacity: int = 2_000_000) -> None:
         import threading
         from collections import OrderedDict
 
@@ -71,8 +72,8 @@ class Decisions:
         self.capacity, self.withheld, self.unknown = capacity, 0, 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"generator-{time.time_ns()}",
-                                   "auto.offset.reset": "latest", "enable.auto.commit": False})
+        self._consumer = Consumer(kafka.client_config(conn, {
+            "group.id": f"generator-{time.time_ns()}", "auto.offset.reset": "latest", "enable.auto.commit": False}))
         since = int(time.time() * 1000) - 600_000  # decisions of the last 10 minutes, then the new ones
 
         def from_since(consumer: Any, partitions: list) -> None:
@@ -151,8 +152,8 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     stream = (TransactionStream(cfg) if args.kind == "transactions" else
               ClickStream(args.seed, args.users, sessions_per_s=(args.rate or args.sim_rate) / 6, start_ms=args.start))
     main_topic = TRANSACTIONS if args.kind == "transactions" else CLICKS
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 10,
-                         "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    producer = Producer(kafka.client_config(stack, {"linger.ms": 10, "queue.buffering.max.messages": 500_000,
+                                              "enable.idempotence": True}))
     n_txn, t0 = 0, time.monotonic()
     next_report = t0 + 30
     deadline = t0 + args.duration if args.duration else None
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                   disable=not console.is_terminal) as progress:
         task = progress.add_task("gen", total=args.count, rate=0.0)
 
-        decisions = Decisions(stack.kafka_bootstrap, args.decisions_topic) \
+        decisions = Decisions(stack, args.decisions_topic) \
             if args.feedback_mode == "approved" and args.kind == "transactions" else None
 
         def send(rec) -> None:

@@ -517,8 +517,8 @@ def _sigterm_during_a_retrain_leaves_no_lock(monitor, settings: StackSettings) -
     from stack.services import stack_env
 
     marker = monitor.dir / "hung-training.pid"
-    hang = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
-                                  "time.sleep(600)"]
+    hang = [sys.executable, "-c", f"import os, signal; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+                                  "signal.pause()"]  # hangs until a signal ends it
     cfg = monitor.cfg
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "MONITOR_MODEL_NAME": cfg.model_name,
            "MONITOR_SCORES_TOPIC": cfg.scores_topic, "MONITOR_MIN_SCORES": "20", "MONITOR_RETRAIN_EVERY_S": "0.001",

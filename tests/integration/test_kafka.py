@@ -213,11 +213,11 @@ def test_the_generator_withholds_ground_truth_for_declined_transactions(kafka_bo
 
     txn, fb, dec = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("txn", "fb", "dec"))
     ensure_topics(kafka_bootstrap, [txn, fb, dec], partitions=2)
-    stop, declined = threading.Event(), set()
+    stop, assigned, declined = threading.Event(), threading.Event(), set()
 
     def scorer() -> None:  # decides each transaction as it arrives, as the stream scorer does
         c = _consumer(kafka_bootstrap, f"dec-{uuid.uuid4().hex[:6]}")
-        c.subscribe([txn])
+        c.subscribe([txn], on_assign=lambda _c, parts: assigned.set())
         p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
         while not stop.is_set():
             for m in c.consume(500, 0.1):
@@ -236,7 +236,9 @@ def test_the_generator_withholds_ground_truth_for_declined_transactions(kafka_bo
     host, _, port = kafka_bootstrap.rpartition(":")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_KAFKA_HOST": host, "STACK_KAFKA_PORT": port}
     try:
-        time.sleep(3)  # both consumers assigned
+        # the stand-in decides from the first transaction on (the generator's own decisions
+        # reader starts ten minutes back, so it needs no wait)
+        assert assigned.wait(30), "the stand-in scorer was never assigned its partitions"
         out = subprocess.run([sys.executable, "-m", "streaming", "generate", "--rate", "150", "--duration", "12",
                               "--feedback-delay-s", "3", "--feedback-mode", "approved", "--decisions-topic", dec,
                               "--topic", txn, "--feedback-topic", fb, "--users", "300"], cwd=REPO_ROOT, env=env,

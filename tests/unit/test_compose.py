@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,15 +27,13 @@ def test_same_services_as_the_local_stack() -> None:
 def test_only_the_api_is_published_and_on_loopback() -> None:
     published = {name: svc["ports"] for name, svc in COMPOSE["services"].items() if svc.get("ports")}
     assert published == {"inference-api": ["127.0.0.1:8000:8000"]}
-    env = COMPOSE["services"]["kafka"]["environment"]
-    assert "HOST" not in env["KAFKA_LISTENERS"] and "localhost" not in env["KAFKA_ADVERTISED_LISTENERS"]
-    assert '--allowed-hosts "*"' not in COMPOSE["services"]["mlflow"]["command"]
+    assert '--allowed-hosts "*"' not in COMPOSE["services"]["mlflow"]["command"][0]
 
 
 @pytest.mark.security
 def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
     svc = COMPOSE["services"]
-    assert svc["secrets"]["command"] == ["python", "-m", "stack.secrets"]
+    assert svc["secrets"]["command"][:3] == ["python", "-m", "stack.secrets"]
     assert "/data/secrets/redis.conf" in svc["redis"]["command"]  # requirepass
     assert svc["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in svc["grafana"]["environment"]
@@ -67,12 +66,62 @@ def test_the_runtime_lock_pins_the_same_versions_without_test_tools() -> None:
     assert not {"pytest", "hypothesis", "schemathesis", "ruff", "testcontainers"} & set(runtime)
 
 
-def test_kafka_matches_local_broker_settings() -> None:
-    env = COMPOSE["services"]["kafka"]["environment"]
-    assert COMPOSE["services"]["kafka"]["image"].endswith(":3.9.1")
-    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
-    assert int(env["KAFKA_NUM_PARTITIONS"]) == StackSettings().topic_partitions
+def _compose_env(service: str) -> dict[str, str]:
+    env = COMPOSE["services"][service]["environment"]
+    return {k: str(v) for k, v in env.items()}
+
+
+@pytest.mark.security
+def test_kafka_is_the_local_sasl_broker_with_a_user_per_service(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compose broker runs the config the secrets job writes with the code ``make up``
+    uses (stack/kafka_dist.py), SASL only, ACLs on; each service has its own Kafka user, the
+    one the local stack gives it; the admin volume is mounted by secrets, init and kafka only."""
+    from core import kafka
+    from stack import secrets
+    from stack.services import KAFKA_USERS
+
+    svc = COMPOSE["services"]
+    assert svc["kafka"]["image"].endswith(":3.9.1") and "environment" not in svc["kafka"]
+    secrets_cmd = svc["secrets"]["command"]
+    log_dir = secrets_cmd[secrets_cmd.index("--kafka-broker") + 1]
+    assert f"kafka-data:{log_dir}" in svc["kafka"]["volumes"]
+    for key, value in _compose_env("secrets").items():
+        monkeypatch.setenv(key, value.replace("/data", str(tmp_path / "data")).replace(
+            "/kafka-admin", str(tmp_path / "admin")).replace("/signing", str(tmp_path / "signing")))
+    assert secrets.main(secrets_cmd[3:]) == 0
+    written = {p.name for p in (tmp_path / "admin").iterdir()}
+    command = svc["kafka"]["command"][0]
+    for name in re.findall(r"\$\$A/([\w.-]+)", command):
+        assert name in written, name
+    props = dict(line.split("=", 1) for line in (tmp_path / "admin" / "server.properties").read_text().splitlines()
+                 if "=" in line)
+    assert props["listeners"] == "SASL_PLAINTEXT://0.0.0.0:19092,CONTROLLER://0.0.0.0:9093"
+    assert props["advertised.listeners"] == "SASL_PLAINTEXT://kafka:19092"
+    assert props["listener.security.protocol.map"] == "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["super.users"] == "User:admin" and props["allow.everyone.if.no.acl.found"] == "false"
+    assert int(props["num.partitions"]) == StackSettings().topic_partitions
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    # a password per service user, on the shared secrets volume; the admin's on its own
+    assert {p.stem for p in (tmp_path / "data" / "secrets" / "kafka").iterdir()} == set(kafka.policy())
+    assert (tmp_path / "admin" / "admin.password").exists()
+    for name, user in KAFKA_USERS.items():
+        assert _compose_env(name)["STACK_KAFKA_USER"] == user, name
+        assert _compose_env(name)["STACK_KAFKA_SASL"] == "true"
+    # MLflow asks for a user; only the trainers are its admin
+    from core import mlflow_auth
+    from stack.services import MLFLOW_USERS
+
+    assert "--app-name basic-auth" in svc["mlflow"]["command"][0]
+    assert svc["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].startswith("/data/secrets/mlflow/")
+    for name in KAFKA_USERS:
+        assert _compose_env(name).get("STACK_MLFLOW_USER", mlflow_auth.ADMIN) == MLFLOW_USERS.get(
+            name, mlflow_auth.ADMIN), name
+    assert {p.name for p in (tmp_path / "data" / "secrets" / "mlflow").iterdir()} == {
+        "admin.password", "reader.password", "flask-secret", "basic_auth.ini"}
+    admin_mounts = {n for n, s in svc.items() if any(str(v).startswith("kafka-admin:") for v in s.get("volumes", []))}
+    assert admin_mounts == {"secrets", "init", "kafka"}
 
 
 def test_redis_persistence_matches_local_config() -> None:

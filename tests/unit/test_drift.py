@@ -309,7 +309,7 @@ def test_a_stale_retrain_lock_is_taken_over_and_a_live_one_respected(tmp_path: P
     monitor.lock.write_text(str(dead.pid))  # left behind by a crashed monitor
     assert monitor._take_lock() == os.getpid() and monitor.lock.read_text() == str(os.getpid())
     monitor.lock.unlink()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    live = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])  # runs until killed
     try:
         monitor.lock.write_text(str(live.pid))
         assert monitor._take_lock() is None and monitor.lock.read_text() == str(live.pid)
@@ -323,8 +323,8 @@ def test_a_training_run_past_its_timeout_is_killed_and_reported(tmp_path: Path) 
     import sys
 
     marker = tmp_path / "child.pid"
-    hang = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
-                                  "time.sleep(600)"]
+    hang = [sys.executable, "-c", f"import os, signal; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+                                  "signal.pause()"]  # hangs until a signal ends it
     monitor = _monitor(tmp_path, train_command=hang, train_timeout_s=2)
     result = monitor.retrain(["scheduled"])
     assert result["gate"] == "error" and "timed out after 2 s" in result["error"]

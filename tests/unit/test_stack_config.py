@@ -90,3 +90,27 @@ def test_a_redis_password_reaches_every_client_and_is_never_shown(tmp_path: Path
     (tmp_path / "pw").write_text("from-a-file\n")
     assert StackSettings(redis_password_file=tmp_path / "pw").redis_secret == "from-a-file"
     assert "requirepass" not in redis_conf(StackSettings(data_dir=tmp_path))
+
+
+@pytest.mark.security
+def test_each_pipeline_service_gets_its_own_kafka_and_mlflow_user_and_no_operator_password(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from stack.services import KAFKA_USERS, MLFLOW_USERS, SERVICES
+
+    s = StackSettings(data_dir=tmp_path, kafka_sasl=True, kafka_password=SecretStr("operators"),
+                      mlflow_password=SecretStr("operators-too"))
+    apps = {name: make(s).environment for name, make in SERVICES.items() if name not in ("kafka", "redis", "mlflow")}
+    assert set(apps) == set(KAFKA_USERS)
+    for name, env in apps.items():
+        assert env["STACK_KAFKA_USER"] == KAFKA_USERS[name] and env["STACK_KAFKA_SASL"] == "True"
+        assert env["STACK_MLFLOW_USER"] == MLFLOW_USERS.get(name, "admin")
+        assert "STACK_KAFKA_PASSWORD" not in env and "STACK_MLFLOW_PASSWORD" not in env
+    assert apps["inference-api"]["STACK_MLFLOW_USER"] == "reader" == apps["stream-scorer"]["STACK_MLFLOW_USER"]
+    (tmp_path / "secrets" / "kafka").mkdir(parents=True)
+    (tmp_path / "secrets" / "kafka" / "admin.password").write_text("admin-pw")
+    props = kafka_dist.server_properties(s, tmp_path / "kafka").splitlines()
+    assert {"super.users=User:admin", "allow.everyone.if.no.acl.found=false",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512"} <= set(props)
+    assert not any(line.startswith("listeners=") and "PLAINTEXT://" in line.replace("SASL_PLAINTEXT", "")
+                   for line in props)
