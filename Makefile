@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs clean test test-unit test-integration test-security bench lint
+.PHONY: help install up down status logs clean test test-unit test-integration test-security test-faults bench lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test-integration: install ## integration and e2e tests against real services
 
 test-security: install ## the security regression suite (also part of make test)
 	$(call run_pytest,tests -m security $(PYTEST_ARGS))
+
+test-faults: install ## the fault suite: hung and killed dependencies, poison records (also part of make test)
+	$(call run_pytest,tests -m faults $(PYTEST_ARGS))
 
 bench: install ## run every benchmark (or one: make bench NAME=kafka_throughput); JSON in bench/results/
 	@$(PY) -m bench $(NAME)

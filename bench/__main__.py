@@ -17,6 +17,7 @@ BENCHMARKS = {
     "drift": "bench.drift",
     "feedback": "bench.feedback",
     "loop": "bench.loop",
+    "hotkey": "bench.hotkey",
 }
 
 

@@ -180,6 +180,7 @@ def run(console: Any) -> list[dict[str, Any]]:
             prob = np.where(explored, EXPLORE, 1.0)
             for j, i in enumerate(idx):
                 rec = {"event_id": event_ids[i], "card_id": cards[i], "event_time": int(times[i]), "source": "stream",
+                       "model_version": str(last_served) if last_served is not None else "rules",
                        "decision": "decline" if declined[j] else "approve", "label_probability": float(prob[j]),
                        "fraud_probability": float(p_served[j]) if p_served is not None else float(rules[i]),
                        "features": dict(zip(MODEL_FEATURES, X[i].tolist(), strict=True))}

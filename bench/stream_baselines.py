@@ -28,9 +28,11 @@ def main(mode: str) -> None:
     stack, cfg = StackSettings(), StreamingSettings()
     registry = CollectorRegistry()
     events = Counter("stream_events_in_total", "Records consumed", registry=registry)
+    (stack.data_dir / "faust" / cfg.app_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
                     topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
-                    consumer_auto_offset_reset="earliest", stream_wait_empty=False)
+                    consumer_auto_offset_reset="earliest", stream_wait_empty=False,
+                    datadir=str(stack.data_dir / "faust" / cfg.app_id))
     topic = app.topic(cfg.transactions_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw")
     store = feast_store.open_store(stack)

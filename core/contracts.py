@@ -86,12 +86,40 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     failed_at: int  # epoch ms
 
 
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class ShadowScore(msgspec.Struct, frozen=True, kw_only=True):
+    model_version: str
+    fraud_probability: Probability
+
+
+class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A record of the ``scores`` topic (inference/scoring.py writes it). Our own record, so
+    fields may be added: unknown ones are ignored, the ones consumers use are checked. A
+    feature the model could not compute travels as null."""
+
+    event_id: EventId
+    card_id: Id
+    event_time: EpochMs
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    fraud_probability: Probability
+    decision: Literal["approve", "review", "decline"]
+    model_version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    features: dict[str, float | None]
+    scored_at: EpochMs | None = None
+    explored: bool = False
+    label_probability: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    shadow: ShadowScore | None = None
+
+
 class InvalidEvent(ValueError):
     """A record that does not satisfy its contract; the message is the reason."""
 
 
 _ENCODER = msgspec.json.Encoder()
-_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in (Transaction, Click, FraudFeedback, DeadLetter)}
+_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in (Transaction, Click, FraudFeedback, DeadLetter,
+                                                         ScoreRecord)}
 
 
 def encode(event: msgspec.Struct, validate: bool = True) -> bytes:
@@ -113,3 +141,10 @@ def decode(raw: bytes, cls: type[T]) -> T:
     if isinstance(event, Transaction) and event.currency not in CURRENCIES:
         raise InvalidEvent(f"unknown currency {event.currency!r} - at `$.currency`")
     return event
+
+
+def decode_score(raw: bytes) -> dict:
+    """A ``scores`` record as a plain dict, validated (InvalidEvent with the reason if not):
+    the consumers of the topic (online learner, drift checks, training's decisions, the
+    generator) skip and count a bad record instead of crashing on it."""
+    return msgspec.to_builtins(decode(raw, ScoreRecord))

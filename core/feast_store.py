@@ -33,11 +33,15 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
         online_store={
             "type": "redis",
             "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}"
+                                 f",socket_timeout={settings.redis_timeout_s}"
+                                 f",socket_connect_timeout={settings.redis_timeout_s}"
                                  + (f",password={settings.redis_secret}" if settings.redis_secret else ""),
             # Each card has one writer (its partition's owner) and writes carry the state as a
             # whole, so Feast's read-before-write timestamp check (second resolution: it drops
             # a second update within the same second) is both wrong here and slow.
             "skip_dedup": True,
+            # quiet entities expire (core/settings.py: redis_key_ttl_s); None: never
+            "key_ttl_seconds": settings.redis_key_ttl_s or None,
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,

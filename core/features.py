@@ -12,6 +12,8 @@ import math
 from bisect import bisect_right
 from datetime import UTC, datetime
 
+import numpy as np
+
 from core.card_state import DAY_MS, HOUR_MS, MINUTE_MS, CardState
 
 #: a card never seen (or quiet longer than this) reports this many seconds since its last txn
@@ -46,6 +48,13 @@ def _std(values: list[float]) -> float:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
 
 
+#: from this many events in the 24 h window on, its sums and deviations are taken with numpy
+#: (one array, sliced for 1 h and 5 min): a busy card's row costs ~0.1 ms instead of ~0.6 ms.
+#: Below it, exact Python sums (faster for the few events a card usually has). Both agree to
+#: ~1e-15 relative; a given state and time always take the same path.
+VECTOR_FROM = 64
+
+
 def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dict[str, float]:
     """Window features at time ``t_ms`` over the first ``upto`` events of the state
     (default: every event at or before ``t_ms``)."""
@@ -56,29 +65,43 @@ def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dic
         return bisect_right(ts, t_ms - width_ms, 0, end)
 
     s1m, s5m, s1h, s24h = start(MINUTE_MS), start(5 * MINUTE_MS), start(HOUR_MS), start(DAY_MS)
-    a5m, a1h, a24h = amount[s5m:end], amount[s1h:end], amount[s24h:end]
-    n5m = end - s5m
+    n5m, n1h, n24h = end - s5m, end - s1h, end - s24h
+    if n24h >= VECTOR_FROM:
+        a24 = np.fromiter(amount[s24h:end], np.float64, n24h)
+        a1 = a24[s1h - s24h:]
+        a5 = a24[s5m - s24h:]
+        sum5m, sum1h = float(a5.sum()), float(a1.sum())
+        max5m = float(a5.max()) if n5m else 0.0
+        std1h = float(a1.std()) if n1h >= 2 else 0.0
+        mean24h, std24h = float(a24.mean()), float(a24.std())
+    else:
+        a5m, a1h, a24h = amount[s5m:end], amount[s1h:end], amount[s24h:end]
+        sum5m, sum1h = math.fsum(a5m), math.fsum(a1h)
+        max5m = max(a5m) if a5m else 0.0
+        std1h = _std(a1h)
+        mean24h = math.fsum(a24h) / n24h if n24h else 0.0
+        std24h = _std(a24h)
     # A trimmed event newer than t (only in a too-late event's view) says nothing about t.
     last = ts[end - 1] if end else (state.trimmed_last_ts if 0 < state.trimmed_last_ts <= t_ms else None)
     uc1h = len(set(state.country[s1h:end]))
     return {
         "txn_count_1m": end - s1m,
         "txn_count_5m": n5m,
-        "txn_count_1h": end - s1h,
-        "txn_count_24h": end - s24h,
-        "amount_sum_5m": math.fsum(a5m),
-        "amount_sum_1h": math.fsum(a1h),
-        "amount_avg_5m": math.fsum(a5m) / n5m if n5m else 0.0,
-        "amount_max_5m": max(a5m) if a5m else 0.0,
-        "amount_std_1h": _std(a1h),
+        "txn_count_1h": n1h,
+        "txn_count_24h": n24h,
+        "amount_sum_5m": sum5m,
+        "amount_sum_1h": sum1h,
+        "amount_avg_5m": sum5m / n5m if n5m else 0.0,
+        "amount_max_5m": max5m,
+        "amount_std_1h": std1h,
         "unique_countries_5m": len(set(state.country[s5m:end])),
         "unique_countries_1h": uc1h,
         "unique_merchants_1h": len(set(state.merchant[s1h:end])),
         "has_high_risk_mcc": int(any(state.risky[s5m:end])),
         "seconds_since_last_txn": (min(SECONDS_SINCE_CAP, (t_ms - last) / 1000.0)
                                    if last is not None else SECONDS_SINCE_CAP),
-        "amount_mean_24h": math.fsum(a24h) / len(a24h) if a24h else 0.0,
-        "amount_std_24h": _std(a24h),
+        "amount_mean_24h": mean24h,
+        "amount_std_24h": std24h,
         "velocity_score": velocity_score(n5m),
         "geo_diversity_score": geo_diversity_score(uc1h),
     }

@@ -49,7 +49,17 @@ class StackSettings(BaseSettings):
     #: Redis password (or a file holding it, e.g. a Docker secret); unset: no password on loopback
     redis_password: SecretStr | None = None
     redis_password_file: Path | None = None
+    #: every Redis client's socket and connect timeout: a Redis that accepts and never answers
+    #: (stopped, swapping, partitioned) fails a call within this instead of hanging it
+    redis_timeout_s: float = Field(2.0, gt=0, le=60)
+    #: online keys expire this long after their last write (0: never). Default 8 days: past
+    #: the 7-day cap of seconds_since_last_txn, so an expired card reads exactly as a
+    #: remembered one (every window empty, recency at its cap)
+    redis_key_ttl_s: int = Field(8 * 86_400, ge=0)
     mlflow_port: int = Field(5000, ge=1, le=65535)
+    #: explicit local use: a sqlite registry in <data_dir>/mlflow-local instead of the tracking
+    #: server (never chosen silently: an unreachable server is an error otherwise)
+    mlflow_local: bool = False
     #: MLflow's basic-auth app: every request but /health needs a user (core/mlflow_auth.py)
     mlflow_auth: bool = False
     #: this process's MLflow user with auth on: "admin" trains and promotes; the API and the
@@ -62,6 +72,8 @@ class StackSettings(BaseSettings):
     #: the stream worker's Prometheus port, and the live generator's rate (0: no generator)
     worker_metrics_port: int = Field(6066, ge=1, le=65535)
     generator_rate: float = Field(20.0, ge=0)
+    #: the stream scorer's Prometheus port (python -m inference scorer)
+    scorer_metrics_port: int = Field(6067, ge=1, le=65535)
     #: the online learner's Prometheus port (python -m drift learn)
     learner_metrics_port: int = Field(6068, ge=1, le=65535)
     #: users of the live generator: 50k at 20 txn/s is one purchase per card every hour or

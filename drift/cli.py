@@ -163,9 +163,11 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         warnings.filterwarnings("ignore")
+    from training.errors import TrainingError
+
     try:
         result = check(args, StackSettings())
-    except DriftInputError as exc:
+    except (DriftInputError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     ref_a, cur_a = result.pop("_arrays")
@@ -182,7 +184,11 @@ def run(argv: list[str]) -> int:
             page_rows["features"] = [*result["features"], result["prediction"]]
         args.html.write_text(report.html_page(page_rows, ref_a, cur_a))
     if args.log_mlflow:
-        _log_mlflow(result, args)
+        try:
+            _log_mlflow(result, args)
+        except TrainingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     return int(result["exit_code"])
 
 

@@ -71,6 +71,8 @@ class MonitorSettings(BaseSettings):
     #: the training program (default: this Python running training/train.py); the monitor
     #: appends its arguments
     train_command: list[str] | None = None
+    #: compact the offline log (streaming/compact.py) this often (0: never)
+    compact_every_s: float = Field(3600.0, ge=0)
 
 
 @dataclass
@@ -166,7 +168,7 @@ class Monitor:
 
         from training import tracking
 
-        tracking.connect(self.stack, lambda _m: None)
+        tracking.connect(self.stack, lambda _m: None, check=False)
         client = MlflowClient()
         try:
             mv = client.get_model_version_by_alias(self.cfg.model_name, tracking.CHAMPION)
@@ -351,6 +353,7 @@ class Monitor:
 
     def run(self) -> None:
         _exit_on_sigterm(self)
+        next_compact = time.monotonic() + self.cfg.compact_every_s
         while True:  # the first check after one interval: a fresh stack needs data first
             time.sleep(self.cfg.interval_s)
             try:
@@ -358,6 +361,23 @@ class Monitor:
                 log.info("monitor: triggers %s, action %s", rec["triggers"], rec["action"])
             except Exception:  # one failed check must not end the loop
                 log.exception("monitor check failed")
+            if self.cfg.compact_every_s and time.monotonic() >= next_compact:
+                next_compact = time.monotonic() + self.cfg.compact_every_s
+                self.compact()
+
+    def compact(self) -> None:
+        """Compact the offline log; the outcome goes to the audit log (a failure too)."""
+        from core import feast_store
+        from streaming import compact
+
+        rec: dict[str, Any] = {"at": time.time(), "action": "compact", "model_name": self.cfg.model_name}
+        try:
+            done = compact.compact(feast_store.offline_dir(self.stack, ""))
+            rec["datasets"] = [r.__dict__ for r in done]
+        except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+            log.exception("offline compaction failed")
+        audit(self.stack, rec)
 
 
 def audit(stack: StackSettings, rec: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ overall and per fraud scenario (including the one the rules do not describe)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from core import kafka
+
+log = logging.getLogger("drift.online")
 
 
 def _model() -> Any:
@@ -93,6 +96,8 @@ class LearnerMetrics:
         self.evicted = Gauge("online_join_evicted", "Join entries dropped at capacity", registry=r)
         self.warm = Counter("online_warm_starts_total", "Warm-started booster challengers by outcome",
                             ["outcome"], registry=r)
+        self.invalid = Counter("online_invalid_records_total", "Records skipped because they break their "
+                               "contract (not JSON, missing or out-of-range fields), by topic", ["topic"], registry=r)
         if port:
             start_http_server(port, addr=host, registry=r)
 
@@ -118,6 +123,7 @@ class FeedbackJoin:
         self.pending: OrderedDict[str, tuple[bool, str]] = OrderedDict()  # feedback before its score
         self.evicted = 0
         self.ignored = 0  # scores from a source the learner does not learn from
+        self.invalid = 0  # records that break their contract: skipped and counted, never a crash
 
     def _trim(self, d: OrderedDict) -> None:
         while len(d) > self.capacity:
@@ -159,11 +165,10 @@ def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, re
     the caller's features would let the caller teach the model (counted as ``ignored``)."""
     from collections import deque
 
-    import orjson
     import pandas as pd
     from confluent_kafka import Consumer
 
-    from core.contracts import FraudFeedback, InvalidEvent, decode
+    from core.contracts import FraudFeedback, InvalidEvent, decode, decode_score
 
     learner, join = OnlineLearner(), FeedbackJoin()
     labelled: deque[dict[str, Any]] = deque(maxlen=window)
@@ -179,15 +184,20 @@ def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, re
                 if m.error() is not None or value is None:
                     continue
                 if m.topic() == scores_topic:
-                    rec = orjson.loads(value)
-                    if rec.get("source") not in sources:
+                    try:
+                        rec = decode_score(value)
+                    except InvalidEvent as exc:
+                        _invalid(join, metrics, scores_topic, exc)
+                        continue
+                    if rec["source"] not in sources:
                         join.ignored += 1
                         continue
                     hit = join.add_score(rec)
                 else:
                     try:
                         fb = decode(value, FraudFeedback)
-                    except InvalidEvent:
+                    except InvalidEvent as exc:
+                        _invalid(join, metrics, feedback_topic, exc)
                         continue
                     hit = join.add_feedback(fb.event_id, fb.is_fraud, fb.scenario)
                 if hit is not None:
@@ -217,13 +227,22 @@ def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, re
     return learner
 
 
+def _invalid(join: FeedbackJoin, metrics: LearnerMetrics | None, topic: str, exc: Exception) -> None:
+    join.invalid += 1
+    if metrics is not None:
+        metrics.invalid.labels(topic).inc()
+    if join.invalid <= 10 or join.invalid % 1000 == 0:  # the reason, without flooding the log
+        log.warning("skipped an invalid record on %s (%d so far): %s", topic, join.invalid, exc)
+
+
 def _publish(learner: OnlineLearner, join: FeedbackJoin, warm: list[dict[str, Any]], out: Path,
              metrics: LearnerMetrics | None, recent: int) -> None:
     """The report to ``out`` (JSON) and, over the last ``recent`` labels, to the metrics."""
     last = learner.report(recent)
     tmp = out.with_suffix(".tmp")  # readers never see a half-written report
     tmp.write_text(json.dumps({**learner.report(), "recent": last, "evicted": join.evicted,
-                               "ignored_scores": join.ignored, "warm_starts": warm[-50:]}, indent=2))
+                               "ignored_scores": join.ignored,
+                               "invalid_records": join.invalid, "warm_starts": warm[-50:]}, indent=2))
     tmp.replace(out)
     if metrics is not None:
         metrics.update(last, join)

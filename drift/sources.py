@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
 import pandas as pd
 
 from core import kafka
+from core.contracts import InvalidEvent, decode_score
 from core.settings import StackSettings
 
 
@@ -20,11 +20,12 @@ class DriftInputError(Exception):
 def read_file(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DriftInputError(f"file not found: {path}")
-    if path.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    raise DriftInputError(f"{path}: expected a .parquet or .csv file")
+    if path.suffix not in (".parquet", ".pq", ".csv"):
+        raise DriftInputError(f"{path}: expected a .parquet or .csv file")
+    try:
+        return pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # corrupt or truncated file, unreadable CSV (pyarrow's are ValueErrors)
+        raise DriftInputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
 def champion_reference(settings: StackSettings, name: str = "fraud-detector", alias: str = "champion"
@@ -75,6 +76,7 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
                 assign.append(tp)
                 ends[tp.partition] = high
         rows: list[dict] = []
+        invalid = 0  # records that break the scores contract: skipped (counted in the frame's attrs)
         if assign:
             consumer.assign(assign)
             done: set[int] = set()
@@ -86,7 +88,11 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
                         continue
                     if offset >= ends[part] - 1:
                         done.add(part)
-                    rec = orjson.loads(value)
+                    try:
+                        rec = decode_score(value)
+                    except InvalidEvent:
+                        invalid += 1
+                        continue
                     rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
                                  "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
                                  "decision": rec.get("decision"), "scored_at": rec.get("scored_at")})
@@ -97,4 +103,6 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
     if not rows:
         raise DriftInputError(f"no scores on {topic!r} in the last {window_s:.0f} s: is the scorer running "
                               "(make status)? Widen --window or pass --current PATH")
-    return pd.DataFrame(rows[-limit:])
+    df = pd.DataFrame(rows[-limit:])
+    df.attrs["invalid_records"] = invalid
+    return df

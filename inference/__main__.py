@@ -32,7 +32,7 @@ def main() -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         signal.signal(signal.SIGTERM, lambda *_: scorer.stop.set())
-        scorer.run()
+        scorer.run(metrics_port=stack.scorer_metrics_port)
         return 0
     import uvicorn
 

@@ -38,6 +38,11 @@ class InferenceSettings(BaseSettings):
     #: requests in flight per worker beyond which uvicorn answers 503 at once: past its
     #: capacity a worker sheds load instead of queueing everyone into timeouts
     max_concurrency: int = Field(64, ge=1)
+    #: a scoring request not answered within this gets 503 (a hung Redis, an overloaded
+    #: worker); the work runs on a bounded thread pool, never on the event loop, so /health
+    #: and other requests keep answering meanwhile
+    request_timeout_s: float = Field(1.0, gt=0, le=60)
+    io_threads: int = Field(8, ge=1, le=256)
     reasons: int = Field(3, ge=0, le=10)
     #: a request whose event_time differs from the server's time by more than this is flagged
     #: (response, inference_event_time_skew_total); it never chooses the read time

@@ -168,7 +168,7 @@ def inference_service(settings: StackSettings) -> Service:
 
 def scorer_service(settings: StackSettings) -> Service:
     """Scores live transactions into the `scores` topic (for drift checks and online learning)."""
-    return _pipeline(settings, "stream-scorer", ["inference", "scorer"])
+    return _pipeline(settings, "stream-scorer", ["inference", "scorer"], "scorer_metrics_port")
 
 
 def monitor_service(settings: StackSettings) -> Service:

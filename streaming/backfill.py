@@ -76,10 +76,22 @@ def from_topic(conn: kafka.Kafka, topic: str, since_ms: int | None = None,
 
 
 def from_parquet(path: Path, spec: EntitySpec = CARD) -> tuple[list[msgspec.Struct], int]:
+    if not path.exists():
+        raise ValueError(f"no such file or folder: {path}")
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"no parquet files under {path}")
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).drop_duplicates("event_id")
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {f}: {str(exc).splitlines()[0]}") from None
+    df = pd.concat(frames, ignore_index=True)
+    missing = sorted({"event_id", spec.join_key, "event_time", "event_key"} - set(df.columns))
+    if missing:
+        raise ValueError(f"{path} is not an offline {spec.event_dataset} log: no column(s) {', '.join(missing)}")
+    df = df.drop_duplicates("event_id")
     df = df.sort_values([spec.join_key, "event_time", "event_key"])
     fields = [f for f in spec.event_type.__struct_fields__ if f != "schema_version"]
     events = [spec.event_type(**r) for r in df[fields].to_dict("records")]

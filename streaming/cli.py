@@ -76,6 +76,21 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
     return 0
 
 
+def cmd_compact(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
+    from pathlib import Path
+
+    from core import feast_store
+    from streaming import compact
+
+    root = Path(args.root) if args.root else feast_store.offline_dir(stack, "")
+    if not root.is_dir():
+        raise ValueError(f"no offline log at {root}")
+    for r in compact.compact(root, args.dataset):
+        console.print(f"{r.dataset}: {r.folders} day folders, {r.files_before:,} files -> {r.files_after:,}, "
+                      f"{r.rows_before:,} rows -> {r.rows_after:,} in the compacted folders")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streaming", description=(
         "The stream stage: synthetic event generators, the Faust feature worker, and the read "
@@ -94,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--topic", help="a Kafka topic, read from offset 0 (default: the transactions topic)")
     src.add_argument("--parquet", help="a parquet file or folder of events (offline 'transactions' or 'clicks')")
     back.add_argument("--output", help="offline root to append to (default: the feature repo's offline log)")
+    comp = sub.add_parser("compact", help="compact the offline log: one file per day folder, duplicates dropped "
+                                          "as readers drop them (safe while the worker runs)")
+    comp.add_argument("--dataset", action="append", help="only this dataset (repeatable; default all)")
+    comp.add_argument("--root", help="offline root (default: the feature repo's offline log)")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     handlers = {"worker": cmd_worker, "generate": gen_cli.run, "features": cmd_features,
-                "backfill": cmd_backfill}
+                "backfill": cmd_backfill, "compact": cmd_compact}
     try:
         return handlers[args.command](args, StackSettings(), console)
     except ValueError as exc:

@@ -26,6 +26,7 @@ online write overwrites the entity's state blob, and offline rows are keyed by
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -66,6 +67,9 @@ class Result:
     feature_rows: list[dict[str, Any]]
     #: whether the entity's online state changed (or must be rewritten after a replay)
     dirty: bool
+    #: with ``defer_corrections``: the (event_time, event_key) after which the entity's later
+    #: events need corrected rows (see ``correction_rows``); None when none do
+    correct_from: tuple[int, int] | None = None
 
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
@@ -76,30 +80,77 @@ def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, sta
             **before, **{f"after_{k}": v for k, v in after.items()}}
 
 
+def correction_rows(spec: EntitySpec, entity_id: str, state: EventState, after: tuple[int, int], revision: int,
+                    limit: int | None = None) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+    """Rows of the events sorting after ``after`` (whose "before" view an out-of-order event
+    changed), at most ``limit`` of them: (rows, where to continue, or None when done)."""
+    start = state.prefix_len(*after, inclusive=True)
+    end = len(state) if limit is None else min(len(state), start + max(0, limit))
+    rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(start, end)]
+    if end >= len(state):
+        return rows, None
+    return rows, ((state.ts[end - 1], state.key[end - 1]) if end > start else after)
+
+
+def _earliest(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _trim_cuts_into(state: EventState, horizon_ts: int, max_events: int, after: tuple[int, int]) -> bool:
+    """Would trimming drop an event the corrected rows after ``after`` still need (one in
+    the 24 h before it)?"""
+    n = max(bisect_right(state.ts, horizon_ts), len(state) - max_events)
+    return n > 0 and state.ts[n - 1] > after[0] - DAY_MS
+
+
 def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revision: int,
-            spec: EntitySpec = CARD, ingest_ms: int | None = None) -> Result:
+            spec: EntitySpec = CARD, ingest_ms: int | None = None, defer_corrections: bool = False,
+            pending: tuple[int, int] | None = None) -> Result:
     """Apply one event to its entity's state (mutated in place). ``ingest_ms``: when the
-    pipeline received it (default: the wall clock now)."""
+    pipeline received it (default: the wall clock now).
+
+    An out-of-order event changes the "before" view of the entity's later events: their rows
+    are corrected (emitted again with this revision). Inline by default. With
+    ``defer_corrections`` only the event's own row is returned, and ``correct_from`` is the
+    entity's corrections still to write (``pending``, the caller's marker so far, merged with
+    this event's), so that a caller (the worker) can coalesce them per entity and spread them
+    over flushes (``correction_rows``) instead of stalling on a busy entity. They are written
+    inline after all (and ``correct_from`` is None) when this event's trim would drop events
+    they need."""
     key = event_key(event.event_id)  # type: ignore[attr-defined]
     ts: int = event.event_time  # type: ignore[attr-defined]
     entity_id: str = getattr(event, spec.join_key)
     ingest = int(time.time() * 1000) if ingest_ms is None else ingest_ms
     if ts > ingest + cfg.max_future_skew_ms:
-        return Result(Outcome.FUTURE, [], dirty=False)
+        return Result(Outcome.FUTURE, [], dirty=False, correct_from=pending)
     watermark = min(state.last_ts, ingest)
     if state.contains(ts, key):
         # Re-emit its row only while the state still holds its whole 24 h past (replays
         # after a crash are recent); an older replay keeps the row written first.
         exact = state.trimmed_last_ts <= ts - DAY_MS
         i = state.prefix_len(ts, key, inclusive=False)
-        rows = [feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)] if exact else []
-        return Result(Outcome.DUPLICATE, rows, dirty=True)
+        if not exact:
+            return Result(Outcome.DUPLICATE, [], dirty=True, correct_from=pending)
+        row = feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)
+        if defer_corrections:  # its later events' corrections may not have been written either
+            later = (ts, key) if i < len(state) - 1 else None
+            return Result(Outcome.DUPLICATE, [row], dirty=True, correct_from=_earliest(pending, later))
+        return Result(Outcome.DUPLICATE, [row], dirty=True)
     if state.last_ts and ts < watermark - cfg.allowed_lateness_ms:
         # Log what its features would have been; the windows do not take it.
         view, i = state.with_event(ts, key, *spec.payload(event))
         return Result(Outcome.TOO_LATE, [feature_row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
-                      dirty=False)
+                      dirty=False, correct_from=pending)
     i = state.insert(ts, key, *spec.payload(event))
-    rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(i, len(state))]
-    state.trim(min(state.last_ts, ingest) - cfg.retention_ms, cfg.max_events_per_card)
-    return Result(Outcome.ACCEPTED, rows, dirty=True)
+    horizon = min(state.last_ts, ingest) - cfg.retention_ms
+    if not defer_corrections:
+        rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(i, len(state))]
+        state.trim(horizon, cfg.max_events_per_card)
+        return Result(Outcome.ACCEPTED, rows, dirty=True)
+    rows = [feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)]
+    todo = _earliest(pending, (ts, key) if i < len(state) - 1 else None)
+    if todo is not None and _trim_cuts_into(state, horizon, cfg.max_events_per_card, todo):
+        rows += correction_rows(spec, entity_id, state, todo, revision)[0]
+        todo = None
+    state.trim(horizon, cfg.max_events_per_card)
+    return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo)

@@ -25,6 +25,10 @@ class StreamingSettings(BaseSettings):
     #: an event dated more than this after its ingest time goes to dead letters
     max_future_skew_ms: int = Field(300_000, ge=0)
     max_events_per_card: int = Field(5_000, ge=10)
+    #: an out-of-order event's corrections (a row per later event of its card) are coalesced
+    #: per card and written at most this many rows per offline flush, so one late event on a
+    #: busy card never stalls the worker (its offset is acked once they are all durable)
+    max_corrections_per_flush: int = Field(200, ge=1)
     metrics_port: int = Field(6066, ge=0, le=65535)
     #: the worker's own Kafka consumer settings
     commit_interval_s: float = Field(1.0, gt=0)

@@ -4,6 +4,7 @@ the event loop by the worker; both are idempotent (see streaming/processor.py)."
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -106,9 +107,19 @@ class OfflineLog:
             name = f"part-{int(time.time() * 1000)}-{self.writer_id}-{self._seq:06d}.parquet"
             tmp = folder / f".{name}.tmp"
             pq.write_table(part, tmp, compression="zstd")
+            _fsync(tmp)  # the bytes are on disk before the name says they are
             tmp.rename(folder / name)  # readers never see a half-written file
+            _fsync(folder)  # and the rename itself survives a power loss
             written += part.num_rows
         return written
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_dataset(root: Path, dataset: str) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from core.contracts import DeadLetter, InvalidEvent, decode, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec, event_row
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, process
+from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
 
@@ -51,6 +51,14 @@ class Pipeline:
     feature_rows: list[dict[str, Any]] = field(default_factory=list)
     events_in: Any = None
     events_out: dict[Outcome, Any] = field(default_factory=dict)
+    #: entity -> its state, decoded once and kept until the next flush packs it (not per event)
+    live: dict[str, Any] = field(default_factory=dict)
+    #: entity -> (produce time of its oldest pending event, partition): to pack at the next flush
+    dirty: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: entity -> where its out-of-order corrections resume (streaming.processor.correction_rows)
+    corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: entity -> events acked only once its corrections are durable
+    held: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
 class FeatureWorker:
@@ -58,6 +66,8 @@ class FeatureWorker:
         self.stack, self.cfg = stack, cfg
         self.proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms)
         self.metrics = WorkerMetrics()
+        datadir = stack.data_dir / "faust" / cfg.app_id
+        datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
             topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
@@ -67,6 +77,8 @@ class FeatureWorker:
             # message (linger 0).
             producer_linger=0.01, producer_max_batch_size=1_048_576,
             broker_credentials=kafka.faust_credentials(stack),
+            # Faust's own data dir (default: "<app id>-data" in the working directory)
+            datadir=str(datadir),
         )
         self.dlq_topic = self._raw_topic(cfg.dead_letters_topic)
         self._changelog = Producer(kafka.client_config(stack, {
@@ -113,14 +125,19 @@ class FeatureWorker:
         async def agent(stream: Any) -> None:
             s = stream.noack()
             async for event in s.events():
-                self._handle(p, event)
-                self._unacked.append((s, event))
-                if len(p.batch) >= self.cfg.max_batch_rows:
+                hold = self._handle(p, event)
+                if hold is None:
+                    self._unacked.append((s, event))
+                else:
+                    p.held.setdefault(hold, []).append((s, event))
+                if len(p.dirty) >= self.cfg.max_batch_rows:
                     await self.flush()
         agent.__name__ = agent.__qualname__ = f"{p.spec.name}_agent"
         return agent
 
-    def _handle(self, p: Pipeline, event: Any) -> None:
+    def _handle(self, p: Pipeline, event: Any) -> str | None:
+        """Process one record; returns the entity whose pending corrections its ack waits for
+        (None: ack with the next offline flush)."""
         msg = event.message
         p.events_in.inc()
         self._positions[msg.tp] = msg.offset
@@ -128,37 +145,44 @@ class FeatureWorker:
             ev = decode(event.value, p.spec.event_type)
         except InvalidEvent as exc:
             self._dead_letter(msg, str(exc))
-            return
+            return None
         entity_id = getattr(ev, p.spec.join_key)
         key = msg.key if isinstance(msg.key, bytes | None) else bytes(msg.key)
         if key != entity_id.encode():
             # The table's partition is the key's: a record keyed otherwise would update a
             # state this partition does not own (and skip the one it should).
             self._dead_letter(msg, f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
-            return
+            return None
         # Ingest time: the record's timestamp, never later than this worker's clock (a
         # producer-set timestamp in the future cannot stretch the skew allowance).
         wall = int(now_ms())
         ingest = min(int(msg.timestamp * 1000), wall) if msg.timestamp else wall
-        state = p.spec.state_type.unpack(p.table.get(entity_id))
-        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest)
+        state = p.live.get(entity_id)
+        if state is None:
+            state = p.live[entity_id] = p.spec.state_type.unpack(p.table.get(entity_id))
+        pending = p.corrections.get(entity_id)
+        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
+                         defer_corrections=True, pending=pending)
         p.events_out[result.outcome].inc()
         if result.outcome is Outcome.FUTURE:
             self._dead_letter(msg, f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
                                    f"ingest time {ingest} (more than the allowed skew of "
                                    f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
-            return
+            return None
         # Logged again on a replay too: its first copy may not have reached the disk
         # (readers drop duplicate event ids).
         p.event_rows.append(event_row(ev))
         p.feature_rows.extend(result.feature_rows)
-        if result.dirty:
-            packed = state.pack()
-            # In-memory table value now; its changelog record is written once per entity
-            # per offline flush (see _write_changelog), not once per event through Faust.
-            p.table.data[entity_id] = packed
-            p.batch.put(entity_id, packed, state.last_ts, msg.timestamp * 1000.0 if msg.timestamp else now_ms(),
-                        msg.partition)
+        if result.dirty and entity_id not in p.dirty:
+            # packed (table value, online write, changelog) once per flush, not per event
+            p.dirty[entity_id] = (msg.timestamp * 1000.0 if msg.timestamp else now_ms(), msg.partition)
+        if result.correct_from is not None:
+            p.corrections[entity_id] = result.correct_from
+            return entity_id
+        if pending is not None:  # written inline after all (a trim needed them now)
+            del p.corrections[entity_id]
+            self._unacked.extend(p.held.pop(entity_id, []))
+        return None
 
     def _write_changelog(self, p: Pipeline, states: dict[str, tuple[bytes, int]]) -> None:
         """One changelog record per entity per offline flush, in the table's own format (json
@@ -195,6 +219,13 @@ class FeatureWorker:
         before its own online, offline and changelog writes are done."""
         async with self._flush_lock:
             loop = asyncio.get_running_loop()
+            for p in self.pipelines:  # each state changed since the last flush, packed once
+                for entity_id, (produced, partition) in p.dirty.items():
+                    state = p.live[entity_id]
+                    packed = state.pack()
+                    p.table.data[entity_id] = packed  # the table's value; its changelog: _write_changelog
+                    p.batch.put(entity_id, packed, state.last_ts, produced, partition)
+                p.dirty, p.live = {}, {}
             batches = [(p, p.batch) for p in self.pipelines if len(p.batch)]
             for p, batch in batches:
                 p.batch = OnlineBatch()
@@ -203,6 +234,8 @@ class FeatureWorker:
             unacked: list[tuple[Any, Any]] = []
             offline: list[tuple[str, list[dict[str, Any]]]] = []
             changelog: list[tuple[Pipeline, dict[str, tuple[bytes, int]]]] = []
+            if due:
+                self._corrections(final)
             if due and self._unacked:
                 unacked, self._unacked = self._unacked, []
                 for p in self.pipelines:
@@ -230,9 +263,32 @@ class FeatureWorker:
             left = await loop.run_in_executor(None, self._changelog.flush, 60)
             if left:
                 raise RuntimeError(f"{left} changelog records not delivered; not acking")
+            # dead letters (sent with Faust's producer, acks=all) delivered before their records' acks
+            await self.app.producer.flush()
             self._last_offline = time.monotonic()
             for stream, event in unacked:
                 await stream.ack(event)
+
+    def _corrections(self, final: bool) -> None:
+        """Out-of-order corrections, coalesced per entity: at most ``max_corrections_per_flush``
+        rows per flush (all of them when ``final``). An entity whose corrections are all
+        written releases the events held for them, acked with this flush's offline rows."""
+        budget = None if final else self.cfg.max_corrections_per_flush
+        for p in self.pipelines:
+            for entity_id, after in list(p.corrections.items()):
+                if budget is not None and budget <= 0:
+                    return
+                state = p.spec.state_type.unpack(p.table.get(entity_id))
+                rows, resume = correction_rows(p.spec, entity_id, state, after, next(self._revision), budget)
+                p.feature_rows.extend(rows)
+                self.metrics.corrections.inc(len(rows))
+                if budget is not None:
+                    budget -= max(1, len(rows))
+                if resume is None:
+                    del p.corrections[entity_id]
+                    self._unacked.extend(p.held.pop(entity_id, []))
+                else:
+                    p.corrections[entity_id] = resume
 
     async def _on_revoked(self, app: Any, revoked: Any = None, **_: Any) -> None:
         await self.flush(final=True)

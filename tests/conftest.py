@@ -3,8 +3,7 @@
 Order of preference for each part:
 1. an address from the environment (``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``,
    ``MLFLOW_TRACKING_URI``): use that server;
-2. a reachable Docker engine: testcontainers (apache/kafka in KRaft mode, redis);
-3. otherwise: the project's own local stack (``stack.lifecycle.up``, the code ``make up``
+2. otherwise: the project's own local stack (``stack.lifecycle.up``, the code ``make up``
    runs) on free ports in a temporary data dir, torn down at the end of the session.
 
 Readiness is always awaited through the services' health probes, never slept.
@@ -12,6 +11,7 @@ Readiness is always awaited through the services' health probes, never slept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -37,26 +37,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: "/e2e/" in str(item.fspath))
 
 
-def docker_available() -> bool:
-    if os.environ.get("STREAMFEAT_TESTS_NO_DOCKER"):
-        return False
-    try:
-        import docker
-
-        docker.from_env(timeout=2).ping()
-    except Exception:  # noqa: BLE001 - any failure means "no usable engine"
-        return False
-    return True
-
-
 def local_settings(data_dir: Path) -> StackSettings:
     """A stack on free ports in its own data dir, sharing the Kafka jar cache."""
     return StackSettings(
         kafka_port=health.free_port(), kafka_controller_port=health.free_port(),
         redis_port=health.free_port(), mlflow_port=health.free_port(),
-        api_port=health.free_port(), data_dir=data_dir, kafka_heap="512m",
+        api_port=health.free_port(), worker_metrics_port=health.free_port(),
+        scorer_metrics_port=health.free_port(), learner_metrics_port=health.free_port(),
+        data_dir=data_dir, kafka_heap="512m",
         topic_partitions=3, health_timeout_s=120,
     )
+
+
+@contextlib.contextmanager
+def own_services(tmp_path_factory: pytest.TempPathFactory, name: str, only: tuple[str, ...],
+                 **update: object) -> Iterator[StackSettings]:
+    """Some of the stack's services of a test's own (settings changed by ``update``), as
+    ``make up`` starts them, torn down after."""
+    settings = local_settings(tmp_path_factory.mktemp(name)).model_copy(update=update)
+    lifecycle.up(settings, say=lambda _m: None, only=only)
+    try:
+        yield settings
+    finally:
+        lifecycle.down(settings, say=lambda _m: None)
 
 
 @dataclass
@@ -71,19 +74,6 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     env_redis = os.environ.get("REDIS_URL")
     env_mlflow = os.environ.get("MLFLOW_TRACKING_URI")
-    containers = []
-    if (not env_kafka or not env_redis) and docker_available():
-        from testcontainers.community.kafka import KafkaContainer
-        from testcontainers.community.redis import RedisContainer
-
-        if not env_kafka:
-            kafka = KafkaContainer("apache/kafka:3.9.1").with_kraft().start()
-            containers.append(kafka)
-            env_kafka = kafka.get_bootstrap_server()
-        if not env_redis:
-            redis_c = RedisContainer("redis:7").start()
-            containers.append(redis_c)
-            env_redis = f"redis://{redis_c.get_container_host_ip()}:{redis_c.get_exposed_port(6379)}/0"
     need = [name for name, have in (("kafka", env_kafka), ("redis", env_redis),
                                     ("mlflow", env_mlflow)) if not have]
     settings = local_settings(tmp_path_factory.mktemp("stack")) if need else None
@@ -98,8 +88,6 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     finally:
         if settings is not None:
             lifecycle.down(settings, say=lambda _msg: None)
-        for c in containers:
-            c.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core import kafka
-from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode
+from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode, decode_score
 from stack import health
 
 
@@ -45,7 +45,6 @@ def stream_scores(conn: kafka.Kafka, topic: str, since_ms: int | None = None) ->
     (``label_probability``: below 1 for a would-be decline approved for exploration), the
     served version and probability, and the shadow challenger's. With ``since_ms``, only
     records published since. None when Kafka or the topic is absent."""
-    import orjson
 
     from streaming.backfill import from_topic
 
@@ -58,10 +57,10 @@ def stream_scores(conn: kafka.Kafka, topic: str, since_ms: int | None = None) ->
     rows = []
     for raw in records:
         try:
-            r = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            r = decode_score(raw)
+        except InvalidEvent:  # not the contract: skipped
             continue
-        if not isinstance(r, dict) or r.get("source") != "stream" or "decision" not in r:
+        if r["source"] != "stream":
             continue
         shadow = r.get("shadow") or {}
         rows.append((str(r["event_id"]), str(r.get("card_id", "")), int(r.get("event_time", 0)),

@@ -23,8 +23,12 @@ REGISTERED = {"fraud": "fraud-detector", "personalization": "purchase-propensity
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def connect(settings: StackSettings, say: Any = print) -> str:
-    """The stack's tracking server when it answers, else a local sqlite store (same code)."""
+def connect(settings: StackSettings, say: Any = print, check: bool = True) -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` if set, else at a local sqlite registry when
+    ``STACK_MLFLOW_LOCAL`` asks for one, else at the stack's tracking server. With ``check``,
+    an unreachable server is a TrainingError with the fix (never a silent local registry,
+    which the API would never see); services that retry (the API, the scorer, the monitor)
+    pass ``check=False``."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
@@ -33,16 +37,16 @@ def connect(settings: StackSettings, say: Any = print) -> str:
         logging.getLogger("mlflow").setLevel(logging.ERROR)
     mlflow_auth.use(settings)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and settings.mlflow_auth:  # a server with users: never a silent local registry
-        uri = settings.mlflow_uri
+    if not uri and settings.mlflow_local:
+        local = settings.data_dir / "mlflow-local"
+        local.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{local / 'mlflow.db'}"
+        say(f"note: a local MLflow registry ({uri}, STACK_MLFLOW_LOCAL): the stack's services do not see it")
     if not uri:
-        if health.http(f"{settings.mlflow_uri}/health") is None:
-            uri = settings.mlflow_uri
-        else:
-            local = settings.data_dir / "mlflow-local"
-            local.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{local / 'mlflow.db'}"
-            say(f"note: no MLflow server at {settings.mlflow_uri} (make up starts one); using {uri}")
+        uri = settings.mlflow_uri
+        if check and health.http(f"{uri}/health") is not None:
+            raise TrainingError(f"no MLflow tracking server answers at {uri}: 'make up' starts one (or set "
+                                "STACK_MLFLOW_LOCAL=true for a local registry the stack's services will not see)")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -19,24 +19,41 @@ from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, Record
 from streaming.generators.world import diurnal_weight
 
 
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """An argparse type: a number of ``kind`` in [low, high] (or (low, high] with low_open)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value != value or (value <= low if low_open else value < low) or (high is not None and value > high):
+            bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} must be {bounds}")
+        return value
+    return parse
+
+
+POSITIVE, SHARE = _number(float, 0, low_open=True), _number(float, 0, 1)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="same seed, same events (default 42; a live generator picks a fresh one so that "
                         "a restart does not repeat event ids)")
-    p.add_argument("--rate", type=float, default=None,
+    p.add_argument("--rate", type=POSITIVE, default=None,
                    help="live mode: about this many transactions per second (modulated by the daily "
                         "cycle), event time = now (default: as fast as possible, event time simulated "
                         "from --start at --sim-rate; simulated time never passes the wall clock: once it "
                         "catches up, the generator waits for it, as in live mode)")
-    p.add_argument("--count", type=int, default=None, help="stop after this many transactions")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--users", type=int, default=2_000)
-    p.add_argument("--fraud-rate", type=float, default=0.004,
+    p.add_argument("--count", type=_number(int, 1), default=None, help="stop after this many transactions")
+    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument("--users", type=_number(int, 1), default=2_000)
+    p.add_argument("--fraud-rate", type=SHARE, default=0.004,
                    help="share of transactions that start a fraud scenario (default 0.004)")
-    p.add_argument("--late-rate", type=float, default=0.0, help="share of events delivered late")
-    p.add_argument("--max-delay-ms", type=int, default=30_000, help="how late a late event can be")
-    p.add_argument("--bad-rate", type=float, default=0.0, help="share of malformed records (for tests)")
-    p.add_argument("--feedback-delay-s", type=float, default=60.0,
+    p.add_argument("--late-rate", type=SHARE, default=0.0, help="share of events delivered late")
+    p.add_argument("--max-delay-ms", type=_number(int, 0), default=30_000, help="how late a late event can be")
+    p.add_argument("--bad-rate", type=SHARE, default=0.0, help="share of malformed records (for tests)")
+    p.add_argument("--feedback-delay-s", type=_number(float, 0), default=60.0,
                    help="delay of the ground truth on fraud-feedback (event time)")
     p.add_argument("--feedback-mode", choices=["all", "approved"], default="all",
                    help="all: ground truth for every transaction; approved: like a bank, no chargeback for a "
@@ -50,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=int, default=None,
                    help="first event time, epoch ms (default: live mode now; simulated with --count, far "
                         "enough back that the run ends about now; simulated with --duration only, 24 h ago)")
-    p.add_argument("--sim-rate", type=float, default=50.0,
+    p.add_argument("--sim-rate", type=POSITIVE, default=50.0,
                    help="event-time rate of legit traffic when not rate-limited (events/s)")
     p.add_argument("--kind", choices=["transactions", "clicks"], default="transactions",
                    help="transactions (with fraud scenarios and ground truth) or clickstream sessions")
@@ -69,7 +86,7 @@ class Decisions:
         from confluent_kafka import Consumer
 
         self.declined: OrderedDict[str, bool] = OrderedDict()
-        self.capacity, self.withheld, self.unknown = capacity, 0, 0
+        self.capacity, self.withheld, self.unknown, self.invalid = capacity, 0, 0, 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(kafka.client_config(conn, {
@@ -86,7 +103,7 @@ class Decisions:
         self._thread.start()
 
     def _run(self) -> None:
-        import orjson
+        from core.contracts import InvalidEvent, decode_score
 
         while not self._stop.is_set():
             for m in self._consumer.consume(1000, 0.2):
@@ -94,10 +111,11 @@ class Decisions:
                 if m.error() is not None or value is None:
                     continue
                 try:
-                    r = orjson.loads(value)
-                except orjson.JSONDecodeError:
+                    r = decode_score(value)
+                except InvalidEvent:
+                    self.invalid += 1
                     continue
-                if isinstance(r, dict) and r.get("source") == "stream" and "decision" in r:
+                if r["source"] == "stream":
                     with self._lock:
                         self.declined[str(r["event_id"])] = r["decision"] == "decline"
                         while len(self.declined) > self.capacity:
@@ -152,6 +170,12 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     stream = (TransactionStream(cfg) if args.kind == "transactions" else
               ClickStream(args.seed, args.users, sessions_per_s=(args.rate or args.sim_rate) / 6, start_ms=args.start))
     main_topic = TRANSACTIONS if args.kind == "transactions" else CLICKS
+    from stack import health
+
+    problem = health.kafka(stack)
+    if problem is not None:  # librdkafka would retry silently forever
+        raise SystemExit(f"error: Kafka at {stack.kafka_bootstrap} is not reachable ({problem}): is the stack up "
+                         "(make up)?")
     producer = Producer(kafka.client_config(stack, {"linger.ms": 10, "queue.buffering.max.messages": 500_000,
                                               "enable.idempotence": True}))
     n_txn, t0 = 0, time.monotonic()

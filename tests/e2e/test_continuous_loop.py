@@ -115,7 +115,7 @@ def loop(stream_run: StreamRun, kafka_bootstrap: str, tmp_path_factory: pytest.T
     try:
         wait_for(lambda: worker.metric("stream_assigned_partitions") >= 3, 120, "the worker's partitions", [worker])
         thread.start()
-        wait_for(lambda: bool(scorer.consumer.assignment()), 60, "the scorer's partitions")
+        wait_for(scorer.assigned.is_set, 60, "the scorer's partitions")
         api = InferenceSettings(model_name=name, poll_interval_s=1, scores_topic=api_scores,
                                 admin_token="e2e-admin-key-0123456789")
         with TestClient(create_app(settings, api), headers={"Authorization": "Bearer e2e-admin-key-0123456789"}

@@ -62,3 +62,18 @@ def test_last_write_wins_within_the_same_second(feast_repo: StackSettings) -> No
         sink.write(batch)
     (read,) = CardFeatureReader(store).read(["card-same-second"], T0 + 60_000)
     assert read.features["txn_count_5m"] == 2
+
+
+def test_online_keys_expire_after_the_ttl(feast_repo: StackSettings) -> None:
+    """Reproduced: keys never expired (no key_ttl_seconds), so the online store grew with every
+    card ever seen. Every write now (re)sets the key's TTL (STACK_REDIS_KEY_TTL_S)."""
+    short = feast_repo.model_copy(update={"redis_key_ttl_s": 300})
+    store = feast_store.open_store(short)
+    client = redis.Redis(host=feast_repo.host, port=feast_repo.redis_port, db=feast_repo.redis_db)
+    before = set(client.keys())
+    batch = OnlineBatch()
+    batch.put("card-ttl", _state(2).pack(), _state(2).last_ts, 0)
+    FeastOnlineSink(store).write(batch)
+    new = set(client.keys()) - before
+    assert new and all(0 < client.ttl(k) <= 300 for k in new)
+    assert feast_store.repo_config(StackSettings()).online_store.key_ttl_seconds == 8 * 86_400

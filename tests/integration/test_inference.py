@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -316,6 +317,21 @@ def test_hot_reload_under_load_fails_no_request_and_mixes_no_models(served: tupl
     assert {"1", "2"} <= set().union(*versions)
 
 
+def _own_redis(port: int, folder: Path) -> Any:
+    """A Redis of a test's own (to stop, kill or freeze), ready when returned."""
+    import subprocess
+
+    from stack import health
+
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while health.redis(f"redis://127.0.0.1:{port}/0") is not None:
+        assert time.monotonic() < deadline, "redis did not start"
+        time.sleep(0.05)
+    return proc
+
+
 def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> None:
     """A second app on a Redis of its own, stopped and started again mid-test."""
     import subprocess
@@ -328,13 +344,7 @@ def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> 
     redis_dir.mkdir()
 
     def start() -> subprocess.Popen:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--dir", str(redis_dir)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while health.redis(f"redis://127.0.0.1:{port}/0") is not None:
-            assert time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
-        return proc
+        return _own_redis(port, redis_dir)
 
     from core import registry
 
@@ -350,7 +360,7 @@ def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> 
             proc.terminate()
             proc.wait(10)
             down = client.post("/v1/score", json=body)
-            assert down.status_code == 503 and "online feature store unavailable" in down.json()["detail"]
+            assert down.status_code == 503 and "online feature store" in down.json()["detail"]
             assert client.get("/ready").status_code == 503
             proc = start()
             deadline = time.monotonic() + 30
@@ -359,6 +369,59 @@ def test_redis_down_answers_503_then_recovers(served: tuple, tmp_path: Path) -> 
                 time.sleep(0.1)
             assert math.isfinite(r.json()["fraud_probability"])
     finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.faults
+def test_a_hung_redis_gets_503_within_the_bound_while_health_answers(served: tuple, tmp_path: Path) -> None:
+    """Redis stopped with SIGSTOP (accepts, never answers: a hung host, not a refused port).
+    Reproduced on the earlier code: a score request was still blocked after 20 s, and /health
+    waited behind it. Now: 503 within the request timeout, /health answers meanwhile, and
+    scoring recovers when Redis does."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core import registry
+    from stack import health
+
+    _, settings, name, _ = served
+    port = health.free_port()
+    proc = _own_redis(port, tmp_path)
+    own = settings.model_copy(update={"redis_port": port, "data_dir": tmp_path / "data", "redis_timeout_s": 1.0,
+                                      "model_verify_key_file": registry.key_paths(settings)[1]})
+    feast_store.apply(own)
+    cfg = InferenceSettings(model_name=name, poll_interval_s=0, publish_scores=False, admin_token=TOKEN,
+                            request_timeout_s=1.0)
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    try:
+        with TestClient(create_app(own, cfg), headers=AUTH) as client, ThreadPoolExecutor(8) as callers:
+            assert client.post("/v1/score", json=body).status_code == 200
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                stuck = [callers.submit(client.post, "/v1/score", json=body) for _ in range(6)]
+                time.sleep(0.2)  # the scoring calls are now waiting on the hung socket
+                h0 = time.monotonic()
+                assert client.get("/health").status_code == 200
+                health_s = time.monotonic() - h0
+                answers = [f.result(timeout=30) for f in stuck]
+                took = time.monotonic() - t0
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert [r.status_code for r in answers] == [503] * 6, [r.text for r in answers]
+            assert "within 1 s" in answers[0].json()["detail"]
+            assert took < 1.0 + 1.5, took  # the bound, plus slack for a loaded CI machine
+            assert health_s < 0.5, health_s
+            metrics = client.get("/metrics").text
+            assert 'inference_requests_total{endpoint="score",status="503"} 6.0' in metrics
+            deadline = time.monotonic() + 30
+            while (r := client.post("/v1/score", json=body)).status_code != 200:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
         proc.wait(10)
 
@@ -405,16 +468,16 @@ def test_stream_scorer_scores_live_transactions_into_scores(served: tuple, kafka
     txn_topic, scores = f"txn-{uuid.uuid4().hex[:8]}", f"scores-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [txn_topic, scores], partitions=2)
     cfg = InferenceSettings(model_name=name, poll_interval_s=0, scores_topic=scores)
-    scorer = StreamScorer(settings, cfg, topic=txn_topic, share=0.5, group=f"g-{uuid.uuid4().hex[:6]}")
-    scorer.consumer.subscribe([txn_topic])
+    # a fresh topic: read it from its start (with "latest", records produced while the new
+    # group looks up its offsets could be skipped)
+    scorer = StreamScorer(settings, cfg, topic=txn_topic, share=0.5, group=f"g-{uuid.uuid4().hex[:6]}",
+                          start="earliest")
     thread = threading.Thread(target=scorer.run, daemon=True)
     thread.start()
     try:
         # produce once the scorer's group owns the partitions (it starts at the latest offset)
         deadline = time.monotonic() + 60
-        while not scorer.consumer.assignment():
-            assert time.monotonic() < deadline, "the scorer never joined its group"
-            time.sleep(0.1)
+        assert scorer.assigned.wait(60), "the scorer never joined its group"
         recs: list = []
         stream = TransactionStream(GenConfig(seed=9, users=100, start_ms=1_790_000_000_000))
         for r in stream:

@@ -92,6 +92,7 @@ def test_consumer_group_commits_and_shares_partitions(kafka_bootstrap: str, uniq
 
 
 @pytest.mark.security
+@pytest.mark.faults
 def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: str, tmp_path) -> None:
     """Scores and their delayed feedback (some arriving first) through real topics."""
     import json
@@ -116,7 +117,8 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     for i in range(n):
         eid = f"evt-{i:08d}"
         fraud = bool(rng.random() < 0.2)
-        rec = {"event_id": eid, "features": {"v": float(rng.normal(2.0 if fraud else 0.0, 1.0))},
+        rec = {"event_id": eid, "card_id": "card-1", "event_time": 1_790_000_000_000, "model_version": "1",
+               "features": {"v": float(rng.normal(2.0 if fraud else 0.0, 1.0))},
                "fraud_probability": 0.5, "decision": "approve", "source": "stream"}
         fb = encode(FraudFeedback(event_id=eid, card_id="card-1", event_time=1_790_000_000_000, is_fraud=fraud,
                                   scenario="slow_drain" if fraud else "legit"))
@@ -126,8 +128,16 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
         p.produce(second[0], key=eid.encode(), value=second[1])
     for i in range(50):  # scores a caller asked the API for, with event ids of its choosing: never learned
         eid = f"forged-{i:08d}"
-        p.produce(scores, key=eid.encode(), value=orjson.dumps({"event_id": eid, "features": {"v": 9.0},
-                                                               "fraud_probability": 0.5, "source": "api:shop"}))
+        p.produce(scores, key=eid.encode(), value=orjson.dumps({
+            "event_id": eid, "card_id": "card-1", "event_time": 1_790_000_000_000, "model_version": "1",
+            "features": {"v": 9.0}, "fraud_probability": 0.5, "decision": "approve", "source": "api:shop"}))
+    # poison on both topics (reproduced: one non-JSON score crashed the learner, which then
+    # restarted from the earliest offset and crashed again): skipped and counted
+    poison = [b"not json", b"[1, 2]", b"{}", orjson.dumps({"event_id": "evt-00000001", "source": "stream"}),
+              orjson.dumps({**rec, "fraud_probability": 7.0}), b"\xff\xfe"]
+    for value in poison:
+        p.produce(scores, key=b"x", value=value)
+        p.produce(feedback, key=b"x", value=value)
         p.produce(feedback, key=eid.encode(), value=encode(FraudFeedback(
             event_id=eid, card_id="card-1", event_time=1_790_000_000_000, is_fraud=False, scenario="legit")))
     assert p.flush(30) == 0
@@ -144,7 +154,7 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
         if not out.exists():
             return False
         rep = json.loads(out.read_text())
-        return rep["labels"] >= n and rep["ignored_scores"] >= 50
+        return rep["labels"] >= n and rep["ignored_scores"] >= 50 and rep["invalid_records"] >= 2 * len(poison)
 
     while not done() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -153,6 +163,7 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     report = json.loads(out.read_text())
     assert report["labels"] == n  # every label joined to its score, whichever came first
     assert report["ignored_scores"] == 50
+    assert report["invalid_records"] == 2 * len(poison)
     assert report["online"]["auc"] > 0.8 and report["per_scenario"]["slow_drain"]["champion_recall"] == 0.0
     # the same numbers on the learner's Prometheus endpoint
     samples = health.prometheus_samples(f"http://127.0.0.1:{port}/metrics")
@@ -160,6 +171,8 @@ def test_online_learner_joins_scores_and_feedback_from_kafka(kafka_bootstrap: st
     assert samples['online_labels_total{is_fraud="true"}'] + samples['online_labels_total{is_fraud="false"}'] == n
     assert samples['online_auc{model="online"}'] == pytest.approx(report["recent"]["online"]["auc"])
     assert samples['online_recall{model="champion",scenario="slow_drain"}'] == 0.0
+    assert samples[f'online_invalid_records_total{{topic="{scores}"}}'] == len(poison)
+    assert samples[f'online_invalid_records_total{{topic="{feedback}"}}'] == len(poison)
 
 
 def test_from_topic_reads_everything_or_only_what_was_published_since(kafka_bootstrap: str,
@@ -225,8 +238,10 @@ def test_the_generator_withholds_ground_truth_for_declined_transactions(kafka_bo
                 no = event_key(t.event_id) % 2 == 0
                 if no:
                     declined.add(t.event_id)
-                p.produce(dec, key=m.key(), value=orjson.dumps({"event_id": t.event_id, "source": "stream",
-                                                               "decision": "decline" if no else "approve"}))
+                p.produce(dec, key=m.key(), value=orjson.dumps({
+                    "event_id": t.event_id, "card_id": t.card_id, "event_time": t.event_time, "source": "stream",
+                    "fraud_probability": 0.95 if no else 0.05, "decision": "decline" if no else "approve",
+                    "model_version": "1", "features": {}}))
             p.poll(0)
         p.flush(10)
         c.close()

@@ -15,10 +15,10 @@ from pydantic import SecretStr
 
 from core import feast_store, kafka
 from core.settings import TOPICS, StackSettings
-from stack import kafka_acl, lifecycle
+from stack import kafka_acl
 from stack.kafka_acl import binding
 from streaming.read import CardFeatureReader
-from tests.conftest import local_settings
+from tests.conftest import own_services
 from tests.support.stream import Expected, WorkerProcess, generate, wait_for
 
 pytestmark = pytest.mark.security
@@ -26,12 +26,8 @@ pytestmark = pytest.mark.security
 
 @pytest.fixture(scope="module")
 def sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    settings = local_settings(tmp_path_factory.mktemp("kafka-sasl")).model_copy(update={"kafka_sasl": True})
-    lifecycle.up(settings, say=lambda _m: None, only=("kafka",))
-    try:
+    with own_services(tmp_path_factory, "kafka-sasl", ("kafka",), kafka_sasl=True) as settings:
         yield settings
-    finally:
-        lifecycle.down(settings, say=lambda _m: None)
 
 
 def as_user(settings: StackSettings, user: str, password: str | None = None) -> StackSettings:

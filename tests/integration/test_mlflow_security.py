@@ -16,8 +16,7 @@ from pydantic import SecretStr
 
 from core import mlflow_auth
 from core.settings import StackSettings
-from stack import lifecycle
-from tests.conftest import local_settings
+from tests.conftest import own_services
 from training import tracking
 
 pytestmark = pytest.mark.security
@@ -26,12 +25,8 @@ NAME = "fraud-detector"
 
 @pytest.fixture(scope="module")
 def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    settings = local_settings(tmp_path_factory.mktemp("mlflow-auth")).model_copy(update={"mlflow_auth": True})
-    lifecycle.up(settings, say=lambda _m: None, only=("mlflow",))
-    try:
+    with own_services(tmp_path_factory, "mlflow-auth", ("mlflow",), mlflow_auth=True) as settings:
         yield settings
-    finally:
-        lifecycle.down(settings, say=lambda _m: None)
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +83,12 @@ def test_with_auth_on_an_unreachable_server_is_an_error_not_a_local_registry(aut
     """No silent fallback to a local sqlite registry: with auth on, the URI is the server's."""
     import os
 
+    from stack import health
+    from training.errors import TrainingError
+
     del os.environ["MLFLOW_TRACKING_URI"]
-    down = authed.model_copy(update={"mlflow_port": authed.mlflow_port + 1})
-    assert tracking.connect(down, say=lambda _m: None) == down.mlflow_uri
+    down = authed.model_copy(update={"mlflow_port": health.free_port()})
+    with pytest.raises(TrainingError, match="no MLflow tracking server answers"):
+        tracking.connect(down, say=lambda _m: None)
+    assert tracking.connect(down, say=lambda _m: None, check=False) == down.mlflow_uri  # services retry
+    assert not (down.data_dir / "mlflow-local").exists()

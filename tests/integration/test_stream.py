@@ -9,14 +9,14 @@ import random
 import uuid
 from pathlib import Path
 
-import orjson
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer
 
 from core import feast_store
 from core.contracts import DeadLetter, Transaction, decode
-from core.settings import StackSettings
+from core.settings import REPO_ROOT, StackSettings
+from stack import health
 from stack.topics import ensure_topics
 from streaming import backfill
 from streaming.entities import CARD, event_row
@@ -175,14 +175,20 @@ def test_metrics_are_prometheus_text(repo: StackSettings, topics: tuple[str, str
                                      tmp_path: Path) -> None:
     records = generate(300, seed=14)
     produce(kafka_bootstrap, topics[0], records)
-    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log").start()
+    app_id = f"t-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(repo, app_id, *topics, tmp_path / "w.log").start()
     try:
         wait_for(lambda: worker.metric("stream_events_in_total") >= len(records), 120, "all events", [worker])
         wait_for(lambda: worker.metric("stream_feature_freshness_seconds_count") > 0, 30, "a push", [worker])
         assert worker.metric("stream_push_batch_rows_count") > 0
-        assert orjson.dumps(worker.metric("stream_consumer_lag"))  # present (a number)
+        url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+        wait_for(lambda: "stream_consumer_lag" in (health.prometheus_values(url) or {}), 30,
+                 "the lag gauge (updated every 5 s)", [worker])
+        assert (health.prometheus_values(url) or {})["stream_consumer_lag"] >= 0
     finally:
         worker.stop()
+    # Faust's data dir is under the stack's data dir, not left in the working directory
+    assert (repo.data_dir / "faust" / app_id).is_dir() and not (REPO_ROOT / f"{app_id}-data").exists()
 
 
 def test_backfill_from_parquet_gives_the_event_time_truth(tmp_path: Path) -> None:

@@ -227,6 +227,7 @@ def test_a_shadow_challenger_that_wins_on_live_matured_truth_is_promoted(
         eid, t = f"live-{i:06d}", now - (n - i) * 60_000  # one a minute; the last 2 minutes are too young
         champ_p = float(np.clip(0.25 * fraud + rng.normal(0.2, 0.1), 0, 1))
         rec = {"event_id": eid, "card_id": f"c{i % 200}", "event_time": t, "source": "stream", "model_version": "1",
+               "features": {},
                "fraud_probability": champ_p, "decision": "review" if champ_p > 0.5 else "approve",
                "shadow": {"model_version": "2", "fraud_probability": float(np.clip(0.8 * fraud + rng.normal(0.1, 0.05),
                                                                                      0, 1))}}

@@ -41,3 +41,24 @@ def test_click_actions_are_a_closed_set() -> None:
     assert decode(encode(c), Click) == c
     with pytest.raises(InvalidEvent, match="action"):
         decode(encode(c).replace(b'"view"', b'"hover"'), Click)
+
+
+def test_score_records_are_validated_for_their_consumers() -> None:
+    import orjson
+
+    from core.contracts import decode_score
+
+    good = {"event_id": "evt-00000001", "card_id": "c1", "event_time": 1_790_000_000_000, "source": "stream",
+            "fraud_probability": 0.25, "decision": "decline", "model_version": "3",
+            "features": {"amount": 12.5, "txn_count_5m": None},
+            "shadow": {"model_version": "4", "fraud_probability": 1}, "added_later": "ignored"}
+    rec = decode_score(orjson.dumps(good))
+    assert rec["features"] == {"amount": 12.5, "txn_count_5m": None} and rec["label_probability"] == 1.0
+    assert rec["shadow"] == {"model_version": "4", "fraud_probability": 1.0} and "added_later" not in rec
+    for bad, needle in [(b"not json", "JSON"), (b"[1]", "object"), ({**good, "fraud_probability": 1.5}, "<= 1"),
+                        ({**good, "decision": "maybe"}, "decision"), ({**good, "features": ["a"]}, "features"),
+                        ({k: v for k, v in good.items() if k != "event_id"}, "event_id"),
+                        ({**good, "label_probability": 0}, "label_probability")]:
+        raw = bad if isinstance(bad, bytes) else orjson.dumps(bad)
+        with pytest.raises(InvalidEvent, match=needle):
+            decode_score(raw)

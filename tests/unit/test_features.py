@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from core.card_state import CardState, event_key
 from core.contracts import Transaction
 from core.features import WINDOW_FEATURES, window_features
-from streaming.processor import Outcome, ProcessorConfig, process
+from streaming.entities import CARD
+from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
 from tests.support.reference import Ev, mismatches, reference_features, reference_request
 
 T0 = 1_790_000_000_000
@@ -29,18 +30,34 @@ def ev(t: Transaction) -> Ev:
     return Ev(t.event_time, event_key(t.event_id), t.amount, t.country, t.merchant_id, t.mcc)
 
 
-def run(txns: list[Transaction], cfg: ProcessorConfig | None = None) -> tuple[CardState, dict, list]:
+def run(txns: list[Transaction], cfg: ProcessorConfig | None = None,
+        deferred: tuple[int, int] | None = None) -> tuple[CardState, dict, list]:
+    """Process in order. ``deferred`` = (events per flush, correction rows per flush): the
+    worker's way, corrections coalesced and spread over flushes, drained at the end."""
     cfg = cfg or ProcessorConfig()
     state, rows, accepted = CardState(), {}, []
-    for rev, t in enumerate(txns):
-        res = process(state, t, cfg, revision=rev)
-        if res.outcome is Outcome.ACCEPTED:
-            accepted.append(t)
-        for row in res.feature_rows:
+    revision = iter(range(10**9))
+    pending: tuple[int, int] | None = None
+
+    def keep(new_rows: list[dict]) -> None:
+        for row in new_rows:
             # reader semantics: an accepted row beats a too-late one, then the highest revision
             old = rows.get(row["event_key"])
             if old is None or row["status"] == "accepted" or old["status"] != "accepted":
                 rows[row["event_key"]] = row
+
+    for n, t in enumerate(txns, 1):
+        res = process(state, t, cfg, revision=next(revision), defer_corrections=deferred is not None,
+                      pending=pending)
+        if res.outcome is Outcome.ACCEPTED:
+            accepted.append(t)
+        keep(res.feature_rows)
+        pending = res.correct_from
+        if deferred is not None and pending is not None and n % deferred[0] == 0:
+            fixed, pending = correction_rows(CARD, "c1", state, pending, next(revision), deferred[1])
+            keep(fixed)
+    if pending is not None:
+        keep(correction_rows(CARD, "c1", state, pending, next(revision))[0])
     return state, rows, accepted
 
 
@@ -125,9 +142,35 @@ def sequences(draw: st.DrawFn) -> tuple[list[Transaction], int]:
 @settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")), deadline=None)
 @given(sequences())
 def test_random_sequences_match_the_reference(data: tuple[list[Transaction], int]) -> None:
+    _check_against_reference(data)
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")) // 2, deadline=None)
+@given(sequences())
+def test_the_vectorised_path_for_busy_cards_matches_the_reference(data: tuple[list[Transaction], int]) -> None:
+    """Busy cards (VECTOR_FROM events in 24 h or more) take numpy sums: forced here for every
+    window size, against the same brute force."""
+    from unittest import mock
+
+    from core import features
+
+    with mock.patch.object(features, "VECTOR_FROM", 1):
+        _check_against_reference(data)
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")) // 2, deadline=None)
+@given(sequences(), st.integers(1, 5), st.integers(0, 4))
+def test_deferred_corrections_spread_over_flushes_give_the_same_rows(data: tuple[list[Transaction], int],
+                                                                     every: int, limit: int) -> None:
+    """The worker's path: an out-of-order event's corrections coalesced per card and written
+    at most ``limit`` rows per flush (0: none until the end) still end equal to the brute force."""
+    _check_against_reference(data, deferred=(every, limit))
+
+
+def _check_against_reference(data: tuple[list[Transaction], int], deferred: tuple[int, int] | None = None) -> None:
     txns, probe = data
     cfg = ProcessorConfig(allowed_lateness_ms=120_000)
-    state, rows, accepted = run(txns, cfg)
+    state, rows, accepted = run(txns, cfg, deferred)
     events = [ev(t) for t in accepted]
     # the read function at any time equals the brute force over accepted events
     last = max(e.ts for e in events)

@@ -48,8 +48,10 @@ def test_a_retried_transaction_sees_its_own_before_view() -> None:
 def test_a_new_card_reads_as_empty() -> None:
     p = scoring.prepare(CardState(), None, Transaction(**EXAMPLE), 1_790_000_000_000)
     assert p.missing and p.features["txn_count_24h"] == 0
-    assert p.features == {**window_features(CardState(), 1_790_000_000_000), **{
-        k: p.features[k] for k in ("amount_zscore_24h", "hour_of_day", "is_weekend")}}
+    # 1_790_000_000 s is Monday 2026-09-21 14:13:20 UTC; no history: z-score 0
+    assert p.features == {**window_features(CardState(), 1_790_000_000_000),
+                          "amount_zscore_24h": 0.0, "hour_of_day": 14, "is_weekend": 0}
+    assert all(p.features[k] == 0 for k in ("txn_count_5m", "txn_count_1h", "amount_sum_1h"))
 
 
 @pytest.mark.parametrize("change", [{"amount": float("nan")}, {"amount": float("inf")}, {"amount": 0},

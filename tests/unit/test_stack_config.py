@@ -65,6 +65,7 @@ def test_feature_store_yaml_matches_the_default_settings() -> None:
     cfg = feast_store.repo_config(StackSettings(data_dir=REPO_ROOT / ".data"))
     assert raw["project"] == cfg.project
     assert raw["online_store"]["connection_string"] == cfg.online_store.connection_string
+    assert raw["online_store"]["key_ttl_seconds"] == cfg.online_store.key_ttl_seconds
     yaml_registry = (REPO_ROOT / "feature_repo" / raw["registry"]["path"]).resolve()
     assert yaml_registry == feast_store.registry_path(StackSettings()).resolve()
     assert raw["entity_key_serialization_version"] == cfg.entity_key_serialization_version

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.rules import RULE_INPUTS, RULES, fired
+from core.settings import StackSettings
 from training import calibration, evaluate, gate, splits
 from training.errors import DataError
 from training.labels import label
@@ -202,11 +205,36 @@ def test_search_finds_the_best_params_of_a_known_objective(kind: str) -> None:
     from training import search
 
     space = {"a": [1, 2, 3], "b": [0.1, 0.5]}
-    best, trials = search.run(kind, space, lambda p: -(p["a"] - 2) ** 2 - abs(p["b"] - 0.5), n_trials=6, seed=1)
-    assert len(trials) == (6 if kind != "grid" else 6)
-    assert best == max(trials, key=lambda t: t["score"])["params"]
-    if kind == "grid":
-        assert best == {"a": 2, "b": 0.5}
+
+    def objective(p: dict) -> float:
+        return -(p["a"] - 2) ** 2 - abs(p["b"] - 0.5)
+
+    best, trials = search.run(kind, space, objective, n_trials=6 if kind != "optuna" else 25, seed=1)
+    assert all(t["score"] == objective(t["params"]) for t in trials)
+    assert best == {"a": 2, "b": 0.5}  # the known optimum: a search that ignored the objective would miss it
+    if kind != "optuna":  # six trials over six combinations: each exactly once
+        assert sorted((t["params"]["a"], t["params"]["b"]) for t in trials) == [
+            (a, b) for a in (1, 2, 3) for b in (0.1, 0.5)]
+
+
+def test_random_search_draws_within_ranges_not_just_their_ends() -> None:
+    """Reproduced: a {low, high} range was searched as the two values low and high."""
+    import statistics
+
+    from training import search
+    from training.errors import TrainingError
+
+    space = {"lr": {"low": 0.001, "high": 1.0, "log": True}, "depth": {"low": 2, "high": 9},
+             "frac": {"low": 0.5, "high": 1.0}, "kind": ["a", "b"]}
+    _, trials = search.run("random", space, lambda p: p["frac"], n_trials=200, seed=3)
+    lr, depth, frac = ([t["params"][k] for t in trials] for k in ("lr", "depth", "frac"))
+    assert all(0.001 <= v <= 1.0 for v in lr) and len(set(lr)) == 200
+    assert 0.01 < statistics.median(lr) < 0.1  # log-uniform: the median near the geometric mean (0.03)
+    assert set(depth) == set(range(2, 10)) and all(isinstance(d, int) for d in depth)
+    assert all(0.5 <= f <= 1.0 for f in frac) and len(set(frac)) == 200
+    assert {t["params"]["kind"] for t in trials} == {"a", "b"}
+    with pytest.raises(TrainingError, match="grid needs lists"):
+        search.run("grid", space, lambda p: 0.0, 5, 0)
 
 
 def test_search_space_errors_are_clear() -> None:
@@ -223,8 +251,16 @@ def test_smote_tomek_balances_the_sklearn_models_only() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 4)).astype(np.float32)
     y = (X[:, 0] > 1.6).astype(np.int8)
-    fitted = models.fit("logistic_regression", X, y, None, None, resample=True)
-    assert fitted.predict(X).shape == (600,)
+    assert 0.02 < y.mean() < 0.1
+    X_res, y_res = models._resample(X, y, True, 0)
+    assert 0.45 < y_res.mean() <= 0.5 and len(y_res) > len(y)  # minority oversampled to balance
+    assert X_res.shape[1] == 4 and models._resample(X, y, False, 0)[1] is y
+    weighted = models.fit("logistic_regression", X, y, None, None, resample=False)
+    resampled = models.fit("logistic_regression", X, y, None, None, resample=True)
+    # resampled data is balanced already: no class weights on top of it
+    assert weighted.estimator.named_steps["lr"].class_weight == "balanced"
+    assert resampled.estimator.named_steps["lr"].class_weight is None
+    assert resampled.predict(X).shape == (600,)
     with pytest.raises(ValueError, match="sklearn models"):
         models.fit("xgboost", X, y, None, None, resample=True)
 
@@ -312,3 +348,31 @@ def test_a_weighted_row_counts_like_its_copies(model_type: str) -> None:
     if model_type == "logistic_regression":
         assert np.max(np.abs(weighted - copied)) < 1e-3
     assert np.mean(np.abs(weighted - copied)) < np.mean(np.abs(plain - copied))
+
+
+def test_an_unreachable_mlflow_is_an_error_not_a_silent_local_registry(tmp_path: Path) -> None:
+    """Reproduced: with MLflow down, training registered into a local sqlite store that the
+    API never sees, saying so only in a note. Now an error with the fix, unless asked for."""
+    import os
+
+    from stack import health
+    from training import tracking
+    from training.errors import TrainingError
+
+    before = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:  # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: restored by hand, whatever happens
+        down = StackSettings(data_dir=tmp_path, mlflow_port=health.free_port())
+        with pytest.raises(TrainingError, match="no MLflow tracking server answers .* 'make up'"):
+            tracking.connect(down, say=lambda _m: None)
+        assert not (tmp_path / "mlflow-local").exists()
+        assert tracking.connect(down, say=lambda _m: None, check=False) == down.mlflow_uri  # services retry
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        local = down.model_copy(update={"mlflow_local": True})
+        said: list[str] = []
+        assert tracking.connect(local, say=said.append).startswith("sqlite:///")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    assert said and "services do not see it" in said[0]
+    assert "MLFLOW_TRACKING_URI" not in os.environ or os.environ["MLFLOW_TRACKING_URI"] == before

@@ -1,0 +1,47 @@
+"""Every CLI answers bad input with a non-zero exit, an ``error:`` line that says what is
+wrong, and no traceback (issue 13: some printed tracebacks on a corrupt or missing file).
+No service runs: those the CLIs would reach are pointed at closed ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.settings import REPO_ROOT
+from stack import health
+
+CASES = [
+    (["drift_check.py", "--current", "{bad}", "--reference", "{bad}"], "cannot read"),
+    (["drift_check.py", "--current", "{missing}", "--reference", "{missing}"], "file not found"),
+    (["-m", "streaming", "generate", "--count", "10"], "not reachable"),
+    (["-m", "streaming", "backfill", "--parquet", "{missing}"], "no such file"),
+    (["-m", "streaming", "backfill", "--parquet", "{bad}"], "cannot read"),
+    (["-m", "streaming", "features", "card", "c1", "--at", "yesterday-ish"], "at"),
+    (["-m", "streaming", "generate", "--rate", "-5"], "rate"),
+    (["training/train.py", "--model-type", "nope"], "nope"),
+    (["training/train.py", "--model-type", "xgboost"], "no MLflow tracking server answers"),
+    (["-m", "training", "score", "--db", "sqlite:///{tmp}/s.db"], "MLflow"),
+    (["-m", "stack.secrets", "--kafka-broker", "{tmp}/k"], "STACK_KAFKA_SASL"),
+    (["-m", "inference", "scorer", "--share", "5"], "share"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), CASES, ids=[" ".join(a[:3]) + f" [{n}]" for a, n in CASES])
+def test_bad_input_is_one_error_line_without_traceback(args: list[str], needle: str, tmp_path: Path) -> None:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really a parquet file")
+    paths = {"bad": str(tmp_path / "bad.parquet"), "missing": str(tmp_path / "missing.parquet"), "tmp": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "MLFLOW_", "KAFKA_", "REDIS_"))}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(tmp_path / "data"),
+                "STACK_MLFLOW_PORT": str(health.free_port()), "STACK_KAFKA_PORT": str(health.free_port()),
+                "STACK_REDIS_PORT": str(health.free_port()), "STACK_REDIS_TIMEOUT_S": "0.5"})
+    proc = subprocess.run([sys.executable, *(a.format(**paths) for a in args)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and needle.lower() in errors[0].lower(), out
