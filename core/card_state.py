@@ -103,14 +103,26 @@ class EventState:
             del col[:n]
 
     # -- compact wire form (Faust changelog and the Feast online store) ----------------
+    #: the packed format: 2 = (2, ts, key, *payload, last_ts, trimmed_last_ts, dropped);
+    #: format 1 (the first, unversioned) is the same tuple without the leading version. Both
+    #: are read (golden format-1 states in tests/fixtures/golden); only the newest is written.
+    FORMAT = 2
+
     def pack(self) -> bytes:
-        return _ENC.encode((*self._columns(), self.last_ts, self.trimmed_last_ts, self.dropped))
+        return _ENC.encode((self.FORMAT, *self._columns(), self.last_ts, self.trimmed_last_ts, self.dropped))
 
     @classmethod
     def unpack(cls, raw: bytes | None) -> Self:
         state = cls()
         if raw:
-            *cols, state.last_ts, state.trimmed_last_ts, state.dropped = _DEC.decode(raw)
+            parts = _DEC.decode(raw)
+            if isinstance(parts[0], int):  # versioned (format 2 on)
+                if parts[0] > cls.FORMAT:
+                    raise ValueError(f"state format {parts[0]} is newer than this code reads ({cls.FORMAT}): "
+                                     "upgrade the worker and the API before writing with a newer one")
+                parts = parts[1:]
+            # format 1: the same fields with no version (its first element is the ts list)
+            *cols, state.last_ts, state.trimmed_last_ts, state.dropped = parts
             state.ts, state.key = cols[0], cols[1]
             for name, col in zip(cls.PAYLOAD, cols[2:], strict=True):
                 setattr(state, name, col)

@@ -2,12 +2,19 @@
 
 Events travel as JSON (msgspec: decoding *is* validation, at a few microseconds an event).
 Ground truth never travels with a transaction: it goes to ``fraud-feedback`` later.
-Bump ``SCHEMA_VERSION`` (and keep decoding the old one) when a field changes.
+
+Schema evolution. Records of ``SCHEMA_VERSION`` are decoded strictly (an unknown field is
+an error). A record of a *newer* version, from a producer upgraded before the pipeline, is
+decoded by the same rules except that fields this code does not know are ignored: newer
+versions may only add fields (a change of meaning needs a new topic). ``decode_versioned``
+says which version came, so consumers count them (``stream_events_newer_schema_total``) and an
+operator knows to upgrade. Bump ``SCHEMA_VERSION`` when a field is added, keep decoding the
+old versions, and keep their golden records in ``tests/fixtures/golden``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -117,6 +124,16 @@ class InvalidEvent(ValueError):
     """A record that does not satisfy its contract; the message is the reason."""
 
 
+def _newer(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """``cls`` as a newer producer's record: unknown fields ignored, any version >= 1."""
+    fields = []
+    for f in msgspec.structs.fields(cls):
+        ftype = Annotated[int, msgspec.Meta(ge=1, le=1_000)] if f.name == "schema_version" else f.type
+        fields.append((f.name, ftype) if f.required else (f.name, ftype, f.default))
+    return msgspec.defstruct(f"{cls.__name__}Newer", fields, kw_only=True, frozen=True,
+                             forbid_unknown_fields=False)
+
+
 _ENCODER = msgspec.json.Encoder()
 _DECODERS = {cls: msgspec.json.Decoder(cls) for cls in (Transaction, Click, FraudFeedback, DeadLetter,
                                                          ScoreRecord)}
@@ -132,8 +149,33 @@ def encode(event: msgspec.Struct, validate: bool = True) -> bytes:
     return raw
 
 
+_NEWER: dict[type, msgspec.json.Decoder] = {cls: msgspec.json.Decoder(_newer(cls))
+                                            for cls in (Transaction, Click, FraudFeedback)}
+
+
+def decode_versioned(raw: bytes, cls: type[T]) -> tuple[T, int]:
+    """Decode and validate (see the module's note on versions); the event and the schema
+    version it came with. InvalidEvent with a readable reason when it breaks the contract."""
+    try:
+        return decode(raw, cls), SCHEMA_VERSION
+    except InvalidEvent as strict:
+        newer = _NEWER.get(cls)
+        if newer is None:
+            raise
+        try:
+            rec: Any = newer.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise strict from None
+        if rec.schema_version <= SCHEMA_VERSION:
+            raise  # a current record with unknown fields: an error, as the strict decoder said
+        known = {f: getattr(rec, f) for f in cls.__struct_fields__ if f != "schema_version"}
+        event = cls(**known)
+        return decode(encode(event, validate=False), cls), rec.schema_version  # the same checks as v1
+
+
 def decode(raw: bytes, cls: type[T]) -> T:
-    """Decode and validate; raise InvalidEvent with a readable reason."""
+    """Decode and validate strictly (this version only); raise InvalidEvent with a readable
+    reason."""
     try:
         event: T = _DECODERS[cls].decode(raw)  # type: ignore[index, assignment]
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -168,7 +168,7 @@ def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, re
     import pandas as pd
     from confluent_kafka import Consumer
 
-    from core.contracts import FraudFeedback, InvalidEvent, decode, decode_score
+    from core.contracts import FraudFeedback, InvalidEvent, decode_score, decode_versioned
 
     learner, join = OnlineLearner(), FeedbackJoin()
     labelled: deque[dict[str, Any]] = deque(maxlen=window)
@@ -195,7 +195,7 @@ def run(conn: kafka.Kafka, scores_topic: str, feedback_topic: str, out: Path, re
                     hit = join.add_score(rec)
                 else:
                     try:
-                        fb = decode(value, FraudFeedback)
+                        fb, _ = decode_versioned(value, FraudFeedback)
                     except InvalidEvent as exc:
                         _invalid(join, metrics, feedback_topic, exc)
                         continue

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer
 
 from core import feast_store, kafka, registry
 from core.card_state import event_key
-from core.contracts import TRANSACTIONS, InvalidEvent, Transaction, decode
+from core.contracts import TRANSACTIONS, InvalidEvent, Transaction, decode_versioned
 from core.settings import StackSettings
 from inference.model import ModelHolder
 from inference.publisher import ScorePublisher
@@ -94,7 +94,7 @@ class StreamScorer:
                 for m in msgs:
                     self.counts["consumed"] += 1
                     try:
-                        txn = decode(m.value(), Transaction)
+                        txn, _ = decode_versioned(m.value(), Transaction)
                     except InvalidEvent:
                         self.counts["invalid"] += 1  # the stream worker dead-letters it
                         continue

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from core import kafka
 from core.card_state import EventState
-from core.contracts import InvalidEvent, decode
+from core.contracts import InvalidEvent, decode_versioned
 from streaming.entities import CARD, EntitySpec, event_row
 from streaming.processor import Outcome, ProcessorConfig, process
 from streaming.sinks import OfflineLog
@@ -121,7 +121,7 @@ def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int
             item, ingest = item
         if isinstance(item, bytes):
             try:
-                item = decode(item, spec.event_type)
+                item, _ = decode_versioned(item, spec.event_type)
             except InvalidEvent:
                 counts["invalid"] += 1
                 continue

@@ -17,6 +17,9 @@ class WorkerMetrics:
                                    buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000), registry=r)
         self.push_seconds = Histogram("stream_push_seconds", "Online push latency",
                                       buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.newer_schema = Counter("stream_events_newer_schema_total", "Records of a newer schema version than "
+                                    "this worker's (decoded by their known fields; upgrade the worker)", ["topic"],
+                                    registry=r)
         self.corrections = Counter("stream_correction_rows_total", "Rows re-emitted for events whose \"before\" "
                                    "view an out-of-order event changed", registry=r)
         self.offline_rows = Counter("stream_offline_rows_total", "Rows appended offline", ["dataset"],

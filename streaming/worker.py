@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import Producer
 
 from core import feast_store, kafka
-from core.contracts import DeadLetter, InvalidEvent, decode, encode
+from core.contracts import SCHEMA_VERSION, DeadLetter, InvalidEvent, decode_versioned, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec, event_row
 from streaming.metrics import WorkerMetrics
@@ -57,8 +57,6 @@ class Pipeline:
     dirty: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: entity -> where its out-of-order corrections resume (streaming.processor.correction_rows)
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: entity -> events acked only once its corrections are durable
-    held: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
 class FeatureWorker:
@@ -125,34 +123,32 @@ class FeatureWorker:
         async def agent(stream: Any) -> None:
             s = stream.noack()
             async for event in s.events():
-                hold = self._handle(p, event)
-                if hold is None:
-                    self._unacked.append((s, event))
-                else:
-                    p.held.setdefault(hold, []).append((s, event))
+                self._handle(p, event)
+                self._unacked.append((s, event))
                 if len(p.dirty) >= self.cfg.max_batch_rows:
                     await self.flush()
         agent.__name__ = agent.__qualname__ = f"{p.spec.name}_agent"
         return agent
 
-    def _handle(self, p: Pipeline, event: Any) -> str | None:
-        """Process one record; returns the entity whose pending corrections its ack waits for
-        (None: ack with the next offline flush)."""
+    def _handle(self, p: Pipeline, event: Any) -> None:
+        """Process one record (acked by a later offline flush)."""
         msg = event.message
         p.events_in.inc()
         self._positions[msg.tp] = msg.offset
         try:
-            ev = decode(event.value, p.spec.event_type)
+            ev, version = decode_versioned(event.value, p.spec.event_type)
         except InvalidEvent as exc:
             self._dead_letter(msg, str(exc))
-            return None
+            return
+        if version > SCHEMA_VERSION:  # a producer upgraded before this worker: its new fields are ignored
+            self.metrics.newer_schema.labels(msg.topic).inc()
         entity_id = getattr(ev, p.spec.join_key)
         key = msg.key if isinstance(msg.key, bytes | None) else bytes(msg.key)
         if key != entity_id.encode():
             # The table's partition is the key's: a record keyed otherwise would update a
             # state this partition does not own (and skip the one it should).
             self._dead_letter(msg, f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
-            return None
+            return
         # Ingest time: the record's timestamp, never later than this worker's clock (a
         # producer-set timestamp in the future cannot stretch the skew allowance).
         wall = int(now_ms())
@@ -168,7 +164,7 @@ class FeatureWorker:
             self._dead_letter(msg, f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
                                    f"ingest time {ingest} (more than the allowed skew of "
                                    f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
-            return None
+            return
         # Logged again on a replay too: its first copy may not have reached the disk
         # (readers drop duplicate event ids).
         p.event_rows.append(event_row(ev))
@@ -178,11 +174,8 @@ class FeatureWorker:
             p.dirty[entity_id] = (msg.timestamp * 1000.0 if msg.timestamp else now_ms(), msg.partition)
         if result.correct_from is not None:
             p.corrections[entity_id] = result.correct_from
-            return entity_id
-        if pending is not None:  # written inline after all (a trim needed them now)
+        elif pending is not None:  # written inline after all (a trim needed them now)
             del p.corrections[entity_id]
-            self._unacked.extend(p.held.pop(entity_id, []))
-        return None
 
     def _write_changelog(self, p: Pipeline, states: dict[str, tuple[bytes, int]]) -> None:
         """One changelog record per entity per offline flush, in the table's own format (json
@@ -266,13 +259,20 @@ class FeatureWorker:
             # dead letters (sent with Faust's producer, acks=all) delivered before their records' acks
             await self.app.producer.flush()
             self._last_offline = time.monotonic()
+            if any(p.corrections for p in self.pipelines):
+                # Some out-of-order corrections are still to write. Faust commits a partition up
+                # to the end of the first run of acked offsets, past any unacked one, so holding
+                # back only the late event would not keep it uncommitted: nothing is acked until
+                # they are all durable (a few flushes); a crash meanwhile replays and redoes them.
+                self._unacked[:0] = unacked
+                return
             for stream, event in unacked:
                 await stream.ack(event)
 
     def _corrections(self, final: bool) -> None:
         """Out-of-order corrections, coalesced per entity: at most ``max_corrections_per_flush``
         rows per flush (all of them when ``final``). An entity whose corrections are all
-        written releases the events held for them, acked with this flush's offline rows."""
+        written is done; while any entity's are not, no record is acked (below)."""
         budget = None if final else self.cfg.max_corrections_per_flush
         for p in self.pipelines:
             for entity_id, after in list(p.corrections.items()):
@@ -286,7 +286,6 @@ class FeatureWorker:
                     budget -= max(1, len(rows))
                 if resume is None:
                     del p.corrections[entity_id]
-                    self._unacked.extend(p.held.pop(entity_id, []))
                 else:
                     p.corrections[entity_id] = resume
 

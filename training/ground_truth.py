@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core import kafka
-from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode, decode_score
+from core.contracts import FRAUD_FEEDBACK, FraudFeedback, InvalidEvent, decode_score, decode_versioned
 from stack import health
 
 
@@ -23,7 +23,7 @@ def read(conn: kafka.Kafka, topic: str = FRAUD_FEEDBACK, since_ms: int | None = 
     rows: list[tuple[str, bool, str]] = []
     for raw in records:
         try:
-            fb = decode(raw, FraudFeedback)
+            fb, _ = decode_versioned(raw, FraudFeedback)
         except InvalidEvent:
             continue
         rows.append((fb.event_id, fb.is_fraud, fb.scenario))

@@ -6,9 +6,11 @@ doubles nothing; two workers share the load."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer
@@ -326,3 +328,71 @@ def test_crafted_records_cannot_blind_a_card(
     assert len(reasons) == 3, reasons
     assert sum("after its ingest time" in r for r in reasons) == 2
     assert sum("record key b'card-someone-else' is not the event's card_id" in r for r in reasons) == 1
+
+
+@pytest.mark.faults
+def test_a_newer_producers_records_are_processed_not_dead_lettered(
+        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Reproduced: schema_version was Literal[1] with unknown fields forbidden, so a producer
+    upgraded before the pipeline dead-lettered all of its traffic, with no alert. Now its records
+    are processed by their known fields and counted (stream_events_newer_schema_total)."""
+    from dataclasses import replace
+
+    records = generate(300, seed=17)
+    newer = []
+    for i, r in enumerate(records):
+        if i % 3 == 0:
+            rec = orjson.loads(r.value)
+            rec.update(schema_version=2, wallet_token=f"tok-{i}")
+            r = replace(r, value=orjson.dumps(rec))
+            newer.append(r)
+        records[i] = r
+    produce(kafka_bootstrap, topics[0], records)
+    exp = Expected.of([r for r in records if r not in newer])  # (the reference decodes v1 only)
+    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log").start()
+    try:
+        wait_for(lambda: worker.metric("stream_events_in_total") >= len(records), 120, "all events", [worker])
+        wait_for(lambda: len(_offline_keys(repo)) >= exp.valid + len(newer), 60, "the offline log", [worker])
+        assert worker.metric("stream_events_newer_schema_total") == len(newer)
+        assert worker.metric("stream_dead_letters_total") == 0
+    finally:
+        worker.stop()
+
+
+@pytest.mark.faults
+def test_a_broker_killed_mid_stream_loses_and_doubles_nothing(
+        feast_repo: StackSettings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The fault suite's broker case: the Kafka broker is killed (SIGKILL) while the worker
+    processes a stream with late events, and comes back (supervisord restarts it, as in
+    ``make up``); the producer goes on. Afterwards the online state and the offline log equal
+    the brute force over the records: nothing lost, nothing counted twice, every correction
+    written."""
+    import os
+    import signal
+
+    from stack.supervisor import Supervisor
+    from tests.conftest import own_services
+
+    with own_services(tmp_path_factory, "broker-fault", ("kafka",)) as ks:
+        repo = feast_store.isolated_copy(feast_repo, tmp_path, kafka_port=ks.kafka_port)
+        names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}", f"clk-{uuid.uuid4().hex[:8]}")
+        ensure_topics(ks.kafka_bootstrap, names, partitions=3)
+        records = generate(3000, seed=23, late_rate=0.03, max_delay_ms=60_000)
+        exp = Expected.of(records)
+        produce(ks.kafka_bootstrap, names[0], records[:1500])
+        worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *names, tmp_path / "w.log").start()
+        try:
+            wait_for(lambda: worker.metric("stream_events_in_total") >= 500, 120, "the worker to get going",
+                     [worker])
+            pid = Supervisor(ks).processes()["kafka"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 120  # supervisord restarts it
+            while Supervisor(ks).processes()["kafka"]["pid"] in (0, pid) or health.kafka(ks) is not None:
+                assert time.monotonic() < deadline, "the broker did not come back"
+                time.sleep(0.5)
+            produce(ks.kafka_bootstrap, names[0], records[1500:])
+            _wait_done(repo, exp, [worker])
+            _check(repo, exp)
+            assert worker.proc is not None and worker.proc.poll() is None  # rode it out, no restart
+        finally:
+            worker.stop()
