@@ -18,6 +18,7 @@ BENCHMARKS = {
     "feedback": "bench.feedback",
     "loop": "bench.loop",
     "hotkey": "bench.hotkey",
+    "soak": "bench.soak",
 }
 
 

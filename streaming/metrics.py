@@ -22,11 +22,25 @@ class WorkerMetrics:
                                     registry=r)
         self.corrections = Counter("stream_correction_rows_total", "Rows re-emitted for events whose \"before\" "
                                    "view an out-of-order event changed", registry=r)
+        self.corrections_pending = Gauge("stream_corrections_pending", "Entities whose out-of-order corrections "
+                                         "are not yet all in the offline log (no record is acked meanwhile)",
+                                         registry=r)
         self.offline_rows = Counter("stream_offline_rows_total", "Rows appended offline", ["dataset"],
                                     registry=r)
         self.freshness = Histogram("stream_feature_freshness_seconds",
                                    "Event produced -> its card's features servable online",
                                    buckets=(.01, .025, .05, .1, .2, .3, .5, 1, 2, 5, 10), registry=r)
+        self.sink_errors = Counter("stream_sink_errors_total", "Failed writes to a sink (retried with backoff; "
+                                   "nothing is acked until they succeed)", ["sink"], registry=r)
+        self.sink_stalled = Gauge("stream_sink_stalled", "1 while writes to this sink are failing and being "
+                                  "retried", ["sink"], registry=r)
+        self.resyncs = Counter("stream_online_resyncs_total", "Times the online store restarted (new Redis "
+                               "run_id) and the worker rewrote every state it owns", registry=r)
+        self.resync_rows = Counter("stream_online_resync_rows_total", "States rewritten by resyncs", registry=r)
+        self.expired = Counter("stream_state_expired_total", "Quiet entities forgotten (table entry deleted, "
+                               "changelog tombstone written)", ["entity"], registry=r)
+        self.entities = Gauge("stream_state_entities", "Entities in this worker's state table (its partitions)",
+                              ["entity"], registry=r)
         self.assigned = Gauge("stream_assigned_partitions", "Source partitions this worker owns",
                               registry=r)
         self.lag = Gauge("stream_consumer_lag", "Records behind the partition end", ["topic", "partition"],

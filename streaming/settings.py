@@ -29,6 +29,24 @@ class StreamingSettings(BaseSettings):
     #: per card and written at most this many rows per offline flush, so one late event on a
     #: busy card never stalls the worker (its offset is acked once they are all durable)
     max_corrections_per_flush: int = Field(200, ge=1)
+    #: a card (user) whose newest event is older than its partition's newest event by more
+    #: than this is forgotten: its table entry is deleted and tombstoned in the changelog.
+    #: At least 8 days: the longest window is 24 h and "seconds since last" is capped at
+    #: 7 days, so a forgotten card's next features equal a remembered one's (for events at
+    #: most a day behind their partition's newest)
+    state_ttl_s: int = Field(8 * 86_400, ge=8 * 86_400)
+    #: how often the worker looks for quiet entities to forget
+    state_sweep_interval_s: float = Field(300.0, gt=0)
+    #: how often the worker asks Redis whether it restarted (its run_id); after a restart
+    #: (which can lose the last second of writes) it rewrites every state it owns
+    online_check_interval_s: float = Field(5.0, gt=0)
+    #: a failing sink (Redis down, disk full, broker away) is retried with backoff and nothing
+    #: is acked meanwhile; at shutdown or a rebalance the worker gives up after this long and
+    #: exits (status 75) so that a restart replays the unacked records
+    give_up_after_s: float = Field(30.0, gt=0)
+    #: backpressure: at this many consumed-but-unacked records the worker stops consuming
+    #: until an offline flush acks them (bounds memory while a sink is down)
+    max_unacked_records: int = Field(100_000, ge=100)
     metrics_port: int = Field(6066, ge=0, le=65535)
     #: the worker's own Kafka consumer settings
     commit_interval_s: float = Field(1.0, gt=0)

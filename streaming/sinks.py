@@ -62,6 +62,21 @@ class FeastOnlineSink:
         self.provider.online_write_batch(self.store.config, self.view, rows, None)
 
 
+def online_server_id(store: Any) -> str | None:
+    """The online store's Redis run_id (it changes when the server restarts, which can lose
+    its last second of writes); None while it does not answer. A cluster joins its nodes'."""
+    import redis
+
+    client = store._get_provider().online_store._get_client(store.config.online_store)  # noqa: SLF001
+    try:
+        info = client.info("server")
+    except (redis.RedisError, OSError):
+        return None
+    if "run_id" in info:
+        return str(info["run_id"])
+    return ",".join(sorted(str(v.get("run_id")) for v in info.values() if isinstance(v, dict))) or None
+
+
 class FeastPushSink:
     """The same writes through the public ``FeatureStore.push`` (DataFrame per batch)."""
 
@@ -106,9 +121,13 @@ class OfflineLog:
             self._seq += 1
             name = f"part-{int(time.time() * 1000)}-{self.writer_id}-{self._seq:06d}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(part, tmp, compression="zstd")
-            _fsync(tmp)  # the bytes are on disk before the name says they are
-            tmp.rename(folder / name)  # readers never see a half-written file
+            try:
+                pq.write_table(part, tmp, compression="zstd")
+                _fsync(tmp)  # the bytes are on disk before the name says they are
+                tmp.rename(folder / name)  # readers never see a half-written file
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # (a full disk: leave no partial file behind)
+                raise
             _fsync(folder)  # and the rename itself survives a power loss
             written += part.num_rows
         return written

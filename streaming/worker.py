@@ -9,6 +9,14 @@ that cover them are durable, in that order. A replay after a crash finds its eve
 state recovered from the changelog and re-writes the same outputs instead of counting them
 twice. The changelog never runs ahead of the offline log: a replayed event whose state
 has since been trimmed could not re-emit its offline row.
+
+Faults: a sink that fails (Redis down or hung, the offline log's disk full, the broker away)
+is retried with backoff while nothing is acked; consumption stops at
+``max_unacked_records``. At shutdown or a rebalance the worker waits ``give_up_after_s`` and
+then exits (status 75) so that its restart replays what was not acked. When Redis restarts
+(a new run_id; it may have lost its last second of writes) the worker rewrites every state
+it owns. Quiet entities are forgotten after ``state_ttl_s`` (entry deleted, changelog
+tombstone).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +41,7 @@ from streaming.entities import CARD, USER, EntitySpec, event_row
 from streaming.metrics import WorkerMetrics
 from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
 from streaming.settings import StreamingSettings
-from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
+from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
 log = logging.getLogger("streaming.worker")
 
@@ -41,6 +51,7 @@ class Pipeline:
     """One event kind: its topic, its state table, and what is waiting to be written."""
 
     spec: EntitySpec
+    topic_name: str
     topic: Any
     table: Any
     online: Any
@@ -57,6 +68,8 @@ class Pipeline:
     dirty: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: entity -> where its out-of-order corrections resume (streaming.processor.correction_rows)
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: source partition -> newest event time seen on it (when its quiet entities expire)
+    watermark: dict[int, int] = field(default_factory=dict)
 
 
 class FeatureWorker:
@@ -79,9 +92,15 @@ class FeatureWorker:
             datadir=str(datadir),
         )
         self.dlq_topic = self._raw_topic(cfg.dead_letters_topic)
+        # message.timeout.ms 0: a record is retried until delivered (a broker away for long
+        # stalls the acks, it never drops a state); a permanent error fails the flush
+        self._changelog_errors: list[tuple[str, int, bytes, bytes | None, str]] = []
         self._changelog = Producer(kafka.client_config(stack, {
-            "acks": "all", "linger.ms": 5, "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000}))
-        store = feast_store.open_store(stack)
+            "acks": "all", "linger.ms": 5, "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": 0, "on_delivery": self._on_changelog_delivery}))
+        store = self._store = feast_store.open_store(stack)
+        self._online_id: str | None = None
+        self._give_up_at: float | None = None  # set by a shutdown or a rebalance
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
         if cfg.clicks_topic:
             self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
@@ -91,6 +110,9 @@ class FeatureWorker:
         self._flush_lock = asyncio.Lock()
         self._revision = itertools.count(int(time.time() * 1000) * 1000)
         self._positions: dict[Any, int] = {}
+        self._corrections_unwritten = 0  # entities whose correction rows are computed, not yet on disk
+        self.metrics.corrections_pending.set_function(
+            lambda: sum(len(p.corrections) for p in self.pipelines) + self._corrections_unwritten)
         self._register()
 
     def _raw_topic(self, name: str) -> Any:
@@ -103,7 +125,7 @@ class FeatureWorker:
         table = self.app.Table(f"{spec.name}-state", default=None, key_type=str, value_type=bytes,
                                partitions=self.cfg.partitions)
         # label children bound once (labels() is a dict lookup under a lock, per event)
-        return Pipeline(spec, self._raw_topic(topic), table, online,
+        return Pipeline(spec, topic, self._raw_topic(topic), table, online,
                         events_in=self.metrics.events_in.labels(topic),
                         events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome})
 
@@ -114,6 +136,8 @@ class FeatureWorker:
             app.agent(p.topic, name=f"{p.spec.name}-features")(self._agent_for(p))
         app.timer(self.cfg.flush_interval_s)(self._on_timer)
         app.timer(5.0)(self._update_lag)
+        app.timer(self.cfg.online_check_interval_s)(self._check_online)
+        app.timer(self.cfg.state_sweep_interval_s)(self._sweep)
         # (Faust's Signal.connect is typed for handlers that take a signal= keyword)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -125,7 +149,9 @@ class FeatureWorker:
             async for event in s.events():
                 self._handle(p, event)
                 self._unacked.append((s, event))
-                if len(p.dirty) >= self.cfg.max_batch_rows:
+                if len(self._unacked) >= self.cfg.max_unacked_records:
+                    await self.flush(final=True)  # backpressure: write and ack before consuming on
+                elif len(p.dirty) >= self.cfg.max_batch_rows:
                     await self.flush()
         agent.__name__ = agent.__qualname__ = f"{p.spec.name}_agent"
         return agent
@@ -160,6 +186,8 @@ class FeatureWorker:
         result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
                          defer_corrections=True, pending=pending)
         p.events_out[result.outcome].inc()
+        if result.outcome is not Outcome.FUTURE and ev.event_time > p.watermark.get(msg.partition, 0):  # type: ignore[attr-defined]
+            p.watermark[msg.partition] = ev.event_time  # type: ignore[attr-defined]
         if result.outcome is Outcome.FUTURE:
             self._dead_letter(msg, f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
                                    f"ingest time {ingest} (more than the allowed skew of "
@@ -192,6 +220,52 @@ class FeatureWorker:
                     self._changelog.poll(0.05)
         self._changelog.poll(0)
 
+    def _on_changelog_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:  # kept to produce again: the flush is retried until all are delivered
+            self._changelog_errors.append((msg.topic(), msg.partition(), msg.key(), msg.value(), str(err)))
+
+    def _flush_changelog(self) -> None:
+        """Every changelog record produced so far delivered (acks=all), or raise (the failed
+        ones are produced again first, so a retry delivers them)."""
+        left = self._changelog.flush(10)
+        if self._changelog_errors:
+            failed, self._changelog_errors = self._changelog_errors, []
+            for topic, partition, key, value, _ in failed:
+                self._changelog.produce(topic, key=key, value=value, partition=partition)
+            raise RuntimeError(f"{len(failed)} changelog records failed ({failed[0][4]}); producing them again")
+        if left:
+            raise RuntimeError(f"{left} changelog records not yet delivered (is the broker away?)")
+
+    async def _retrying(self, sink: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` off the event loop until it succeeds: a failing sink holds the flush
+        (and so every ack) and is retried with backoff. Once a shutdown or a rebalance has
+        waited ``give_up_after_s``, the worker exits (status 75): a restart replays every
+        record that was not acked, as after kill -9."""
+        loop = asyncio.get_running_loop()
+        delay, failures = 0.1, 0
+        while True:
+            try:
+                out = await loop.run_in_executor(None, fn, *args)
+            except Exception as exc:  # noqa: BLE001 - any failure of a sink is retried the same way
+                failures += 1
+                self.metrics.sink_errors.labels(sink).inc()
+                self.metrics.sink_stalled.labels(sink).set(1)
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("%s write failed (%s: %s), attempt %d; retrying, nothing is acked meanwhile",
+                                sink, type(exc).__name__, str(exc)[:300], failures)
+                if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                    log.critical("%s still failing %.0f s into a shutdown or rebalance: exiting without acking "
+                                 "(a restart replays the unacked records)", sink, self.cfg.give_up_after_s)
+                    logging.shutdown()
+                    os._exit(75)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if failures:
+                self.metrics.sink_stalled.labels(sink).set(0)
+                log.warning("%s writes recovered after %d failed attempts", sink, failures)
+            return out
+
     def _dead_letter(self, msg: Any, reason: str) -> None:
         payload = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
         dl = DeadLetter(reason=reason, source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
@@ -211,12 +285,14 @@ class FeatureWorker:
         events that arrive while it writes belong to the next flush, so no event is acked
         before its own online, offline and changelog writes are done."""
         async with self._flush_lock:
-            loop = asyncio.get_running_loop()
             for p in self.pipelines:  # each state changed since the last flush, packed once
                 for entity_id, (produced, partition) in p.dirty.items():
                     state = p.live[entity_id]
                     packed = state.pack()
                     p.table.data[entity_id] = packed  # the table's value; its changelog: _write_changelog
+                    # (Faust's memory store knows partitions only of entries it recovered: it drops
+                    # the revoked ones by this, and the sweep tombstones in the right partition)
+                    p.table.data._key_partition[entity_id] = partition  # noqa: SLF001
                     p.batch.put(entity_id, packed, state.last_ts, produced, partition)
                 p.dirty, p.live = {}, {}
             batches = [(p, p.batch) for p in self.pipelines if len(p.batch)]
@@ -238,7 +314,7 @@ class FeatureWorker:
 
             for p, batch in batches:
                 t0 = time.perf_counter()
-                await loop.run_in_executor(None, p.online.write, batch)
+                await self._retrying("online", p.online.write, batch)
                 self.metrics.push_seconds.observe(time.perf_counter() - t0)
                 self.metrics.push_rows.observe(len(batch))
                 done = now_ms()
@@ -247,15 +323,14 @@ class FeatureWorker:
             if not unacked:
                 return
             for dataset, rows in offline:
-                n = await loop.run_in_executor(None, self.offline.append, dataset, rows)
+                n = await self._retrying("offline", self.offline.append, dataset, rows)
                 self.metrics.offline_rows.labels(dataset).inc(n)
+            self._corrections_unwritten = 0
             # Only now the states that produced those rows go to the changelog, and it must
             # be durable before the events it covers are acked.
             for p, states in changelog:
                 self._write_changelog(p, states)
-            left = await loop.run_in_executor(None, self._changelog.flush, 60)
-            if left:
-                raise RuntimeError(f"{left} changelog records not delivered; not acking")
+            await self._retrying("changelog", self._flush_changelog)
             # dead letters (sent with Faust's producer, acks=all) delivered before their records' acks
             await self.app.producer.flush()
             self._last_offline = time.monotonic()
@@ -281,6 +356,7 @@ class FeatureWorker:
                 state = p.spec.state_type.unpack(p.table.get(entity_id))
                 rows, resume = correction_rows(p.spec, entity_id, state, after, next(self._revision), budget)
                 p.feature_rows.extend(rows)
+                self._corrections_unwritten += 1
                 self.metrics.corrections.inc(len(rows))
                 if budget is not None:
                     budget -= max(1, len(rows))
@@ -290,7 +366,11 @@ class FeatureWorker:
                     p.corrections[entity_id] = resume
 
     async def _on_revoked(self, app: Any, revoked: Any = None, **_: Any) -> None:
-        await self.flush(final=True)
+        self._give_up_at = time.monotonic() + self.cfg.give_up_after_s
+        try:
+            await self.flush(final=True)
+        finally:
+            self._give_up_at = None
         for tp in revoked or ():
             if self._positions.pop(tp, None) is not None:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
@@ -301,7 +381,73 @@ class FeatureWorker:
 
     async def _on_shutdown(self, app: Any, **_: Any) -> None:
         log.info("shutdown: flushing pending writes")
+        self._give_up_at = time.monotonic() + self.cfg.give_up_after_s
         await self.flush(final=True)
+
+    def _owned(self, p: Pipeline) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == p.topic_name}
+
+    async def _check_online(self) -> None:
+        """After Redis restarts (a new run_id) its last second of writes may be gone: rewrite
+        every state this worker owns, so the online store equals the table again."""
+        loop = asyncio.get_running_loop()
+        server = await loop.run_in_executor(None, online_server_id, self._store)
+        if server is None or server == self._online_id:
+            return
+        if self._online_id is not None:
+            log.warning("the online store restarted (run_id %s -> %s): rewriting every owned state",
+                        self._online_id, server)
+            async with self._flush_lock:
+                for p in self.pipelines:
+                    await self._resync(p)
+            self.metrics.resyncs.inc()
+        self._online_id = server
+
+    async def _resync(self, p: Pipeline, chunk: int = 5_000) -> None:
+        owned, store = self._owned(p), p.table.data
+        items = [(e, v, part) for e, v in list(store.data.items())
+                 if v is not None and (part := store._key_partition.get(e)) in owned]  # noqa: SLF001
+        unpack, now = p.spec.state_type.unpack, now_ms()
+        for i in range(0, len(items), chunk):
+            batch = OnlineBatch()
+            for e, v, part in items[i:i + chunk]:
+                batch.put(e, v, unpack(v).last_ts, now, part)
+            await self._retrying("online", p.online.write, batch)
+            self.metrics.resync_rows.inc(len(batch))
+
+    async def _sweep(self) -> None:
+        """Forget entities whose newest event is ``state_ttl_s`` older than their partition's
+        newest: delete the entry and tombstone it in the changelog (so a recovery forgets it
+        too). Redis forgets their keys by its own TTL."""
+        ttl_ms = self.cfg.state_ttl_s * 1000
+        loop = asyncio.get_running_loop()
+        async with self._flush_lock:
+            for p in self.pipelines:
+                store, owned = p.table.data, self._owned(p)
+                busy = p.live.keys() | p.dirty.keys() | p.corrections.keys() | p.changelog.keys()
+                items = [(e, v, part) for e, v in list(store.data.items())
+                         if v is not None and e not in busy and (part := store._key_partition.get(e)) in owned  # noqa: SLF001
+                         and part in p.watermark]
+                unpack, horizon = p.spec.state_type.unpack, dict(p.watermark)
+
+                def quiet(items: list = items, unpack: Any = unpack, horizon: dict = horizon) -> list:
+                    return [(e, v, part) for e, v, part in items if unpack(v).last_ts < horizon[part] - ttl_ms]
+
+                expired = await loop.run_in_executor(None, quiet)
+                topic = p.table.changelog_topic.get_topic_name()
+                gone = 0
+                for e, v, part in expired:
+                    if store.data.get(e) is not v or e in p.live:  # touched meanwhile: keep it
+                        continue
+                    del store.data[e]
+                    store._key_partition.pop(e, None)  # noqa: SLF001
+                    self._changelog.produce(topic, key=orjson.dumps(e), value=None, partition=part)
+                    gone += 1
+                if gone:
+                    await self._retrying("changelog", self._flush_changelog)
+                    self.metrics.expired.labels(p.spec.name).inc(gone)
+                    log.info("forgot %d quiet %s entities (tombstoned)", gone, p.spec.name)
+                self.metrics.entities.labels(p.spec.name).set(len(store.data))
 
     async def _update_lag(self) -> None:
         """Lag per owned partition; a partition revoked meanwhile is skipped (a timer that

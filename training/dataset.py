@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from core import feast_store
@@ -50,20 +51,37 @@ class Dataset:
         return self.frame[self.features].to_numpy(dtype=np.float32)
 
 
+def _day(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+
+
 def _read(folder: Path, columns: list[str] | None = None, time_range: tuple[int | None, int | None] = (None, None)
           ) -> pd.DataFrame:
+    """Rows of an offline dataset within [start, end) of event time, only ``columns``: the
+    day folders outside the range are never opened (the ``date=`` partition is pruned) and
+    within a file the row groups are skipped by their event_time statistics."""
     if not folder.exists() or not any(folder.rglob("*.parquet")):
         return pd.DataFrame()
-    ds = pads.dataset(folder, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    part = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+    ds = pads.dataset(folder, format="parquet", partitioning=part, exclude_invalid_files=True)
     flt = None
     start, end = time_range
     if start is not None:
-        flt = pads.field("event_time") >= start
+        flt = (pads.field("date") >= _day(start)) & (pads.field("event_time") >= start)
     if end is not None:
-        cond = pads.field("event_time") < end
+        cond = (pads.field("date") <= _day(end)) & (pads.field("event_time") < end)
         flt = cond if flt is None else flt & cond
     cols = [c for c in columns if c in ds.schema.names] if columns else None
     return ds.to_table(columns=cols, filter=flt).to_pandas()
+
+
+def _recent_start(folder: Path, start_ms: int | None, end_ms: int | None, rows: int) -> int | None:
+    """The event time from which about ``rows`` raw rows of the log lie in the range: read
+    from the event_time column alone, so that ``max_samples`` does not load the whole log."""
+    times = _read(folder, ["event_time"], (start_ms, end_ms))
+    if len(times) <= rows:
+        return start_ms
+    return int(np.partition(times["event_time"].to_numpy(), len(times) - rows)[len(times) - rows])
 
 
 def feature_service_features(settings: StackSettings, name: str) -> list[str]:
@@ -87,26 +105,7 @@ def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms
     missing = [f for f in WINDOW_FEATURES + REQUEST_FEATURES if f not in served]
     if missing:
         raise DataError(f"feature service {feature_service!r} lacks model inputs: {', '.join(missing)}")
-    feats = _read(root / "card_txn_features", time_range=(start_ms, end_ms))
-    if feats.empty:
-        raise DataError(f"no transactions in the offline store ({root / 'card_txn_features'}) for that time range: "
-                        "run `make up` and let the generator run a few minutes, or backfill with "
-                        "`python -m streaming backfill --topic transactions`")
-    from streaming.sinks import latest_feature_rows
-
-    n_raw = len(feats)
-    feats = latest_feature_rows(feats, "card_id")
-    txns = _read(root / "transactions", ["event_id", "event_key", "card_id", "event_time", "mcc", "amount",
-                                         "channel", "merchant_id", "country"], (start_ms, end_ms))
-    if txns.empty:
-        raise DataError(f"no raw transactions under {root / 'transactions'}: the offline log is incomplete")
-    txns = txns.drop_duplicates(["card_id", "event_key"])
-    df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
-        txns.drop(columns=["event_time"]), on=["card_id", "event_key"], how="inner", validate="one_to_one")
-    lost = len(feats) - len(df)
-    if lost:
-        log.warning("%d feature rows have no raw transaction (partial logs?); left out", lost)
-    df, ambiguous = drop_ambiguous_event_ids(df)
+    df, n_raw, ambiguous = _fraud_rows(root, start_ms, end_ms, max_samples)
     if ambiguous:
         log.warning("%d rows carry an event id that also appears on another card; left out (ground truth joins "
                     "on the event id, so it cannot say which transaction it labels)", ambiguous)
@@ -122,6 +121,39 @@ def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms
                "too_late_rows": int((df["status"] == "too_late").sum()), "ambiguous_event_id_rows": ambiguous,
                "feature_service": feature_service}
     return Dataset(df, list(MODEL_FEATURES), str(root), summary)
+
+
+def _fraud_rows(root: Path, start_ms: int | None, end_ms: int | None, max_samples: int | None
+                ) -> tuple[pd.DataFrame, int, int]:
+    """Joined training rows in the range; with ``max_samples``, only the newest part of the log
+    is read (widened until it holds enough rows after de-duplication)."""
+    from streaming.sinks import latest_feature_rows
+
+    want = None if max_samples is None else int(max_samples * 1.25) + 1_000
+    while True:
+        start = start_ms if want is None else _recent_start(root / "card_txn_features", start_ms, end_ms, want)
+        feats = _read(root / "card_txn_features", time_range=(start, end_ms))
+        if feats.empty:
+            raise DataError(f"no transactions in the offline store ({root / 'card_txn_features'}) for that time "
+                            "range: run `make up` and let the generator run a few minutes, or backfill with "
+                            "`python -m streaming backfill --topic transactions`")
+        n_raw = len(feats)
+        feats = latest_feature_rows(feats, "card_id")
+        txns = _read(root / "transactions", ["event_id", "event_key", "card_id", "event_time", "mcc", "amount",
+                                             "channel", "merchant_id", "country"], (start, end_ms))
+        if txns.empty:
+            raise DataError(f"no raw transactions under {root / 'transactions'}: the offline log is incomplete")
+        txns = txns.drop_duplicates(["card_id", "event_key"])
+        df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
+            txns.drop(columns=["event_time"]), on=["card_id", "event_key"], how="inner", validate="one_to_one")
+        lost = len(feats) - len(df)
+        df, ambiguous = drop_ambiguous_event_ids(df)
+        if max_samples is None or want is None or len(df) >= max_samples or start == start_ms:
+            break
+        want *= 2  # revisions and duplicates took more than the margin: read further back
+    if lost:
+        log.warning("%d feature rows have no raw transaction (partial logs?); left out", lost)
+    return df, n_raw, ambiguous
 
 
 def drop_ambiguous_event_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -186,6 +218,8 @@ def load_clicks(settings: StackSettings, *, feature_service: str = "personalizat
     missing = [f for f in USER_FEATURES if f not in served]
     if missing:
         raise DataError(f"feature service {feature_service!r} lacks model inputs: {', '.join(missing)}")
+    if max_samples is not None:  # only the newest part of the log (as for transactions)
+        start_ms = _recent_start(root / "user_click_features", start_ms, end_ms, int(max_samples * 1.25) + 1_000)
     feats = _read(root / "user_click_features", time_range=(start_ms, end_ms))
     if feats.empty:
         raise DataError(f"no clicks in the offline store ({root / 'user_click_features'}): run `make up` and let "

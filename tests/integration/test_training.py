@@ -153,6 +153,32 @@ def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSet
     assert reg.metadata["task"] == "personalization"
 
 
+def test_max_samples_and_time_ranges_are_pushed_into_the_read(data: tuple[StackSettings, str]) -> None:
+    """``--max-samples`` reads only the newest part of the offline log (from the event_time
+    column alone it finds where to start), and gives exactly the rows that reading everything
+    and keeping the newest gave; a time range reads only its own rows."""
+    import pandas as pd
+
+    from core import feast_store
+    from training import dataset
+
+    settings, _ = data
+    full = dataset.load(settings)
+    k = len(full.frame) // 5
+    recent = dataset.load(settings, max_samples=k)
+    assert len(recent.frame) == k
+    assert recent.summary["rows_in_log"] < full.summary["rows_in_log"] / 2  # it did not read the whole log
+    cols = ["event_id", "event_time", *full.features]
+    pd.testing.assert_frame_equal(recent.frame[cols], full.frame[cols].iloc[-k:].reset_index(drop=True))
+    mid = int(full.frame["event_time"].median())
+    later = dataset.load(settings, start_ms=mid)
+    assert later.frame["event_time"].min() >= mid
+    assert set(later.frame["event_id"]) == set(full.frame.loc[full.frame["event_time"] >= mid, "event_id"])
+    root = feast_store.offline_dir(settings, "")
+    raw = dataset._read(root / "card_txn_features", ["event_time"], (mid, None))
+    assert len(raw) < full.summary["rows_in_log"] and raw["event_time"].min() >= mid
+
+
 def test_no_data_is_a_clear_error(feast_repo: StackSettings, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(feast_repo)}
     out = subprocess.run([sys.executable, "training/train.py", "--model-type", "lightgbm"], cwd=REPO_ROOT, env=env,
