@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.settings import StackSettings
 
+#: the default project (StackSettings.feast_project; feature_store.yaml names it too)
 PROJECT = "streamfeat"
 
 
@@ -27,7 +28,7 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
     registry = registry_path(settings)
     registry.parent.mkdir(parents=True, exist_ok=True)
     return RepoConfig(
-        project=PROJECT,
+        project=settings.feast_project,
         provider="local",
         registry={"path": str(registry), "cache_ttl_seconds": 60},
         online_store={
@@ -76,7 +77,7 @@ def apply(settings: StackSettings, repo_path: Path | None = None) -> str:
     try:
         with contextlib.chdir(repo), contextlib.redirect_stdout(out):
             contents = parse_repo(Path(repo))
-            apply_total_with_repo_instance(store, PROJECT, store.registry, contents,
+            apply_total_with_repo_instance(store, settings.feast_project, store.registry, contents,
                                            skip_source_validation=True)
     finally:
         sys.path.remove(str(repo))
@@ -85,13 +86,16 @@ def apply(settings: StackSettings, repo_path: Path | None = None) -> str:
 
 def isolated_copy(settings: StackSettings, root: Path, **update: object) -> StackSettings:
     """A fresh copy of feature_repo/ under ``root`` (its own offline log and registry under
-    ``root/data``), applied; the settings that open it. Tests and benchmarks use it."""
+    ``root/data``, its own Feast project, so its own online keys), applied; the settings that
+    open it. Tests and benchmarks use it."""
     import shutil
+    import uuid
 
     from core.settings import REPO_ROOT
 
     repo = root / "feature_repo"
     shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    copy = settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data", **update})
+    copy = settings.model_copy(update={"feature_repo": repo, "data_dir": root / "data",
+                                       "feast_project": f"iso_{uuid.uuid4().hex[:12]}", **update})
     apply(copy)
     return copy

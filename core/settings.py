@@ -45,6 +45,9 @@ class StackSettings(BaseSettings):
     #: <data_dir>/secrets/kafka; docker-compose: a volume only secrets, init and kafka mount)
     kafka_admin_dir: Path | None = None
     redis_port: int = Field(6379, ge=1, le=65535)
+    #: the Feast project: it names the registry's objects and is part of every online key, so
+    #: two projects on one Redis never see each other's rows (tests give each its own)
+    feast_project: str = Field("streamfeat", pattern=r"^[A-Za-z0-9_]+$")
     redis_db: int = Field(0, ge=0, le=15)
     #: Redis password (or a file holding it, e.g. a Docker secret); unset: no password on loopback
     redis_password: SecretStr | None = None

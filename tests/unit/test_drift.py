@@ -17,6 +17,14 @@ from drift import stats
 RNG = np.random.default_rng(7)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rng() -> None:
+    """Each test draws from its own seeded generator: results do not depend on which tests
+    ran before it (or were deselected)."""
+    global RNG
+    RNG = np.random.default_rng(7)
+
+
 def test_severity_bands_are_seed_002s() -> None:
     assert [stats.severity(p, 0.05) for p in (0.05, 0.005, 0.0005, 0.00005)] == ["none", "low", "medium", "high"]
 
