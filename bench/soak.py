@@ -5,7 +5,7 @@ Load (``python -m bench soak --help`` for the knobs; env ``BENCH_SOAK_*`` for ``
 - a hot card at ``BENCH_SOAK_HOT_RATE`` transactions/s (1,000), one in ``BENCH_SOAK_LATE_EVERY``
   (200) dated ``BENCH_SOAK_LATE_MS`` (2 s) behind the card's newest: out-of-order corrections
   on a card at its event cap;
-- a flood of ``BENCH_SOAK_FLOOD_RATE`` (1,500) transactions/s each on a card id never seen
+- a flood of ``BENCH_SOAK_FLOOD_RATE`` (800) transactions/s each on a card id never seen
   before;
 - clicks at 200/s, and poison on both consumed topics (10 records/s each: not JSON, wrong
   fields), which must all be dead-lettered.
@@ -43,7 +43,7 @@ from stack.topics import ensure_topics
 
 SECONDS = float(os.environ.get("BENCH_SOAK_SECONDS", "90"))
 HOT_RATE = int(os.environ.get("BENCH_SOAK_HOT_RATE", "1000"))
-FLOOD_RATE = int(os.environ.get("BENCH_SOAK_FLOOD_RATE", "1500"))
+FLOOD_RATE = int(os.environ.get("BENCH_SOAK_FLOOD_RATE", "800"))
 LATE_EVERY = int(os.environ.get("BENCH_SOAK_LATE_EVERY", "200"))
 LATE_MS = int(os.environ.get("BENCH_SOAK_LATE_MS", "2000"))
 CLICK_RATE, POISON_RATE, TICK = 200, 10, 0.1

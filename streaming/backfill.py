@@ -106,7 +106,7 @@ def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int
     states: dict[str, EventState] = {}
     event_rows: list[dict] = []
     feature_rows: list[dict] = []
-    counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "future": 0, "invalid": 0}
+    counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "future": 0, "invalid": 0, "corrections_skipped_at_cap": 0}
     revision = time.time_ns() // 1000  # later than anything the stream wrote before
 
     def write() -> None:
@@ -128,6 +128,7 @@ def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int
         state = states.setdefault(getattr(item, spec.join_key), spec.state_type())
         res = process(state, item, cfg, revision, spec, ingest_ms=ingest)
         counts[str(res.outcome)] += 1
+        counts["corrections_skipped_at_cap"] += res.skipped_corrections
         if res.outcome is Outcome.FUTURE:
             continue
         event_rows.append(event_row(item))

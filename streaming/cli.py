@@ -72,7 +72,8 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
     counts = backfill.run(iter(events), total, OfflineLog(out_dir, writer_id="backfill"),
                           ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms),
                           progress=console.is_terminal, spec=spec)
-    console.print(f"backfilled {sum(counts.values()):,} events into {out_dir}: {counts}")
+    n = sum(v for k, v in counts.items() if k != "corrections_skipped_at_cap")
+    console.print(f"backfilled {n:,} events into {out_dir}: {counts}")
     return 0
 
 

@@ -22,6 +22,8 @@ class WorkerMetrics:
                                     registry=r)
         self.corrections = Counter("stream_correction_rows_total", "Rows re-emitted for events whose \"before\" "
                                    "view an out-of-order event changed", registry=r)
+        self.corrections_skipped = Counter("stream_corrections_skipped_total", "Later rows an out-of-order event "
+                                           "did not correct because its entity was at its event cap", registry=r)
         self.corrections_pending = Gauge("stream_corrections_pending", "Entities whose out-of-order corrections "
                                          "are not yet all in the offline log (no record is acked meanwhile)",
                                          registry=r)

@@ -70,6 +70,9 @@ class Result:
     #: with ``defer_corrections``: the (event_time, event_key) after which the entity's later
     #: events need corrected rows (see ``correction_rows``); None when none do
     correct_from: tuple[int, int] | None = None
+    #: later events whose rows an out-of-order event on an entity at its event cap would have
+    #: changed, left as they were (see ``process``)
+    skipped_corrections: int = 0
 
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
@@ -133,7 +136,8 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
             return Result(Outcome.DUPLICATE, [], dirty=True, correct_from=pending)
         row = feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)
         if defer_corrections:  # its later events' corrections may not have been written either
-            later = (ts, key) if i < len(state) - 1 else None
+            # (not at the event cap, where its corrections were skipped the first time too)
+            later = (ts, key) if i < len(state) - 1 and len(state) < cfg.max_events_per_card else None
             return Result(Outcome.DUPLICATE, [row], dirty=True, correct_from=_earliest(pending, later))
         return Result(Outcome.DUPLICATE, [row], dirty=True)
     if state.last_ts and ts < watermark - cfg.allowed_lateness_ms:
@@ -143,14 +147,21 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
                       dirty=False, correct_from=pending)
     i = state.insert(ts, key, *spec.payload(event))
     horizon = min(state.last_ts, ingest) - cfg.retention_ms
+    n_later = len(state) - 1 - i
+    # At its event cap an entity's windows already miss the events the cap dropped, and exact
+    # corrections of its later rows would need them: an out-of-order event there is counted
+    # online and gets its own row, its later events' rows are left as they were (counted).
+    # Otherwise one late event on a card at 1,000 events/s would rewrite 5,000 rows.
+    skipped = n_later if n_later and len(state) > cfg.max_events_per_card else 0
     if not defer_corrections:
-        rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(i, len(state))]
+        rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision)
+                for j in range(i, len(state) - skipped)]
         state.trim(horizon, cfg.max_events_per_card)
-        return Result(Outcome.ACCEPTED, rows, dirty=True)
+        return Result(Outcome.ACCEPTED, rows, dirty=True, skipped_corrections=skipped)
     rows = [feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)]
-    todo = _earliest(pending, (ts, key) if i < len(state) - 1 else None)
+    todo = _earliest(pending, (ts, key) if n_later and not skipped else None)
     if todo is not None and _trim_cuts_into(state, horizon, cfg.max_events_per_card, todo):
         rows += correction_rows(spec, entity_id, state, todo, revision)[0]
         todo = None
     state.trim(horizon, cfg.max_events_per_card)
-    return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo)
+    return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped)

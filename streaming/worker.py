@@ -186,6 +186,8 @@ class FeatureWorker:
         result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
                          defer_corrections=True, pending=pending)
         p.events_out[result.outcome].inc()
+        if result.skipped_corrections:
+            self.metrics.corrections_skipped.inc(result.skipped_corrections)
         if result.outcome is not Outcome.FUTURE and ev.event_time > p.watermark.get(msg.partition, 0):  # type: ignore[attr-defined]
             p.watermark[msg.partition] = ev.event_time  # type: ignore[attr-defined]
         if result.outcome is Outcome.FUTURE:

@@ -161,3 +161,28 @@ def test_ingest_defaults_to_the_wall_clock() -> None:
     now = int(clock.time() * 1000)
     assert process(CardState(), txn(1, now + 3_600_000), CFG, 0).outcome is Outcome.FUTURE
     assert process(CardState(), txn(1, now - 3_600_000), CFG, 0).outcome is Outcome.ACCEPTED
+
+
+def test_a_late_event_on_a_card_at_its_cap_corrects_nothing_and_says_so() -> None:
+    """At the event cap a card's windows already miss what the cap dropped, and exact
+    corrections would need it: the late event is counted and gets its own row; the rows of
+    its later events are left (counted as skipped), the same inline (backfill) and deferred
+    (worker), so a hot card's late events cost one row each, not one per later event."""
+    cfg = ProcessorConfig(allowed_lateness_ms=60_000, max_events_per_card=50)
+    t0 = T0
+    for defer in (False, True):
+        state = CardState()
+        for i in range(60):
+            process(state, txn(i, t0 + i * 1000), cfg, 0, ingest_ms=t0 + i * 1000, defer_corrections=defer)
+        assert len(state) == 50
+        late = process(state, txn(999, t0 + 55_500), cfg, 1, ingest_ms=t0 + 60_000, defer_corrections=defer)
+        assert late.outcome == "accepted" and len(late.feature_rows) == 1
+        assert late.skipped_corrections == 4 and late.correct_from is None
+        assert len(state) == 50 and state.contains(t0 + 55_500, late.feature_rows[0]["event_key"])
+    # below the cap the same late event corrects its 4 later events
+    roomy = ProcessorConfig(allowed_lateness_ms=60_000, max_events_per_card=500)
+    state = CardState()
+    for i in range(60):
+        process(state, txn(i, t0 + i * 1000), roomy, 0, ingest_ms=t0 + i * 1000)
+    late = process(state, txn(999, t0 + 55_500), roomy, 1, ingest_ms=t0 + 60_000)
+    assert len(late.feature_rows) == 5 and late.skipped_corrections == 0
