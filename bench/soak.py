@@ -197,6 +197,7 @@ def soak(console: Console, seconds: float) -> dict[str, Any]:
             if not load.thread.is_alive() and elapsed > seconds + 90:
                 break
         worker.stop()
+        del load.producer  # (destroyed before the temporary stack goes: no reconnect noise)
         quarter = max(1, len([r for r in series if r["t_s"] <= seconds]) // 4)
         early, late_rows = series[:quarter], series[-quarter:]
         base_rss, base_entities = early[-1]["rss_mb"], early[-1]["entities"]

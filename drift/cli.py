@@ -81,6 +81,8 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     else:
         cur = recent_scores(settings, args.scores_topic, args.window)
         cur_source = f"{args.scores_topic} topic, last {args.window:.0f} s"
+        if cur.attrs.get("invalid_records"):  # skipped, never a crash: but said
+            cur_source += f" ({cur.attrs['invalid_records']} records breaking the scores contract skipped)"
     if ref.empty:
         raise DriftInputError(f"the reference ({ref_source}) is empty")
     if cur.empty:

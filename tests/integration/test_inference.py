@@ -517,11 +517,17 @@ def test_drift_check_compares_recent_scores_with_the_champions_reference(served:
     import subprocess
     import sys
 
+    from confluent_kafka import Producer
+
     from core.settings import REPO_ROOT
     from stack.services import stack_env
 
     client, settings, name, topic = served
     _replay(client, _offline(settings, 60).to_dict("records"))
+    poison = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for value in (b"not json", b'{"event_id": 7}'):  # skipped and said, never a crash
+        poison.produce(topic, value=value)
+    assert poison.flush(30) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "160"}
     out = subprocess.run([sys.executable, "drift_check.py", "--model-name", name, "--scores-topic", topic,
                           "--window", "1h", "--json", str(tmp_path / "d.json")], cwd=REPO_ROOT, env=env,
@@ -530,6 +536,7 @@ def test_drift_check_compares_recent_scores_with_the_champions_reference(served:
     result = json.loads((tmp_path / "d.json").read_text())
     assert result["exit_code"] == out.returncode
     assert "training reference" in result["reference"]["source"] and result["current"]["rows"] >= 60
+    assert "records breaking the scores contract skipped" in result["current"]["source"]
     assert {f["feature"] for f in result["features"]} == set(MODEL_FEATURES)
     assert result["prediction"] is not None
     missing = subprocess.run([sys.executable, "drift_check.py", "--model-name", "no-such-model"], cwd=REPO_ROOT,
