@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
 from core import feast_store
@@ -517,17 +517,31 @@ def test_drift_check_compares_recent_scores_with_the_champions_reference(served:
     import subprocess
     import sys
 
-    from confluent_kafka import Producer
-
     from core.settings import REPO_ROOT
     from stack.services import stack_env
 
-    client, settings, name, topic = served
+    client, settings, name, served_topic = served
     _replay(client, _offline(settings, 60).to_dict("records"))
-    poison = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    for value in (b"not json", b'{"event_id": 7}'):  # skipped and said, never a crash
-        poison.produce(topic, value=value)
-    assert poison.flush(30) == 0
+    # the served scores copied to a topic of this test's own, with two poison records among
+    # them: skipped and said, never a crash (other tests read the served topic)
+    topic = f"scores-poisoned-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [topic], partitions=1)
+    src = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"cp-{uuid.uuid4().hex[:6]}",
+                    "auto.offset.reset": "earliest"})
+    src.subscribe([served_topic])
+    copy = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    copied, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:  # all of it: until a poll finds nothing more
+        batch = [m for m in src.consume(500, 1.0) if m.error() is None]
+        for m in batch:
+            copy.produce(topic, key=m.key(), value=m.value(), timestamp=m.timestamp()[1])
+        copied += len(batch)
+        if not batch and copied >= 60:
+            break
+    src.close()
+    for value in (b"not json", b'{"event_id": 7}'):
+        copy.produce(topic, value=value)
+    assert copy.flush(30) == 0 and copied >= 60
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings), "COLUMNS": "160"}
     out = subprocess.run([sys.executable, "drift_check.py", "--model-name", name, "--scores-topic", topic,
                           "--window", "1h", "--json", str(tmp_path / "d.json")], cwd=REPO_ROOT, env=env,
