@@ -125,10 +125,17 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     produce(settings.kafka_bootstrap, topic, records)
     del records
     results = {}
+    quix = {"STREAMING_ENGINE": "quix"}
     runs = [("noop", ["bench.stream_baselines", "noop"], 1, {}),
+            ("quix_noop", ["bench.stream_baselines", "quix-noop"], 1, {}),
             ("full", ["streaming", "worker"], 1, {}),
+            ("full_quix", ["streaming", "worker"], 1, quix),
             ("full_x2", ["streaming", "worker"], 2, {}),
+            ("full_quix_x2", ["streaming", "worker"], 2, quix),
             ("naive", ["bench.stream_baselines", "naive"], 1, {})]
+    only = os.environ.get("BENCH_STREAM_RUNS")  # e.g. "noop,quix_noop,full,full_quix"
+    if only:
+        runs = [r for r in runs if r[0] in only.split(",")]
     for name, module, n, env in runs:
         console.print(f"{name}: {n} process(es) ...")
         app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
@@ -141,22 +148,28 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
                 p.stop()
         console.print(f"  {results[name]['rate']:,.0f} events/s, peak RSS {results[name]['peak_rss_mb']} MB")
     params = {"events": EVENTS, "cards": int(USERS * 1.3), "partitions": PARTITIONS,
-              "noop_events_s": round(results["noop"]["rate"]),
-              "naive_events_s": round(results["naive"]["rate"]),
-              "two_workers_events_s": round(results["full_x2"]["rate"]),
-              "full_share_of_noop": round(results["full"]["rate"] / results["noop"]["rate"], 3),
-              "peak_rss_mb_full": results["full"]["peak_rss_mb"],
-              "peak_rss_mb_two_workers": results["full_x2"]["peak_rss_mb"],
+              **{f"{name}_events_s": round(r["rate"]) for name, r in results.items()},
+              **{f"peak_rss_mb_{name}": r["peak_rss_mb"] for name, r in results.items()},
               "measure": "events consumed / seconds from the first to the last event (offline log "
                          "flushed), worker start-up excluded"}
-    return [
-        write_result("stream_throughput", "full pipeline events per second, one worker",
-                     results["full"]["rate"], "events/s", True, "no-op Faust agent (decode only)",
-                     results["noop"]["rate"], params),
-        write_result("stream_throughput_vs_naive", "full pipeline events per second, one worker",
-                     results["full"]["rate"], "events/s", True, "naive agent: one Feast push per event",
-                     results["naive"]["rate"], params),
-    ]
+    out = []
+    if "full" in results and "noop" in results:
+        out.append(write_result("stream_throughput", "full pipeline events per second, one Faust worker",
+                                results["full"]["rate"], "events/s", True, "no-op Faust agent (decode only)",
+                                results["noop"]["rate"], params))
+    if "full_quix" in results and "full" in results:
+        out.append(write_result("stream_throughput_quix", "full pipeline events per second, one Quix worker",
+                                results["full_quix"]["rate"], "events/s", True,
+                                "full pipeline, one Faust worker", results["full"]["rate"], params))
+    if "full_quix" in results and "quix_noop" in results:
+        out.append(write_result("stream_throughput_quix_vs_noop", "full pipeline events per second, one Quix "
+                                "worker", results["full_quix"]["rate"], "events/s", True,
+                                "no-op Quix application (decode only)", results["quix_noop"]["rate"], params))
+    if "full" in results and "naive" in results:
+        out.append(write_result("stream_throughput_vs_naive", "full pipeline events per second, one worker",
+                                results["full"]["rate"], "events/s", True, "naive agent: one Feast push per event",
+                                results["naive"]["rate"], params))
+    return out
 
 
 def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Console) -> dict:
@@ -236,6 +249,8 @@ def run(console: Console) -> list[dict[str, Any]]:
         settings = feast_store.isolated_copy(stack.settings, tmp)
         only_freshness = os.environ.get("BENCH_STREAM_ONLY") == "freshness"
         out = [] if only_freshness else throughput(console, settings, tmp)
+        if os.environ.get("BENCH_STREAM_ONLY") == "throughput":
+            return out
         console.print(f"freshness at {FRESH_RATE:,} events/s for {FRESH_SECONDS:.0f} s")
         direct = freshness_run(settings, tmp, "direct", console)
         push = freshness_run(settings, tmp, "push", console)

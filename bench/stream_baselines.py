@@ -2,9 +2,12 @@
 
 - ``noop``: decode and validate each record, nothing else: the framework's ceiling;
 - ``naive``: the same window state, but every event pushed to Feast on its own
-  (``FeatureStore.push`` of a one-row DataFrame), no coalescing, no micro-batching.
+  (``FeatureStore.push`` of a one-row DataFrame), no coalescing, no micro-batching;
+- ``quix-noop``: a Quix Streams application that decodes and validates each record: the Quix
+  engine's ceiling.
 
-``python -m bench.stream_baselines {noop,naive}``; settings as for ``python -m streaming worker``.
+``python -m bench.stream_baselines {noop,naive,quix-noop}``; settings as for
+``python -m streaming worker``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,34 @@ from streaming.settings import StreamingSettings
 from streaming.sinks import FeastPushSink, OnlineBatch
 
 
+def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> None:
+    from quixstreams import Application
+
+    app = Application(broker_address=stack.kafka_bootstrap, consumer_group=cfg.app_id, auto_offset_reset="earliest",
+                      state_dir=str(stack.data_dir / "quix" / cfg.app_id), loglevel="WARNING")
+    sdf = app.dataframe(app.topic(cfg.transactions_topic, key_deserializer="bytes", value_deserializer="bytes"))
+
+    def handle(value: bytes) -> None:
+        try:
+            decode(value, Transaction)
+        except InvalidEvent:
+            pass
+        events.inc()
+
+    sdf.update(handle)
+    app.run()
+
+
 def main(mode: str) -> None:
     stack, cfg = StackSettings(), StreamingSettings()
     registry = CollectorRegistry()
     events = Counter("stream_events_in_total", "Records consumed", registry=registry)
+    if mode == "quix-noop":
+        from prometheus_client import start_http_server
+
+        start_http_server(cfg.metrics_port, addr=stack.host, registry=registry)
+        quix_noop(stack, cfg, events)
+        return
     (stack.data_dir / "faust" / cfg.app_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
                     topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,

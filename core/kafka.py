@@ -57,7 +57,9 @@ def policy(app_id: str = "streamfeat-features") -> dict[str, list[Grant]]:
     """
     return {
         "worker": [*_topics(("transactions", "clicks"), READ), *_topics(("dead-letters",), WRITE),
-                   Grant("topic", app_id, ALL, prefixed=True), Grant("group", app_id, READ, prefixed=True)],
+                   Grant("topic", app_id, ALL, prefixed=True), Grant("group", app_id, READ, prefixed=True),
+                   # the Quix engine's changelog topics: changelog__<group>--<topic>--<store>
+                   Grant("topic", f"changelog__{app_id}", ALL, prefixed=True)],
         "scorer": [*_topics(("transactions",), READ), *_topics(("scores", "dead-letters"), WRITE),
                    Grant("group", "stream-scorer", READ, prefixed=True)],
         "api": _topics(("scores",), WRITE),

@@ -8,9 +8,10 @@ reads the environment at import time: build the settings in the entry point and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,10 @@ class StackSettings(BaseSettings):
     #: where the admin password and the broker's SASL config live (default
     #: <data_dir>/secrets/kafka; docker-compose: a volume only secrets, init and kafka mount)
     kafka_admin_dir: Path | None = None
+    #: the stream worker's engine in `make up` (STACK_STREAM_ENGINE or STREAM_ENGINE): "faust"
+    #: (the default) or "quix" (Quix Streams); `make status` shows it
+    stream_engine: Literal["faust", "quix"] = Field(
+        "faust", validation_alias=AliasChoices("STACK_STREAM_ENGINE", "STREAM_ENGINE", "stream_engine"))
     redis_port: int = Field(6379, ge=1, le=65535)
     #: the Feast project: it names the registry's objects and is part of every online key, so
     #: two projects on one Redis never see each other's rows (tests give each its own)

@@ -40,6 +40,7 @@ class StreamScorer:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
         self.stack, self.cfg, self.topic, self.share, self.batch = stack, cfg, topic, share, batch
+        self.start = start
         self.holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
                                   verifier=registry.Verifier.of(stack))
         self.dropped = 0
@@ -70,13 +71,27 @@ class StreamScorer:
                 log.warning("model reload failed: %s: %s", type(exc).__name__, exc)
             self.stop.wait(max(self.cfg.poll_interval_s, 1.0))
 
+    def _on_assign(self, consumer: Any, parts: list) -> None:
+        """With ``start="latest"``, a partition the group has no offset for starts at its end
+        as of now, resolved here: librdkafka would resolve "latest" only at its first fetch, so
+        a record produced after ``assigned`` is set but before that fetch would be skipped."""
+        if not parts:
+            return
+        if self.start == "latest":
+            committed = consumer.committed(parts, timeout=10)
+            for tp, done in zip(parts, committed, strict=True):
+                if done.offset < 0:
+                    tp.offset = consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            consumer.assign(parts)
+        self.assigned.set()
+
     def run(self, metrics_port: int | None = None) -> None:
         from training import tracking
 
         tracking.connect(self.stack, log.info, check=False)
         if metrics_port:
             self.metrics.serve(metrics_port, self.stack.host)
-        self.consumer.subscribe([self.topic], on_assign=lambda _c, parts: parts and self.assigned.set())
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign)
         threading.Thread(target=self._reloader, name="model-reload", daemon=True).start()
         warned = 0.0
         try:

@@ -161,7 +161,7 @@ def stream_detail(settings: StackSettings, sample_s: float = 1.0) -> str:
     rate = (now.get("stream_events_in_total", 0) - first.get("stream_events_in_total", 0)) / sample_s
     fresh_n = now.get("stream_feature_freshness_seconds_count", 0)
     fresh = now.get("stream_feature_freshness_seconds_sum", 0) / fresh_n if fresh_n else 0.0
-    return (f"{rate:,.0f} ev/s, {now.get('stream_events_in_total', 0):,.0f} in, "
+    return (f"{settings.stream_engine}: {rate:,.0f} ev/s, {now.get('stream_events_in_total', 0):,.0f} in, "
             f"lag {now.get('stream_consumer_lag', 0):,.0f}, dead letters "
             f"{now.get('stream_dead_letters_total', 0):,.0f}, mean freshness {fresh * 1000:,.0f} ms")
 

@@ -147,7 +147,8 @@ def _pipeline(settings: StackSettings, name: str, args: list[str], port_setting:
 def worker_service(settings: StackSettings) -> Service:
     return _pipeline(settings, "stream-worker", ["streaming", "worker"], "worker_metrics_port",
                      env={"STREAMING_METRICS_PORT": str(settings.worker_metrics_port),
-                          "STREAMING_PARTITIONS": str(settings.topic_partitions)})
+                          "STREAMING_PARTITIONS": str(settings.topic_partitions),
+                          "STREAMING_ENGINE": settings.stream_engine})
 
 
 def generator_service(settings: StackSettings) -> Service:

@@ -32,9 +32,15 @@ def parse_time(text: str) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
+    cfg = StreamingSettings()
+    if cfg.engine == "quix":
+        from streaming.quix_worker import QuixFeatureWorker
+
+        QuixFeatureWorker(stack, cfg).run()
+        return 0
     from streaming.worker import FeatureWorker
 
-    FeatureWorker(stack, StreamingSettings()).run()
+    FeatureWorker(stack, cfg).run()
     return 0
 
 

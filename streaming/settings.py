@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class StreamingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMING_", frozen=True, extra="forbid")
 
+    #: the stream engine: "faust" (the default, the engine the system was specified with) or
+    #: "quix" (Quix Streams: confluent-kafka, RocksDB state with changelog topics). Also
+    #: read from STREAM_ENGINE
+    engine: Literal["faust", "quix"] = Field("faust", validation_alias=AliasChoices("STREAMING_ENGINE",
+                                                                                   "STREAM_ENGINE", "engine"))
     app_id: str = "streamfeat-features"
     transactions_topic: str = "transactions"
     #: empty: this worker does not process clicks

@@ -141,3 +141,12 @@ def unique_topic(kafka_bootstrap: str) -> str:
     name = f"test-{uuid.uuid4().hex[:10]}"
     ensure_topics(kafka_bootstrap, [name], partitions=3)
     return name
+
+
+@pytest.fixture(autouse=True)
+def _stream_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test parametrised with ``engine`` (faust, quix) runs its stream worker processes on
+    that engine (they inherit STREAMING_ENGINE)."""
+    params = getattr(request.node, "callspec", None)
+    if params is not None and "engine" in params.params:
+        monkeypatch.setenv("STREAMING_ENGINE", params.params["engine"])

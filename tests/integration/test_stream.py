@@ -29,6 +29,8 @@ from tests.support.reference import mismatches, reference_features, reference_re
 from tests.support.stream import LATENESS_MS, Expected, WorkerProcess, generate, produce, wait_for
 
 TXN_DATASET, FEATURE_DATASET = CARD.event_dataset, CARD.feature_dataset
+#: both stream engines run the same exactness and fault tests (STREAMING_ENGINE)
+ENGINES = ["faust", "quix"]
 
 
 @pytest.fixture
@@ -93,8 +95,9 @@ def _check(settings: StackSettings, exp: Expected) -> None:
     assert txns["event_id"].nunique() == exp.valid  # every valid record reached the offline log
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_features_online_and_offline_equal_the_brute_force(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(4000, seed=11, late_rate=0.03, max_delay_ms=120_000, bad_rate=0.003, fraud_rate=0.01)
     exp = Expected.of(records)
     assert exp.too_late > 0 and exp.bad > 0  # the run exercises lateness and bad records
@@ -137,8 +140,9 @@ def test_features_online_and_offline_equal_the_brute_force(
         or any("malformed" in dl.reason for dl in letters)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_kill_9_and_restart_loses_and_doubles_nothing(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(6000, seed=12, late_rate=0.01)
     exp = Expected.of(records)
     half = len(records) // 2
@@ -157,8 +161,9 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(
         second.stop()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_two_workers_share_the_partitions(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(4000, seed=13)
     exp = Expected.of(records)
     app_id = f"t-{uuid.uuid4().hex[:6]}"
@@ -176,8 +181,9 @@ def test_two_workers_share_the_partitions(
             w.stop()
 
 
-def test_metrics_are_prometheus_text(repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str,
-                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_metrics_are_prometheus_text(engine: str, repo: StackSettings, topics: tuple[str, str, str],
+                                     kafka_bootstrap: str, tmp_path: Path) -> None:
     records = generate(300, seed=14)
     produce(kafka_bootstrap, topics[0], records)
     app_id = f"t-{uuid.uuid4().hex[:6]}"
@@ -192,8 +198,9 @@ def test_metrics_are_prometheus_text(repo: StackSettings, topics: tuple[str, str
         assert (health.prometheus_values(url) or {})["stream_consumer_lag"] >= 0
     finally:
         worker.stop()
-    # Faust's data dir is under the stack's data dir, not left in the working directory
-    assert (repo.data_dir / "faust" / app_id).is_dir() and not (REPO_ROOT / f"{app_id}-data").exists()
+    # the engine's data dir is under the stack's data dir, not left in the working directory
+    assert (repo.data_dir / engine / app_id).is_dir() and not (REPO_ROOT / f"{app_id}-data").exists()
+    assert not (REPO_ROOT / "state").exists()  # (Quix's default state dir)
 
 
 def test_backfill_from_parquet_gives_the_event_time_truth(tmp_path: Path) -> None:
@@ -218,8 +225,9 @@ def test_backfill_from_parquet_gives_the_event_time_truth(tmp_path: Path) -> Non
     assert bad == []
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_click_features_online_and_offline_equal_the_brute_force(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     from core.card_state import event_key
     from core.contracts import Click
     from streaming.generators.clicks import ClickStream
@@ -262,8 +270,9 @@ def test_click_features_online_and_offline_equal_the_brute_force(
     assert len(rows) == len(want)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_graceful_shutdown_flushes_pending_writes(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     """With the offline flush due only in an hour, only the shutdown flush can write the
     rows: SIGTERM must leave every processed event in the offline log."""
     records = generate(800, seed=16)
@@ -281,8 +290,9 @@ def test_graceful_shutdown_flushes_pending_writes(
 
 
 @pytest.mark.security
+@pytest.mark.parametrize("engine", ENGINES)
 def test_crafted_records_cannot_blind_a_card(
-        repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
     """The attacks of issue 12 through a real worker: a record dated 30 years ahead, one
     dated 10 minutes ahead (a fast producer clock beyond the skew) and one keyed with another
     card go to dead letters with their reasons; the card's next 12 real transactions (900
@@ -363,9 +373,10 @@ def test_a_newer_producers_records_are_processed_not_dead_lettered(
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(("engine", "how"), [("faust", "SIGKILL"), ("faust", "SIGTERM"), ("quix", "SIGKILL")])
 def test_a_broker_killed_mid_stream_loses_and_doubles_nothing(
-        how: str, feast_repo: StackSettings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+        engine: str, how: str, feast_repo: StackSettings, tmp_path_factory: pytest.TempPathFactory,
+        tmp_path: Path) -> None:
     """The fault suite's broker case: the Kafka broker is killed (SIGKILL: a crash) or stopped
     cleanly (SIGTERM: a rolling restart) while the worker processes a stream with late events,
     and comes back (supervisord restarts it, as in ``make up``); the producer goes on.

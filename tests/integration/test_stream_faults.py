@@ -111,8 +111,9 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
+@pytest.mark.parametrize("engine", ["faust", "quix"])
 def test_a_full_offline_disk_stalls_the_worker_and_loses_nothing(
-        repo_on_tmpfs: tuple[StackSettings, Path], topics: tuple[str, str, str], kafka_bootstrap: str,
+        engine: str, repo_on_tmpfs: tuple[StackSettings, Path], topics: tuple[str, str, str], kafka_bootstrap: str,
         tmp_path: Path) -> None:
     """The offline log's disk fills up (a 4 MB tmpfs with a ballast file): appends fail with
     ENOSPC, the worker retries and acks nothing, leaves no partial file; once space is freed it
@@ -164,8 +165,10 @@ def repo_on_tmpfs(feast_repo: StackSettings, kafka_bootstrap: str, tmp_path: Pat
         subprocess.run(["umount", "-l", str(offline)], check=False)
 
 
+@pytest.mark.parametrize("engine", ["faust", "quix"])
 def test_three_workers_rebalance_while_one_is_killed_under_traffic(
-        feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str,
+        tmp_path: Path) -> None:
     """Traffic flows the whole time (late events included) while the group goes from two
     workers to three, loses one to kill -9 mid-flush and gets a fourth: every rebalance
     flushes or replays, and the result equals the brute force."""

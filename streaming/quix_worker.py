@@ -1,0 +1,278 @@
+"""The Quix Streams engine (``STREAMING_ENGINE=quix``): the same pure ``process()``, entity
+specs, online and offline sinks and read function as the Faust worker, on Quix Streams
+(confluent-kafka, RocksDB state with changelog topics, checkpoints).
+
+How it maps onto Quix:
+
+- each event kind is a StreamingDataFrame over its topic (raw bytes), with one stateful
+  ``update`` per record; the entity's state lives in Quix's state store (RocksDB, backed by a
+  changelog topic) as our packed bytes;
+- a state is decoded once per checkpoint (kept in ``live``) and packed once per checkpoint,
+  in the sink's ``flush``, which Quix calls at every checkpoint before it produces the
+  changelogs and commits the offsets: so a record's offset is committed only after its online
+  write, its offline rows (fsynced) and its dead letter (acks=all, flushed) are durable, and
+  the changelog holds the state that produced them;
+- a failing sink (Redis, disk, broker) raises ``SinkBackpressureError``: Quix drops the
+  checkpoint (its state changes too), pauses the partitions, seeks back to the committed
+  offsets and processes them again after ``retry_after``;
+- out-of-order corrections are coalesced per entity and written in the same checkpoint (a
+  checkpoint commits its offsets whole; at the event cap they are skipped and counted).
+
+Delivery: at-least-once with idempotent effects, as for the Faust worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from core import feast_store, kafka
+from core.contracts import SCHEMA_VERSION, DeadLetter, InvalidEvent, decode_versioned, encode
+from core.settings import StackSettings
+from streaming.entities import CARD, USER, EntitySpec, event_row
+from streaming.metrics import WorkerMetrics
+from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
+from streaming.settings import StreamingSettings
+from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
+
+log = logging.getLogger("streaming.quix")
+
+STATE_KEY = b"s"  # (keys go through the same dumps as values: bytes)
+
+
+def _raw(value: Any) -> Any:
+    return value
+
+
+@dataclass
+class QuixPipeline:
+    spec: EntitySpec
+    topic_name: str
+    online: Any
+    #: entity -> (its decoded state, Quix's state handle for it, partition, produce time of
+    #: the oldest pending event): decoded once per checkpoint, packed at its end
+    live: dict[str, tuple[Any, Any, int, float]] = field(default_factory=dict)
+    corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    events_in: Any = None
+    events_out: dict[Outcome, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
+
+
+class QuixFeatureWorker:
+    def __init__(self, stack: StackSettings, cfg: StreamingSettings) -> None:
+        from quixstreams import Application
+        from quixstreams.kafka.configuration import ConnectionConfig
+        from quixstreams.state.rocksdb import RocksDBOptions
+
+        self.stack, self.cfg = stack, cfg
+        self.proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms)
+        self.metrics = WorkerMetrics()
+        self._client_id = f"{cfg.app_id}-{uuid.uuid4().hex[:8]}"  # finds this member in the group
+        conn = kafka.client_config(stack, {})
+        state_dir = stack.data_dir / "quix" / cfg.app_id
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.app = Application(
+            broker_address=ConnectionConfig.from_librdkafka_dict(conn, ignore_extras=True),
+            consumer_group=cfg.app_id, auto_offset_reset="earliest",
+            # a checkpoint (state, sinks, offsets) as often as the Faust worker's offline flush
+            commit_interval=cfg.offline_flush_interval_s, state_dir=str(state_dir),
+            # our states are packed bytes already: stored as they are
+            rocksdb_options=RocksDBOptions(dumps=_raw, loads=_raw),
+            loglevel="WARNING", processing_guarantee="at-least-once",
+            consumer_extra_config={"client.id": self._client_id},
+            producer_extra_config={"acks": "all", "enable.idempotence": True},
+        )
+        self._dlq = Producer(kafka.client_config(stack, {"acks": "all", "enable.idempotence": True,
+                                                         "linger.ms": 5}))
+        store = feast_store.open_store(stack)
+        self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
+        self._revision = itertools.count(int(time.time() * 1000) * 1000)
+        self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
+        if cfg.clicks_topic:
+            self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
+        self.metrics.corrections_pending.set_function(lambda: sum(len(p.corrections) for p in self.pipelines))
+        self._stop = threading.Event()
+
+    def _pipeline(self, spec: EntitySpec, topic_name: str, store: Any) -> QuixPipeline:
+        online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
+                  else FeastPushSink(store, spec.push_source, spec.join_key))
+        p = QuixPipeline(spec, topic_name, online, events_in=self.metrics.events_in.labels(topic_name),
+                         events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome})
+        topic = self.app.topic(topic_name, key_deserializer="bytes", value_deserializer="bytes")
+        sdf = self.app.dataframe(topic)
+        sdf = sdf.update(self._handler_for(p), stateful=True, metadata=True)
+        sdf.sink(_CheckpointSink(self, p))
+        return p
+
+    # -- per record --------------------------------------------------------------------
+    def _handler_for(self, p: QuixPipeline) -> Any:
+        from quixstreams import message_context
+
+        def handle(value: bytes, key: bytes | None, timestamp: int, headers: Any, state: Any) -> None:
+            ctx = message_context()
+            p.events_in.inc()
+            try:
+                ev, version = decode_versioned(value, p.spec.event_type)
+            except InvalidEvent as exc:
+                self._dead_letter(ctx, key, value, str(exc))
+                return
+            if version > SCHEMA_VERSION:
+                self.metrics.newer_schema.labels(ctx.topic).inc()
+            entity_id = getattr(ev, p.spec.join_key)
+            if key != entity_id.encode():
+                self._dead_letter(ctx, key, value,
+                                  f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
+                return
+            wall = int(now_ms())
+            ingest = min(int(timestamp), wall) if timestamp else wall
+            held = p.live.get(entity_id)
+            if held is None:
+                st = p.spec.state_type.unpack(state.get(STATE_KEY))
+                held = p.live[entity_id] = (st, state, ctx.partition, float(timestamp or wall))
+            st = held[0]
+            pending = p.corrections.get(entity_id)
+            result = process(st, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
+                             defer_corrections=True, pending=pending)
+            p.events_out[result.outcome].inc()
+            if result.skipped_corrections:
+                self.metrics.corrections_skipped.inc(result.skipped_corrections)
+            if result.outcome is Outcome.FUTURE:
+                self._dead_letter(ctx, key, value,
+                                  f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
+                                  f"ingest time {ingest} (more than the allowed skew of "
+                                  f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
+                return
+            p.event_rows.append(event_row(ev))
+            p.feature_rows.extend(result.feature_rows)
+            if result.correct_from is not None:
+                p.corrections[entity_id] = result.correct_from
+            elif pending is not None:
+                del p.corrections[entity_id]
+
+        return handle
+
+    def _dead_letter(self, ctx: Any, key: bytes | None, value: bytes | None, reason: str) -> None:
+        payload = value or b""
+        dl = DeadLetter(reason=reason, source_topic=ctx.topic, partition=ctx.partition, offset=ctx.offset,
+                        payload=payload[:10_000].decode("utf-8", "replace"), failed_at=int(now_ms()))
+        while True:
+            try:
+                self._dlq.produce(self.cfg.dead_letters_topic, key=key, value=encode(dl))
+                break
+            except BufferError:
+                self._dlq.poll(0.05)
+        self.metrics.dead_letters.labels(ctx.topic).inc()
+
+    # -- per checkpoint ----------------------------------------------------------------
+    def flush(self, p: QuixPipeline) -> None:
+        """Everything the checkpoint's records produced, durable before Quix writes the
+        changelogs and commits: states packed (into Quix's state), online rows, offline rows,
+        dead letters. A failure is Quix backpressure: the checkpoint is dropped and redone."""
+        from quixstreams.sinks import SinkBackpressureError
+
+        try:
+            revision = next(self._revision)
+            for entity_id, after in p.corrections.items():  # coalesced per entity, all of them
+                st = p.live[entity_id][0]
+                rows, _ = correction_rows(p.spec, entity_id, st, after, revision)
+                p.feature_rows.extend(rows)
+                self.metrics.corrections.inc(len(rows))
+            batch = OnlineBatch()
+            for entity_id, (st, handle, partition, produced) in p.live.items():
+                packed = st.pack()
+                handle.set(STATE_KEY, packed)
+                batch.put(entity_id, packed, st.last_ts, produced, partition)
+            if len(batch):
+                t0 = time.perf_counter()
+                p.online.write(batch)
+                self.metrics.push_seconds.observe(time.perf_counter() - t0)
+                self.metrics.push_rows.observe(len(batch))
+                done = now_ms()
+                for produced in batch.first_seen_ms.values():
+                    self.metrics.freshness.observe(max(0.0, (done - produced) / 1000.0))
+            for dataset, rows in ((p.spec.event_dataset, p.event_rows), (p.spec.feature_dataset, p.feature_rows)):
+                self.metrics.offline_rows.labels(dataset).inc(self.offline.append(dataset, rows))
+            left = self._dlq.flush(30)
+            if left:
+                raise RuntimeError(f"{left} dead letters not delivered")
+        except Exception as exc:  # noqa: BLE001 - any sink failure: redo the checkpoint later
+            for sink in ("online", "offline"):
+                self.metrics.sink_stalled.labels(sink)
+            self.metrics.sink_errors.labels("checkpoint").inc()
+            self.metrics.sink_stalled.labels("checkpoint").set(1)
+            log.warning("checkpoint write failed (%s: %s); Quix replays it from the committed offsets",
+                        type(exc).__name__, str(exc)[:300])
+            p.reset()
+            raise SinkBackpressureError(retry_after=1.0) from exc
+        self.metrics.sink_stalled.labels("checkpoint").set(0)
+        p.reset()
+
+    def _lag_loop(self) -> None:
+        """Every 2 s: this member's partitions (from the group's description) and their lag
+        against the group's committed offsets, with clients of its own (Quix's consumer
+        belongs to its thread)."""
+        from confluent_kafka.admin import AdminClient
+
+        conf = kafka.client_config(self.stack, {})
+        admin = AdminClient(conf)
+        c = Consumer({**conf, "group.id": self.cfg.app_id, "enable.auto.commit": False})
+        try:
+            while not self._stop.wait(2.0):
+                try:
+                    group = admin.describe_consumer_groups([self.cfg.app_id])[self.cfg.app_id].result(timeout=5)
+                    mine = [tp for m in group.members if m.client_id == self._client_id
+                            for tp in (m.assignment.topic_partitions if m.assignment else [])]
+                    self.metrics.assigned.set(sum(1 for tp in mine if tp.topic == self.cfg.transactions_topic))
+                    if not mine:
+                        continue
+                    for tp in c.committed([TopicPartition(tp.topic, tp.partition) for tp in mine], timeout=5):
+                        _, high = c.get_watermark_offsets(tp, timeout=5, cached=False)
+                        self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - max(tp.offset, 0)))
+                except Exception as exc:  # noqa: BLE001 - a metrics probe never stops the worker
+                    log.debug("lag probe failed: %s", exc)
+        finally:
+            c.close()
+
+    def run(self) -> None:
+        logging.getLogger("feast").setLevel(logging.WARNING)
+        self.metrics.serve(self.cfg.metrics_port, self.stack.host)
+        threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
+        try:
+            self.app.run()
+        finally:
+            self._stop.set()
+            self._dlq.flush(30)
+
+
+class _CheckpointSink:
+    """Quix calls ``flush`` at every checkpoint, before it produces the changelogs and
+    commits the offsets; ``add`` per record (the handler has kept what it needs)."""
+
+    def __new__(cls, worker: QuixFeatureWorker, p: QuixPipeline) -> Any:
+        from quixstreams.sinks import BaseSink
+
+        class Sink(BaseSink):
+            def add(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+            def flush(self) -> None:
+                worker.flush(p)
+
+            def on_paused(self) -> None:
+                p.reset()  # the checkpoint is dropped: its records are processed again
+
+            def setup(self) -> None:
+                return None
+
+        return Sink()
