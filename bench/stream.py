@@ -172,11 +172,14 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     return out
 
 
-def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Console) -> dict:
+def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Console, engine: str = "faust",
+                  commit_s: float | None = None) -> dict:
     topic = f"bench-fresh-{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
+    extra = {"STREAMING_OFFLINE_FLUSH_INTERVAL_S": str(commit_s)} if commit_s else {}
     worker = Proc(settings, ["streaming", "worker"], topic, f"bench-fresh-{uuid.uuid4().hex[:6]}",
-                  tmp / f"fresh-{writer}.log", STREAMING_ONLINE_WRITER=writer)
+                  tmp / f"fresh-{writer}-{engine}.log", STREAMING_ONLINE_WRITER=writer, STREAMING_ENGINE=engine,
+                  **extra)
     n = int(FRESH_RATE * FRESH_SECONDS)
     base = [decode(v, Transaction) for _, v in transactions(n, seed=9, users=USERS)]
     store = feast_store.open_store(settings)
@@ -235,7 +238,7 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
     th.join(60)
     worker.stop()
     arr = np.array(lat) * 1000
-    console.print(f"  {writer}: {achieved:,.0f} events/s produced, {len(arr)} samples, "
+    console.print(f"  {engine} {writer}: {achieved:,.0f} events/s produced, {len(arr)} samples, "
                   f"p50 {np.percentile(arr, 50):.1f} ms, p99 {np.percentile(arr, 99):.1f} ms, "
                   f"unseen {len(pending)}")
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
@@ -252,6 +255,17 @@ def run(console: Console) -> list[dict[str, Any]]:
         if os.environ.get("BENCH_STREAM_ONLY") == "throughput":
             return out
         console.print(f"freshness at {FRESH_RATE:,} events/s for {FRESH_SECONDS:.0f} s")
+        if os.environ.get("BENCH_STREAM_ENGINE") == "quix":
+            # (online writes every 100 ms between Quix's checkpoints, which stay at 2 s)
+            commit_s = None
+            quix = freshness_run(settings, tmp, "direct", console, "quix", commit_s)
+            faust = freshness_run(settings, tmp, "direct", console)
+            out.append(write_result(
+                f"stream_freshness_quix_{FRESH_RATE}", "p99 produce -> visible through Feast online, Quix engine",
+                quix["p99_ms"], "ms", False, "the Faust engine, same rate", faust["p99_ms"],
+                {"rate": FRESH_RATE, "seconds": FRESH_SECONDS, "quix": quix, "faust": faust,
+                 "quix_checkpoint_s": commit_s, "sample": "every 25th event, polled through get_online_features"}))
+            return out
         direct = freshness_run(settings, tmp, "direct", console)
         push = freshness_run(settings, tmp, "push", console)
         name = "stream_freshness" if FRESH_RATE == 5000 else f"stream_freshness_{FRESH_RATE}"

@@ -12,6 +12,10 @@ How it maps onto Quix:
   changelogs and commits the offsets: so a record's offset is committed only after its online
   write, its offline rows (fsynced) and its dead letter (acks=all, flushed) are durable, and
   the changelog holds the state that produced them;
+- between checkpoints the states changed since the last online write are written online
+  every ``flush_interval_s`` (100 ms), so freshness does not wait for a checkpoint (the
+  online store may run ahead of the committed offsets, as with Faust: a replay rewrites the
+  same states); a failed write there is left to the checkpoint, which writes every state;
 - a failing sink (Redis, disk, broker) raises ``SinkBackpressureError``: Quix drops the
   checkpoint (its state changes too), pauses the partitions, seeks back to the committed
   offsets and processes them again after ``retry_after``;
@@ -59,6 +63,9 @@ class QuixPipeline:
     #: entity -> (its decoded state, Quix's state handle for it, partition, produce time of
     #: the oldest pending event): decoded once per checkpoint, packed at its end
     live: dict[str, tuple[Any, Any, int, float]] = field(default_factory=dict)
+    #: entity -> produce time of its oldest event not yet written online (written every
+    #: flush_interval_s, between checkpoints, like the Faust worker's online flushes)
+    unwritten: dict[str, float] = field(default_factory=dict)
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     feature_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -67,6 +74,7 @@ class QuixPipeline:
 
     def reset(self) -> None:
         self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
+        self.unwritten = {}
 
 
 class QuixFeatureWorker:
@@ -103,6 +111,7 @@ class QuixFeatureWorker:
             self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
         self.metrics.corrections_pending.set_function(lambda: sum(len(p.corrections) for p in self.pipelines))
         self._stop = threading.Event()
+        self._last_online = time.monotonic()
 
     def _pipeline(self, spec: EntitySpec, topic_name: str, store: Any) -> QuixPipeline:
         online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
@@ -159,6 +168,10 @@ class QuixFeatureWorker:
                 p.corrections[entity_id] = result.correct_from
             elif pending is not None:
                 del p.corrections[entity_id]
+            if result.dirty:
+                p.unwritten.setdefault(entity_id, float(timestamp or wall))
+            if time.monotonic() - self._last_online >= self.cfg.flush_interval_s:
+                self._write_online_between_checkpoints()
 
         return handle
 
@@ -173,6 +186,35 @@ class QuixFeatureWorker:
             except BufferError:
                 self._dlq.poll(0.05)
         self.metrics.dead_letters.labels(ctx.topic).inc()
+
+    def _write_online_between_checkpoints(self) -> None:
+        self._last_online = time.monotonic()
+        for p in self.pipelines:
+            if not p.unwritten:
+                continue
+            batch = OnlineBatch()
+            for entity_id, produced in p.unwritten.items():
+                st, _, partition, _ = p.live[entity_id]
+                batch.put(entity_id, st.pack(), st.last_ts, produced, partition)
+            try:
+                self._write_online(p, batch)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint writes every state again, or backs off
+                self.metrics.sink_errors.labels("online").inc()
+                log.warning("online write failed (%s: %s); the checkpoint retries it", type(exc).__name__,
+                            str(exc)[:300])
+                continue
+            p.unwritten = {}
+
+    def _write_online(self, p: QuixPipeline, batch: OnlineBatch, fresh: dict[str, float] | None = None) -> None:
+        """Write the batch; freshness is observed for ``fresh`` (entity -> produce time of its
+        oldest event not yet online; default: the batch's own)."""
+        t0 = time.perf_counter()
+        p.online.write(batch)
+        self.metrics.push_seconds.observe(time.perf_counter() - t0)
+        self.metrics.push_rows.observe(len(batch))
+        done = now_ms()
+        for produced in (batch.first_seen_ms if fresh is None else fresh).values():
+            self.metrics.freshness.observe(max(0.0, (done - produced) / 1000.0))
 
     # -- per checkpoint ----------------------------------------------------------------
     def flush(self, p: QuixPipeline) -> None:
@@ -189,18 +231,13 @@ class QuixFeatureWorker:
                 p.feature_rows.extend(rows)
                 self.metrics.corrections.inc(len(rows))
             batch = OnlineBatch()
-            for entity_id, (st, handle, partition, produced) in p.live.items():
+            for entity_id, (st, handle, partition, _) in p.live.items():
                 packed = st.pack()
                 handle.set(STATE_KEY, packed)
-                batch.put(entity_id, packed, st.last_ts, produced, partition)
+                if entity_id in p.unwritten:  # (the others are online already, as these very bytes)
+                    batch.put(entity_id, packed, st.last_ts, p.unwritten[entity_id], partition)
             if len(batch):
-                t0 = time.perf_counter()
-                p.online.write(batch)
-                self.metrics.push_seconds.observe(time.perf_counter() - t0)
-                self.metrics.push_rows.observe(len(batch))
-                done = now_ms()
-                for produced in batch.first_seen_ms.values():
-                    self.metrics.freshness.observe(max(0.0, (done - produced) / 1000.0))
+                self._write_online(p, batch)
             for dataset, rows in ((p.spec.event_dataset, p.event_rows), (p.spec.feature_dataset, p.feature_rows)):
                 self.metrics.offline_rows.labels(dataset).inc(self.offline.append(dataset, rows))
             left = self._dlq.flush(30)
