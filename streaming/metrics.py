@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -47,6 +49,16 @@ class WorkerMetrics:
                               registry=r)
         self.lag = Gauge("stream_consumer_lag", "Records behind the partition end", ["topic", "partition"],
                          registry=r)
+
+    def count(self, events_out: dict[Any, Any], done: Any, topic: str) -> None:
+        """Count what one record did (a ``streaming.processor.Applied``); ``events_out`` holds
+        the pipeline's bound outcome counters."""
+        if done.newer_schema:  # a producer upgraded before this worker: its new fields are ignored
+            self.newer_schema.labels(topic).inc()
+        if done.result is not None:
+            events_out[done.result.outcome].inc()
+            if done.result.skipped_corrections:
+                self.corrections_skipped.inc(done.result.skipped_corrections)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         if port:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,7 +35,8 @@ from typing import Any
 import msgspec
 
 from core.card_state import DAY_MS, EventState, event_key
-from streaming.entities import CARD, EntitySpec
+from core.contracts import SCHEMA_VERSION, InvalidEvent, decode_versioned
+from streaming.entities import CARD, EntitySpec, event_row
 
 
 class Outcome(StrEnum):
@@ -165,3 +167,52 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         todo = None
     state.trim(horizon, cfg.max_events_per_card)
     return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped)
+
+
+@dataclass
+class Applied:
+    """What one raw record did (``apply_record``)."""
+
+    entity_id: str | None
+    result: Result | None
+    #: why the record goes to dead letters; None when it does not
+    dead_letter: str | None = None
+    #: a producer of a newer schema version wrote it (decoded by the fields this code knows)
+    newer_schema: bool = False
+    event_time: int = 0
+
+
+def apply_record(spec: EntitySpec, cfg: ProcessorConfig, value: bytes, key: bytes | None, timestamp_ms: int | None,
+                 state_of: Callable[[str], EventState], corrections: dict[str, tuple[int, int]],
+                 event_rows: list[dict[str, Any]], feature_rows: list[dict[str, Any]], revision: int) -> Applied:
+    """One raw record as every engine handles it: decoded (a newer schema version by its known
+    fields); its Kafka key must be its entity id (the state's partition is the key's); its
+    ingest time is the record's timestamp, never later than this clock (a producer-set future
+    timestamp cannot stretch the skew allowance); ``process`` with the entity's live state
+    (``state_of``) and its corrections deferred and coalesced in ``corrections``; its rows
+    appended (on a replay too: the first copy may not have reached the disk, and readers drop
+    duplicates)."""
+    try:
+        ev, version = decode_versioned(value, spec.event_type)
+    except InvalidEvent as exc:
+        return Applied(None, None, str(exc))
+    entity_id: str = getattr(ev, spec.join_key)
+    newer = version > SCHEMA_VERSION
+    if key != entity_id.encode():
+        return Applied(entity_id, None, f"record key {key!r} is not the event's {spec.join_key} {entity_id!r}", newer)
+    wall = int(time.time() * 1000)
+    ingest = min(int(timestamp_ms), wall) if timestamp_ms else wall
+    ts: int = ev.event_time  # type: ignore[attr-defined]
+    pending = corrections.get(entity_id)
+    result = process(state_of(entity_id), ev, cfg, revision, spec, ingest_ms=ingest, defer_corrections=True,
+                     pending=pending)
+    if result.outcome is Outcome.FUTURE:
+        return Applied(entity_id, result, f"event_time {ts} is {(ts - ingest) / 1000:.0f} s after its ingest time "
+                       f"{ingest} (more than the allowed skew of {cfg.max_future_skew_ms // 1000} s)", newer, ts)
+    event_rows.append(event_row(ev))
+    feature_rows.extend(result.feature_rows)
+    if result.correct_from is not None:
+        corrections[entity_id] = result.correct_from
+    elif pending is not None:  # written inline after all (a trim needed them now)
+        del corrections[entity_id]
+    return Applied(entity_id, result, None, newer, ts)

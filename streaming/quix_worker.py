@@ -36,13 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from quixstreams import Application, message_context
+from quixstreams.kafka.configuration import ConnectionConfig
+from quixstreams.sinks import BaseSink, SinkBackpressureError
+from quixstreams.state.rocksdb import RocksDBOptions
 
 from core import feast_store, kafka
-from core.contracts import SCHEMA_VERSION, DeadLetter, InvalidEvent, decode_versioned, encode
+from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
-from streaming.entities import CARD, USER, EntitySpec, event_row
+from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
+from streaming.processor import Outcome, ProcessorConfig, apply_record, correction_rows
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
 
@@ -79,10 +83,6 @@ class QuixPipeline:
 
 class QuixFeatureWorker:
     def __init__(self, stack: StackSettings, cfg: StreamingSettings) -> None:
-        from quixstreams import Application
-        from quixstreams.kafka.configuration import ConnectionConfig
-        from quixstreams.state.rocksdb import RocksDBOptions
-
         self.stack, self.cfg = stack, cfg
         self.proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms)
         self.metrics = WorkerMetrics()
@@ -126,50 +126,27 @@ class QuixFeatureWorker:
 
     # -- per record --------------------------------------------------------------------
     def _handler_for(self, p: QuixPipeline) -> Any:
-        from quixstreams import message_context
-
         def handle(value: bytes, key: bytes | None, timestamp: int, headers: Any, state: Any) -> None:
             ctx = message_context()
             p.events_in.inc()
-            try:
-                ev, version = decode_versioned(value, p.spec.event_type)
-            except InvalidEvent as exc:
-                self._dead_letter(ctx, key, value, str(exc))
+            produced = float(timestamp or now_ms())
+
+            def state_of(entity_id: str) -> Any:  # decoded once per checkpoint, kept in p.live
+                held = p.live.get(entity_id)
+                if held is None:
+                    st = p.spec.state_type.unpack(state.get(STATE_KEY))
+                    held = p.live[entity_id] = (st, state, ctx.partition, produced)
+                return held[0]
+
+            done = apply_record(p.spec, self.proc_cfg, value, key, timestamp, state_of, p.corrections,
+                                p.event_rows, p.feature_rows, next(self._revision))
+            self.metrics.count(p.events_out, done, ctx.topic)
+            if done.dead_letter is not None:
+                self._dead_letter(ctx, key, value, done.dead_letter)
                 return
-            if version > SCHEMA_VERSION:
-                self.metrics.newer_schema.labels(ctx.topic).inc()
-            entity_id = getattr(ev, p.spec.join_key)
-            if key != entity_id.encode():
-                self._dead_letter(ctx, key, value,
-                                  f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
-                return
-            wall = int(now_ms())
-            ingest = min(int(timestamp), wall) if timestamp else wall
-            held = p.live.get(entity_id)
-            if held is None:
-                st = p.spec.state_type.unpack(state.get(STATE_KEY))
-                held = p.live[entity_id] = (st, state, ctx.partition, float(timestamp or wall))
-            st = held[0]
-            pending = p.corrections.get(entity_id)
-            result = process(st, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
-                             defer_corrections=True, pending=pending)
-            p.events_out[result.outcome].inc()
-            if result.skipped_corrections:
-                self.metrics.corrections_skipped.inc(result.skipped_corrections)
-            if result.outcome is Outcome.FUTURE:
-                self._dead_letter(ctx, key, value,
-                                  f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
-                                  f"ingest time {ingest} (more than the allowed skew of "
-                                  f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
-                return
-            p.event_rows.append(event_row(ev))
-            p.feature_rows.extend(result.feature_rows)
-            if result.correct_from is not None:
-                p.corrections[entity_id] = result.correct_from
-            elif pending is not None:
-                del p.corrections[entity_id]
-            if result.dirty:
-                p.unwritten.setdefault(entity_id, float(timestamp or wall))
+            assert done.entity_id is not None and done.result is not None
+            if done.result.dirty:
+                p.unwritten.setdefault(done.entity_id, produced)
             if time.monotonic() - self._last_online >= self.cfg.flush_interval_s:
                 self._write_online_between_checkpoints()
 
@@ -221,8 +198,6 @@ class QuixFeatureWorker:
         """Everything the checkpoint's records produced, durable before Quix writes the
         changelogs and commits: states packed (into Quix's state), online rows, offline rows,
         dead letters. A failure is Quix backpressure: the checkpoint is dropped and redone."""
-        from quixstreams.sinks import SinkBackpressureError
-
         try:
             revision = next(self._revision)
             for entity_id, after in p.corrections.items():  # coalesced per entity, all of them
@@ -244,8 +219,6 @@ class QuixFeatureWorker:
             if left:
                 raise RuntimeError(f"{left} dead letters not delivered")
         except Exception as exc:  # noqa: BLE001 - any sink failure: redo the checkpoint later
-            for sink in ("online", "offline"):
-                self.metrics.sink_stalled.labels(sink)
             self.metrics.sink_errors.labels("checkpoint").inc()
             self.metrics.sink_stalled.labels("checkpoint").set(1)
             log.warning("checkpoint write failed (%s: %s); Quix replays it from the committed offsets",
@@ -292,24 +265,22 @@ class QuixFeatureWorker:
             self._dlq.flush(30)
 
 
-class _CheckpointSink:
+class _CheckpointSink(BaseSink):
     """Quix calls ``flush`` at every checkpoint, before it produces the changelogs and
     commits the offsets; ``add`` per record (the handler has kept what it needs)."""
 
-    def __new__(cls, worker: QuixFeatureWorker, p: QuixPipeline) -> Any:
-        from quixstreams.sinks import BaseSink
+    def __init__(self, worker: QuixFeatureWorker, p: QuixPipeline) -> None:
+        super().__init__()
+        self.worker, self.p = worker, p
 
-        class Sink(BaseSink):
-            def add(self, *args: Any, **kwargs: Any) -> None:
-                return None
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
-            def flush(self) -> None:
-                worker.flush(p)
+    def flush(self) -> None:
+        self.worker.flush(self.p)
 
-            def on_paused(self) -> None:
-                p.reset()  # the checkpoint is dropped: its records are processed again
+    def on_paused(self) -> None:
+        self.p.reset()  # the checkpoint is dropped: its records are processed again
 
-            def setup(self) -> None:
-                return None
-
-        return Sink()
+    def setup(self) -> None:
+        return None

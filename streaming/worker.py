@@ -35,11 +35,11 @@ import orjson
 from confluent_kafka import Producer
 
 from core import feast_store, kafka
-from core.contracts import SCHEMA_VERSION, DeadLetter, InvalidEvent, decode_versioned, encode
+from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
-from streaming.entities import CARD, USER, EntitySpec, event_row
+from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, correction_rows, process
+from streaming.processor import Outcome, ProcessorConfig, apply_record, correction_rows
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
@@ -161,51 +161,27 @@ class FeatureWorker:
         msg = event.message
         p.events_in.inc()
         self._positions[msg.tp] = msg.offset
-        try:
-            ev, version = decode_versioned(event.value, p.spec.event_type)
-        except InvalidEvent as exc:
-            self._dead_letter(msg, str(exc))
-            return
-        if version > SCHEMA_VERSION:  # a producer upgraded before this worker: its new fields are ignored
-            self.metrics.newer_schema.labels(msg.topic).inc()
-        entity_id = getattr(ev, p.spec.join_key)
+
+        def state_of(entity_id: str) -> Any:  # decoded once per flush, kept in p.live
+            state = p.live.get(entity_id)
+            if state is None:
+                state = p.live[entity_id] = p.spec.state_type.unpack(p.table.get(entity_id))
+            return state
+
         key = msg.key if isinstance(msg.key, bytes | None) else bytes(msg.key)
-        if key != entity_id.encode():
-            # The table's partition is the key's: a record keyed otherwise would update a
-            # state this partition does not own (and skip the one it should).
-            self._dead_letter(msg, f"record key {key!r} is not the event's {p.spec.join_key} {entity_id!r}")
+        done = apply_record(p.spec, self.proc_cfg, event.value, key,
+                            int(msg.timestamp * 1000) if msg.timestamp else None, state_of, p.corrections,
+                            p.event_rows, p.feature_rows, next(self._revision))
+        self.metrics.count(p.events_out, done, msg.topic)
+        if done.dead_letter is not None:
+            self._dead_letter(msg, done.dead_letter)
             return
-        # Ingest time: the record's timestamp, never later than this worker's clock (a
-        # producer-set timestamp in the future cannot stretch the skew allowance).
-        wall = int(now_ms())
-        ingest = min(int(msg.timestamp * 1000), wall) if msg.timestamp else wall
-        state = p.live.get(entity_id)
-        if state is None:
-            state = p.live[entity_id] = p.spec.state_type.unpack(p.table.get(entity_id))
-        pending = p.corrections.get(entity_id)
-        result = process(state, ev, self.proc_cfg, next(self._revision), p.spec, ingest_ms=ingest,
-                         defer_corrections=True, pending=pending)
-        p.events_out[result.outcome].inc()
-        if result.skipped_corrections:
-            self.metrics.corrections_skipped.inc(result.skipped_corrections)
-        if result.outcome is not Outcome.FUTURE and ev.event_time > p.watermark.get(msg.partition, 0):  # type: ignore[attr-defined]
-            p.watermark[msg.partition] = ev.event_time  # type: ignore[attr-defined]
-        if result.outcome is Outcome.FUTURE:
-            self._dead_letter(msg, f"event_time {ev.event_time} is {(ev.event_time - ingest) / 1000:.0f} s after its "  # type: ignore[attr-defined]
-                                   f"ingest time {ingest} (more than the allowed skew of "
-                                   f"{self.proc_cfg.max_future_skew_ms // 1000} s)")
-            return
-        # Logged again on a replay too: its first copy may not have reached the disk
-        # (readers drop duplicate event ids).
-        p.event_rows.append(event_row(ev))
-        p.feature_rows.extend(result.feature_rows)
-        if result.dirty and entity_id not in p.dirty:
+        assert done.entity_id is not None and done.result is not None
+        if done.event_time > p.watermark.get(msg.partition, 0):
+            p.watermark[msg.partition] = done.event_time
+        if done.result.dirty and done.entity_id not in p.dirty:
             # packed (table value, online write, changelog) once per flush, not per event
-            p.dirty[entity_id] = (msg.timestamp * 1000.0 if msg.timestamp else now_ms(), msg.partition)
-        if result.correct_from is not None:
-            p.corrections[entity_id] = result.correct_from
-        elif pending is not None:  # written inline after all (a trim needed them now)
-            del p.corrections[entity_id]
+            p.dirty[done.entity_id] = (msg.timestamp * 1000.0 if msg.timestamp else now_ms(), msg.partition)
 
     def _write_changelog(self, p: Pipeline, states: dict[str, tuple[bytes, int]]) -> None:
         """One changelog record per entity per offline flush, in the table's own format (json
@@ -386,8 +362,12 @@ class FeatureWorker:
         self._give_up_at = time.monotonic() + self.cfg.give_up_after_s
         await self.flush(final=True)
 
-    def _owned(self, p: Pipeline) -> set[int]:
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == p.topic_name}
+    def _owned_entries(self, p: Pipeline) -> list[tuple[str, bytes, int]]:
+        """(entity, packed state, partition) of the table's entries in this worker's partitions."""
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == p.topic_name}
+        store = p.table.data
+        return [(e, v, part) for e, v in list(store.data.items())
+                if v is not None and (part := store._key_partition.get(e)) in owned]  # noqa: SLF001
 
     async def _check_online(self) -> None:
         """After Redis restarts (a new run_id) its last second of writes may be gone: rewrite
@@ -406,9 +386,7 @@ class FeatureWorker:
         self._online_id = server
 
     async def _resync(self, p: Pipeline, chunk: int = 5_000) -> None:
-        owned, store = self._owned(p), p.table.data
-        items = [(e, v, part) for e, v in list(store.data.items())
-                 if v is not None and (part := store._key_partition.get(e)) in owned]  # noqa: SLF001
+        items = self._owned_entries(p)
         unpack, now = p.spec.state_type.unpack, now_ms()
         for i in range(0, len(items), chunk):
             batch = OnlineBatch()
@@ -425,11 +403,10 @@ class FeatureWorker:
         loop = asyncio.get_running_loop()
         async with self._flush_lock:
             for p in self.pipelines:
-                store, owned = p.table.data, self._owned(p)
+                store = p.table.data
                 busy = p.live.keys() | p.dirty.keys() | p.corrections.keys() | p.changelog.keys()
-                items = [(e, v, part) for e, v in list(store.data.items())
-                         if v is not None and e not in busy and (part := store._key_partition.get(e)) in owned  # noqa: SLF001
-                         and part in p.watermark]
+                items = [(e, v, part) for e, v, part in self._owned_entries(p)
+                         if e not in busy and part in p.watermark]
                 unpack, horizon = p.spec.state_type.unpack, dict(p.watermark)
 
                 def quiet(items: list = items, unpack: Any = unpack, horizon: dict = horizon) -> list:
