@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from core import feast_store
@@ -77,3 +78,22 @@ def test_online_keys_expire_after_the_ttl(feast_repo: StackSettings) -> None:
     new = set(client.keys()) - before
     assert new and all(0 < client.ttl(k) <= 300 for k in new)
     assert feast_store.repo_config(StackSettings()).online_store.key_ttl_seconds == 8 * 86_400
+
+
+def test_a_refused_write_raises_and_the_next_one_lands(feast_repo: StackSettings) -> None:
+    """The sink sends its commands as one buffer: an error reply must raise (the worker
+    retries it), not pass silently, and the connection must stay usable."""
+    store = feast_store.open_store(feast_repo)
+    sink = FeastOnlineSink(store)
+    assert sink.layout is not None  # the direct path is the one under test
+    client = redis.Redis(host=feast_repo.host, port=feast_repo.redis_port, db=feast_repo.redis_db)
+    client.set(sink.layout.key("card-blocked"), b"not a hash")
+    batch = OnlineBatch()
+    batch.put("card-fine", _state(2).pack(), _state(2).last_ts, 0)
+    batch.put("card-blocked", _state(3).pack(), _state(3).last_ts, 0)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        sink.write(batch)
+    client.delete(sink.layout.key("card-blocked"))
+    sink.write(batch)
+    (fine, blocked) = CardFeatureReader(store).read(["card-fine", "card-blocked"], T0 + 60_000)
+    assert (fine.features["txn_count_5m"], blocked.features["txn_count_5m"]) == (2, 3)
