@@ -58,7 +58,12 @@ VECTOR_FROM = 64
 def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dict[str, float]:
     """Window features at time ``t_ms`` over the first ``upto`` events of the state
     (default: every event at or before ``t_ms``)."""
-    end = bisect_right(state.ts, t_ms) if upto is None else upto
+    return _window(state, t_ms, bisect_right(state.ts, t_ms) if upto is None else upto)[0]
+
+
+def _window(state: CardState, t_ms: int, end: int) -> tuple[dict[str, float], tuple[set, set, set]]:
+    """``window_features`` over the first ``end`` events, and the sets of countries (5 min,
+    1 h) and merchants (1 h) it counted."""
     ts, amount = state.ts, state.amount
 
     def start(width_ms: int) -> int:
@@ -83,7 +88,8 @@ def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dic
         std24h = _std(a24h)
     # A trimmed event newer than t (only in a too-late event's view) says nothing about t.
     last = ts[end - 1] if end else (state.trimmed_last_ts if 0 < state.trimmed_last_ts <= t_ms else None)
-    uc1h = len(set(state.country[s1h:end]))
+    c5m, c1h, m1h = set(state.country[s5m:end]), set(state.country[s1h:end]), set(state.merchant[s1h:end])
+    uc1h = len(c1h)
     return {
         "txn_count_1m": end - s1m,
         "txn_count_5m": n5m,
@@ -94,9 +100,9 @@ def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dic
         "amount_avg_5m": sum5m / n5m if n5m else 0.0,
         "amount_max_5m": max5m,
         "amount_std_1h": std1h,
-        "unique_countries_5m": len(set(state.country[s5m:end])),
+        "unique_countries_5m": len(c5m),
         "unique_countries_1h": uc1h,
-        "unique_merchants_1h": len(set(state.merchant[s1h:end])),
+        "unique_merchants_1h": len(m1h),
         "has_high_risk_mcc": int(any(state.risky[s5m:end])),
         "seconds_since_last_txn": (min(SECONDS_SINCE_CAP, (t_ms - last) / 1000.0)
                                    if last is not None else SECONDS_SINCE_CAP),
@@ -104,7 +110,7 @@ def window_features(state: CardState, t_ms: int, upto: int | None = None) -> dic
         "amount_std_24h": std24h,
         "velocity_score": velocity_score(n5m),
         "geo_diversity_score": geo_diversity_score(uc1h),
-    }
+    }, (c5m, c1h, m1h)
 
 
 def with_request(features: dict[str, float], amount: float, t_ms: int) -> dict[str, float]:
@@ -126,3 +132,57 @@ def before_and_after(state: CardState, ts: int, key: int, amount: float) -> tupl
     before = state.prefix_len(ts, key, inclusive=False)
     return (with_request(window_features(state, ts, before), amount, ts),
             with_request(window_features(state, ts, before + 1), amount, ts))
+
+
+def _welford(n: int, mean: float, m2: float, x: float) -> tuple[float, float]:
+    """(mean, sum of squared deviations) after adding x to n values with (mean, m2)."""
+    mean2 = mean + (x - mean) / (n + 1)
+    return mean2, m2 + (x - mean) * (x - mean2)
+
+
+def event_row_features(state: CardState, i: int) -> dict[str, float]:
+    """The offline row of the state's i-th event: its features as of just before it (model
+    inputs, plain names) and just after it (``after_`` names), each with its request
+    features. The same values as ``before_and_after`` (to ~1e-15 relative) at about half its
+    cost: the windows are located once, and the "after" view is the "before" view plus this
+    one event (counts + 1, sums + amount, max, sets, deviations by Welford's update)."""
+    t, x = state.ts[i], state.amount[i]
+    b, (countries5m, countries1h, merchants1h) = _window(state, t, i)
+    n1m, n5m, n1h, n24h = b["txn_count_1m"], b["txn_count_5m"], b["txn_count_1h"], b["txn_count_24h"]
+    sum5m, sum1h = b["amount_sum_5m"] + x, b["amount_sum_1h"] + x
+    _, m2_1h = _welford(n1h, b["amount_sum_1h"] / n1h if n1h else 0.0, b["amount_std_1h"] ** 2 * n1h, x)
+    mean24h, m2_24h = _welford(n24h, b["amount_mean_24h"], b["amount_std_24h"] ** 2 * n24h, x)
+    countries5m.add(state.country[i])
+    countries1h.add(state.country[i])
+    merchants1h.add(state.merchant[i])
+    when = datetime.fromtimestamp(t / 1000.0, tz=UTC)
+    hour, weekend = when.hour, int(when.weekday() >= 5)
+    std24h = math.sqrt(m2_24h / (n24h + 1)) if n24h else 0.0
+    std_b = b["amount_std_24h"]
+    return {
+        **b,
+        "amount_zscore_24h": (x - b["amount_mean_24h"]) / std_b if std_b > 0 else 0.0,
+        "hour_of_day": hour,
+        "is_weekend": weekend,
+        "after_txn_count_1m": n1m + 1,
+        "after_txn_count_5m": n5m + 1,
+        "after_txn_count_1h": n1h + 1,
+        "after_txn_count_24h": n24h + 1,
+        "after_amount_sum_5m": sum5m,
+        "after_amount_sum_1h": sum1h,
+        "after_amount_avg_5m": sum5m / (n5m + 1),
+        "after_amount_max_5m": max(b["amount_max_5m"], x) if n5m else x,
+        "after_amount_std_1h": math.sqrt(m2_1h / (n1h + 1)) if n1h else 0.0,
+        "after_unique_countries_5m": len(countries5m),
+        "after_unique_countries_1h": len(countries1h),
+        "after_unique_merchants_1h": len(merchants1h),
+        "after_has_high_risk_mcc": int(bool(b["has_high_risk_mcc"]) or bool(state.risky[i])),
+        "after_seconds_since_last_txn": 0.0,
+        "after_amount_mean_24h": mean24h,
+        "after_amount_std_24h": std24h,
+        "after_velocity_score": velocity_score(n5m + 1),
+        "after_geo_diversity_score": geo_diversity_score(len(countries1h)),
+        "after_amount_zscore_24h": (x - mean24h) / std24h if std24h > 0 else 0.0,
+        "after_hour_of_day": hour,
+        "after_is_weekend": weekend,
+    }

@@ -11,7 +11,7 @@ import msgspec
 
 from core.card_state import CardState, EventState, event_key
 from core.contracts import HIGH_RISK_MCCS, Click, Transaction
-from core.features import before_and_after
+from core.features import event_row_features
 from core.user_features import ACTIONS, UserState, user_features
 
 Features = dict[str, float]
@@ -25,27 +25,24 @@ class EntitySpec:
     state_type: type[EventState]
     #: the event's payload columns, in the state's PAYLOAD order
     payload: Callable[[Any], tuple]
-    #: features as of just before and just after the i-th event of the state
-    row_features: Callable[[Any, int], tuple[Features, Features]]
+    #: the i-th event's row features: as of just before it (plain names) and just after it
+    #: (``after_`` names)
+    row_features: Callable[[Any, int], Features]
     online_view: str
     push_source: str
     event_dataset: str  # offline: the raw events
     feature_dataset: str  # offline: before/after features per event
 
 
-def _card_rows(state: CardState, i: int) -> tuple[Features, Features]:
-    return before_and_after(state, state.ts[i], state.key[i], state.amount[i])
-
-
-def _user_rows(state: UserState, i: int) -> tuple[Features, Features]:
-    before = state.prefix_len(state.ts[i], state.key[i], inclusive=False)
-    return user_features(state, state.ts[i], before), user_features(state, state.ts[i], before + 1)
+def _user_rows(state: UserState, i: int) -> Features:
+    t = state.ts[i]
+    return {**user_features(state, t, i), **{f"after_{k}": v for k, v in user_features(state, t, i + 1).items()}}
 
 
 CARD = EntitySpec(
     name="card", event_type=Transaction, join_key="card_id", state_type=CardState,
     payload=lambda t: (t.amount, t.country, t.merchant_id, t.mcc in HIGH_RISK_MCCS),
-    row_features=_card_rows, online_view="card_window_state", push_source="card_state_push",
+    row_features=event_row_features, online_view="card_window_state", push_source="card_state_push",
     event_dataset="transactions", feature_dataset="card_txn_features",
 )
 USER = EntitySpec(

@@ -79,10 +79,8 @@ class Result:
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
                 revision: int) -> dict[str, Any]:
-    before, after = spec.row_features(state, i)
     return {spec.join_key: entity_id, "event_key": state.key[i], "event_time": state.ts[i],
-            "status": str(status), "revision": revision,
-            **before, **{f"after_{k}": v for k, v in after.items()}}
+            "status": status.value, "revision": revision, **spec.row_features(state, i)}
 
 
 def correction_rows(spec: EntitySpec, entity_id: str, state: EventState, after: tuple[int, int], revision: int,

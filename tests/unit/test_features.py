@@ -185,3 +185,23 @@ def _check_against_reference(data: tuple[list[Transaction], int], deferred: tupl
         want_after = reference_request(reference_features(events, e.ts, (e.ts, e.key), True), e.amount, e.ts)
         assert mismatches(row, want_before) == []
         assert mismatches({k[6:]: v for k, v in row.items() if k.startswith("after_")}, want_after) == []
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")), deadline=None)
+@given(sequences(), st.booleans())
+def test_one_pass_rows_equal_the_two_view_definition(data: tuple[list[Transaction], int], busy: bool) -> None:
+    """``event_row_features`` (the "after" view derived from the "before" one) against
+    ``before_and_after`` (both views evaluated in full), on every event of the state, on both
+    the exact-sum and the numpy path."""
+    from unittest import mock
+
+    from core import features
+
+    state = run(data[0], ProcessorConfig(allowed_lateness_ms=120_000))[0]
+    with mock.patch.object(features, "VECTOR_FROM", 1 if busy else 64):
+        for i in range(len(state)):
+            before, after = features.before_and_after(state, state.ts[i], state.key[i], state.amount[i])
+            want = {**before, **{f"after_{k}": v for k, v in after.items()}}
+            got = features.event_row_features(state, i)
+            assert list(got) == list(want)  # the same columns in the same order
+            assert mismatches(got, want, rel=1e-12) == []
