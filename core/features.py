@@ -30,7 +30,7 @@ WINDOW_FEATURES: tuple[str, ...] = (
 REQUEST_FEATURES: tuple[str, ...] = ("amount_zscore_24h", "hour_of_day", "is_weekend")
 
 
-def velocity_score(txn_count_5m: int) -> float:
+def velocity_score(txn_count_5m: float) -> float:
     """In [0, 1): 1 - exp(-n/4) of the 5-minute count; above 0.8 from 7 transactions on."""
     return 1.0 - math.exp(-txn_count_5m / 4.0)
 
@@ -134,7 +134,7 @@ def before_and_after(state: CardState, ts: int, key: int, amount: float) -> tupl
             with_request(window_features(state, ts, before + 1), amount, ts))
 
 
-def _welford(n: int, mean: float, m2: float, x: float) -> tuple[float, float]:
+def _welford(n: float, mean: float, m2: float, x: float) -> tuple[float, float]:
     """(mean, sum of squared deviations) after adding x to n values with (mean, m2)."""
     mean2 = mean + (x - mean) / (n + 1)
     return mean2, m2 + (x - mean) * (x - mean2)
