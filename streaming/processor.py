@@ -167,6 +167,29 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
     return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped)
 
 
+class Revisions:
+    """Revision numbers of offline rows (readers keep a row's highest): microseconds of the
+    wall clock, strictly increasing within the process.
+
+    A later writer of a row must number higher than every earlier one, also when it is
+    another worker: after a rebalance the new owner of a partition corrects rows its previous
+    owner wrote. A per-process counter started at the process's start time got this wrong
+    (a worker started later numbered higher than an older one that took its partitions over
+    afterwards, and the older one's corrections lost). The wall clock gets it right as long as
+    the workers' clocks agree to better than a partition takes to move (seconds; NTP keeps
+    them within milliseconds). The backfill numbers its rows the same way."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __iter__(self) -> Revisions:
+        return self
+
+    def __next__(self) -> int:
+        self._last = max(self._last + 1, time.time_ns() // 1000)
+        return self._last
+
+
 @dataclass
 class Applied:
     """What one raw record did (``apply_record``)."""

@@ -27,7 +27,6 @@ Delivery: at-least-once with idempotent effects, as for the Faust worker.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -46,7 +45,7 @@ from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, apply_record, correction_rows
+from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, correction_rows
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
 
@@ -105,7 +104,7 @@ class QuixFeatureWorker:
                                                          "linger.ms": 5}))
         store = feast_store.open_store(stack)
         self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
-        self._revision = itertools.count(int(time.time() * 1000) * 1000)
+        self._revision = Revisions()
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
         if cfg.clicks_topic:
             self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))

@@ -22,7 +22,6 @@ tombstone).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, apply_record, correction_rows
+from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, correction_rows
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
@@ -108,7 +107,7 @@ class FeatureWorker:
         self._unacked: list[tuple[Any, Any]] = []  # (stream, event) waiting for durable outputs
         self._last_offline = time.monotonic()
         self._flush_lock = asyncio.Lock()
-        self._revision = itertools.count(int(time.time() * 1000) * 1000)
+        self._revision = Revisions()
         self._positions: dict[Any, int] = {}
         self._corrections_unwritten = 0  # entities whose correction rows are computed, not yet on disk
         self.metrics.corrections_pending.set_function(

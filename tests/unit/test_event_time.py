@@ -186,3 +186,22 @@ def test_a_late_event_on_a_card_at_its_cap_corrects_nothing_and_says_so() -> Non
         process(state, txn(i, t0 + i * 1000), roomy, 0, ingest_ms=t0 + i * 1000)
     late = process(state, txn(999, t0 + 55_500), roomy, 1, ingest_ms=t0 + 60_000)
     assert len(late.feature_rows) == 5 and late.skipped_corrections == 0
+
+
+def test_a_later_writer_numbers_its_rows_higher_even_in_an_older_process() -> None:
+    """Reproduced in CI (three Quix workers, rebalances under traffic): a worker that took a
+    partition over corrected a row its previous owner had written, but its revisions came
+    from a counter started at its own (earlier) start time, so the stale row kept winning."""
+    import time
+
+    from streaming.processor import Revisions
+
+    older = Revisions()
+    next(older)
+    time.sleep(0.01)
+    newer = Revisions()  # a worker started later ...
+    first = next(newer)  # ... writes a row first,
+    time.sleep(0.002)
+    assert next(older) > first  # the older worker, taking the partition over, writes after it
+    many = [next(older) for _ in range(10_000)]
+    assert many == sorted(set(many))  # strictly increasing within a process
