@@ -72,13 +72,13 @@ class Proc:
                                      stdout=log.open("ab"), stderr=subprocess.STDOUT)
         self.log = log
 
-    def count(self) -> float:
-        vals = health.prometheus_values(f"http://127.0.0.1:{self.port}/metrics") or {}
-        return vals.get("stream_events_in_total", 0.0)
+    def values(self) -> dict[str, float]:
+        """One scrape of its metrics (a scrape costs the worker CPU: the benchmark polls
+        4 times a second, once per poll, as a Prometheus would at most)."""
+        return health.prometheus_values(f"http://127.0.0.1:{self.port}/metrics") or {}
 
-    def offline_rows(self) -> float:
-        vals = health.prometheus_values(f"http://127.0.0.1:{self.port}/metrics") or {}
-        return vals.get("stream_offline_rows_total", 0.0)
+    def count(self) -> float:
+        return self.values().get("stream_events_in_total", 0.0)
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -103,17 +103,19 @@ def measure(procs: list[Proc], total: int, until_s: float | None = None, offline
         for p in procs:
             if p.proc.poll() is not None:
                 raise RuntimeError(f"worker exited ({p.proc.returncode}); see {p.log}")
-        n = sum(p.count() for p in procs)
+        scraped = [p.values() for p in procs]
+        n = sum(v.get("stream_events_in_total", 0.0) for v in scraped)
         now = time.monotonic()
         if t_first is None and n > 0:
             t_first, n_first = now, n
         if t_first is not None:
-            done = n >= total and (not offline or sum(p.offline_rows() for p in procs) >= 2 * total)
+            rows = sum(v.get("stream_offline_rows_total", 0.0) for v in scraped)
+            done = n >= total and (not offline or rows >= 2 * total)
             if done or (until_s and now - t_first >= until_s):
                 return {"events": n - n_first, "seconds": now - t_first,
                         "rate": (n - n_first) / max(now - t_first, 1e-9),
                         "peak_rss_mb": [round(p.peak_rss_mb(), 1) for p in procs]}
-        time.sleep(0.1)
+        time.sleep(0.25)
     raise RuntimeError("benchmark did not finish in 30 minutes")
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from core import feast_store
 from core.card_state import CardState
 from core.contracts import InvalidEvent, Transaction, decode
+from core.prom import single_process
 from core.settings import StackSettings
 from streaming.processor import ProcessorConfig, process
 from streaming.settings import StreamingSettings
@@ -47,6 +48,7 @@ def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> 
 
 def main(mode: str) -> None:
     stack, cfg = StackSettings(), StreamingSettings()
+    single_process()  # as the worker's metrics (core/prom.py)
     registry = CollectorRegistry()
     events = Counter("stream_events_in_total", "Records consumed", registry=registry)
     if mode == "quix-noop":

@@ -84,6 +84,9 @@ class LearnerMetrics:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+        from core.prom import single_process
+
+        single_process()
         r = self.registry = CollectorRegistry()
         self.labels = Counter("online_labels_total", "Feedback labels joined to their scores and learned",
                               ["is_fraud"], registry=r)

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import feast_store, registry
+from core.prom import single_process
 from core.settings import StackSettings
 from inference import auth, scoring
 from inference.auth import ApiKey
@@ -33,6 +34,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05,
 
 class Metrics:
     def __init__(self) -> None:
+        single_process()
         self.registry = r = CollectorRegistry()
         self.requests = Counter("inference_requests_total", "requests", ["endpoint", "status"], registry=r)
         self.latency = Histogram("inference_request_seconds", "request latency", ["endpoint"],

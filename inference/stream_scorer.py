@@ -159,6 +159,9 @@ class ScorerMetrics:
     def __init__(self, scorer: StreamScorer) -> None:
         from prometheus_client import CollectorRegistry, Gauge
 
+        from core.prom import single_process
+
+        single_process()
         self.registry = CollectorRegistry()
         records = Gauge("scorer_records_total", "Transactions by outcome: consumed, scored, skipped (not "
                         "sampled), invalid, future (dead-lettered by the worker), replayed (after a failure)",

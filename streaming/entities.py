@@ -53,9 +53,9 @@ USER = EntitySpec(
 )
 
 
-def event_row(event: msgspec.Struct) -> dict[str, Any]:
-    """An event's fields as logged offline, plus its event_key."""
+def event_row(event: msgspec.Struct, key: int | None = None) -> dict[str, Any]:
+    """An event's fields as logged offline, plus its event_key (``key``, when known)."""
     row = msgspec.structs.asdict(event)
-    row["event_key"] = event_key(row["event_id"])
+    row["event_key"] = event_key(row["event_id"]) if key is None else key
     row.pop("schema_version", None)
     return row

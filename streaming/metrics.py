@@ -6,9 +6,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from core.prom import single_process
+
 
 class WorkerMetrics:
     def __init__(self) -> None:
+        single_process()
         r = self.registry = CollectorRegistry()
         self.events_in = Counter("stream_events_in_total", "Records consumed", ["topic"], registry=r)
         self.events_out = Counter("stream_events_out_total", "Transactions by outcome", ["outcome"],

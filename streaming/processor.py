@@ -75,6 +75,8 @@ class Result:
     #: later events whose rows an out-of-order event on an entity at its event cap would have
     #: changed, left as they were (see ``process``)
     skipped_corrections: int = 0
+    #: the event's key (``core.card_state.event_key`` of its id)
+    key: int | None = None
 
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
@@ -125,7 +127,7 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
     entity_id: str = getattr(event, spec.join_key)
     ingest = int(time.time() * 1000) if ingest_ms is None else ingest_ms
     if ts > ingest + cfg.max_future_skew_ms:
-        return Result(Outcome.FUTURE, [], dirty=False, correct_from=pending)
+        return Result(Outcome.FUTURE, [], dirty=False, correct_from=pending, key=key)
     watermark = min(state.last_ts, ingest)
     if state.contains(ts, key):
         # Re-emit its row only while the state still holds its whole 24 h past (replays
@@ -133,18 +135,18 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         exact = state.trimmed_last_ts <= ts - DAY_MS
         i = state.prefix_len(ts, key, inclusive=False)
         if not exact:
-            return Result(Outcome.DUPLICATE, [], dirty=True, correct_from=pending)
+            return Result(Outcome.DUPLICATE, [], dirty=True, correct_from=pending, key=key)
         row = feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)
         if defer_corrections:  # its later events' corrections may not have been written either
             # (not at the event cap, where its corrections were skipped the first time too)
             later = (ts, key) if i < len(state) - 1 and len(state) < cfg.max_events_per_card else None
-            return Result(Outcome.DUPLICATE, [row], dirty=True, correct_from=_earliest(pending, later))
-        return Result(Outcome.DUPLICATE, [row], dirty=True)
+            return Result(Outcome.DUPLICATE, [row], dirty=True, correct_from=_earliest(pending, later), key=key)
+        return Result(Outcome.DUPLICATE, [row], dirty=True, key=key)
     if state.last_ts and ts < watermark - cfg.allowed_lateness_ms:
         # Log what its features would have been; the windows do not take it.
         view, i = state.with_event(ts, key, *spec.payload(event))
         return Result(Outcome.TOO_LATE, [feature_row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
-                      dirty=False, correct_from=pending)
+                      dirty=False, correct_from=pending, key=key)
     i = state.insert(ts, key, *spec.payload(event))
     horizon = min(state.last_ts, ingest) - cfg.retention_ms
     n_later = len(state) - 1 - i
@@ -157,14 +159,15 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision)
                 for j in range(i, len(state) - skipped)]
         state.trim(horizon, cfg.max_events_per_card)
-        return Result(Outcome.ACCEPTED, rows, dirty=True, skipped_corrections=skipped)
+        return Result(Outcome.ACCEPTED, rows, dirty=True, skipped_corrections=skipped, key=key)
     rows = [feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)]
     todo = _earliest(pending, (ts, key) if n_later and not skipped else None)
     if todo is not None and _trim_cuts_into(state, horizon, cfg.max_events_per_card, todo):
         rows += correction_rows(spec, entity_id, state, todo, revision)[0]
         todo = None
     state.trim(horizon, cfg.max_events_per_card)
-    return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped)
+    return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped,
+                  key=key)
 
 
 class Revisions:
@@ -230,7 +233,7 @@ def apply_record(spec: EntitySpec, cfg: ProcessorConfig, value: bytes, key: byte
     if result.outcome is Outcome.FUTURE:
         return Applied(entity_id, result, f"event_time {ts} is {(ts - ingest) / 1000:.0f} s after its ingest time "
                        f"{ingest} (more than the allowed skew of {cfg.max_future_skew_ms // 1000} s)", newer, ts)
-    event_rows.append(event_row(ev))
+    event_rows.append(event_row(ev, result.key))
     feature_rows.extend(result.feature_rows)
     if result.correct_from is not None:
         corrections[entity_id] = result.correct_from

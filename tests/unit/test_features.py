@@ -205,3 +205,11 @@ def test_one_pass_rows_equal_the_two_view_definition(data: tuple[list[Transactio
             got = features.event_row_features(state, i)
             assert list(got) == list(want)  # the same columns in the same order
             assert mismatches(got, want, rel=1e-12) == []
+
+
+def test_the_card_states_column_list_is_the_generic_one() -> None:
+    """CardState spells its columns out (faster per event): the same lists, in PAYLOAD order."""
+    from core.card_state import EventState
+
+    state = run([txn(1, T0, 12.5, "FR", "m9", "7995")])[0]
+    assert [id(c) for c in state._columns()] == [id(c) for c in EventState._columns(state)]
