@@ -88,7 +88,8 @@ def _window(state: CardState, t_ms: int, end: int) -> tuple[dict[str, float], tu
         std24h = _std(a24h)
     # A trimmed event newer than t (only in a too-late event's view) says nothing about t.
     last = ts[end - 1] if end else (state.trimmed_last_ts if 0 < state.trimmed_last_ts <= t_ms else None)
-    c5m, c1h, m1h = set(state.country[s5m:end]), set(state.country[s1h:end]), set(state.merchant[s1h:end])
+    c1h, m1h = set(state.country[s1h:end]), set(state.merchant[s1h:end])
+    c5m = c1h if s5m == s1h else set(state.country[s5m:end])  # (a burst: the same events)
     uc1h = len(c1h)
     return {
         "txn_count_1m": end - s1m,
