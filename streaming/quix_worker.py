@@ -7,11 +7,13 @@ How it maps onto Quix:
 - each event kind is a StreamingDataFrame over its topic (raw bytes), with one stateful
   ``update`` per record; the entity's state lives in Quix's state store (RocksDB, backed by a
   changelog topic) as our packed bytes;
-- a state is decoded once per checkpoint (kept in ``live``) and packed once per checkpoint,
-  in the sink's ``flush``, which Quix calls at every checkpoint before it produces the
-  changelogs and commits the offsets: so a record's offset is committed only after its online
-  write, its offline rows (fsynced) and its dead letter (acks=all, flushed) are durable, and
-  the changelog holds the state that produced them;
+- a state is decoded once per checkpoint (kept in ``live``) and packed once per change,
+  when it is written online (every ``flush_interval_s``) or at the latest in the sink's
+  ``flush``, which Quix calls at every checkpoint before it produces the changelogs and
+  commits the offsets; offline rows are converted to Arrow at the same 100 ms steps and
+  written at the checkpoint, one file per dataset and date: so a record's offset is
+  committed only after its online write, its offline rows (fsynced) and its dead letter
+  (acks=all, flushed) are durable, and the changelog holds the state that produced them;
 - between checkpoints the states changed since the last online write are written online
   every ``flush_interval_s`` (100 ms), so freshness does not wait for a checkpoint (the
   online store may run ahead of the committed offsets, as with Faust: a replay rewrites the
@@ -69,15 +71,38 @@ class QuixPipeline:
     #: entity -> produce time of its oldest event not yet written online (written every
     #: flush_interval_s, between checkpoints, like the Faust worker's online flushes)
     unwritten: dict[str, float] = field(default_factory=dict)
+    #: entity -> its state packed, as last put into Quix's state (dropped when it changes):
+    #: packed and stored between checkpoints with the online writes, so that a checkpoint
+    #: only packs what changed since
+    packed: dict[str, bytes] = field(default_factory=dict)
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: offline rows already converted to Arrow between checkpoints (written at the checkpoint)
+    tables: dict[str, list[Any]] = field(default_factory=dict)
     events_in: Any = None
     events_out: dict[Outcome, Any] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
-        self.unwritten = {}
+        self.unwritten, self.packed, self.tables = {}, {}, {}
+
+    def pack(self, entity_id: str) -> bytes:
+        """The entity's state packed, and put into Quix's state (once per change)."""
+        packed = self.packed.get(entity_id)
+        if packed is None:
+            st, handle, _, _ = self.live[entity_id]
+            packed = self.packed[entity_id] = st.pack()
+            handle.set(STATE_KEY, packed)
+        return packed
+
+    def convert_rows(self) -> None:
+        """The offline rows so far as Arrow tables (a chunk at a time, between checkpoints)."""
+        for dataset, rows in ((self.spec.event_dataset, self.event_rows), (self.spec.feature_dataset,
+                                                                            self.feature_rows)):
+            if rows:
+                self.tables.setdefault(dataset, []).append(OfflineLog.table(rows))
+        self.event_rows, self.feature_rows = [], []
 
 
 class QuixFeatureWorker:
@@ -146,6 +171,7 @@ class QuixFeatureWorker:
             assert done.entity_id is not None and done.result is not None
             if done.result.dirty:
                 p.unwritten.setdefault(done.entity_id, produced)
+                p.packed.pop(done.entity_id, None)
             if time.monotonic() - self._last_online >= self.cfg.flush_interval_s:
                 self._write_online_between_checkpoints()
 
@@ -166,12 +192,13 @@ class QuixFeatureWorker:
     def _write_online_between_checkpoints(self) -> None:
         self._last_online = time.monotonic()
         for p in self.pipelines:
+            p.convert_rows()
             if not p.unwritten:
                 continue
             batch = OnlineBatch()
             for entity_id, produced in p.unwritten.items():
                 st, _, partition, _ = p.live[entity_id]
-                batch.put(entity_id, st.pack(), st.last_ts, produced, partition)
+                batch.put(entity_id, p.pack(entity_id), st.last_ts, produced, partition)
             try:
                 self._write_online(p, batch)
             except Exception as exc:  # noqa: BLE001 - the checkpoint writes every state again, or backs off
@@ -205,15 +232,16 @@ class QuixFeatureWorker:
                 p.feature_rows.extend(rows)
                 self.metrics.corrections.inc(len(rows))
             batch = OnlineBatch()
-            for entity_id, (st, handle, partition, _) in p.live.items():
-                packed = st.pack()
-                handle.set(STATE_KEY, packed)
-                if entity_id in p.unwritten:  # (the others are online already, as these very bytes)
-                    batch.put(entity_id, packed, st.last_ts, p.unwritten[entity_id], partition)
+            for entity_id, produced in p.unwritten.items():  # (the others are online already)
+                st, _, partition, _ = p.live[entity_id]
+                batch.put(entity_id, p.pack(entity_id), st.last_ts, produced, partition)
+            for entity_id in p.live:  # (loaded for a too-late or future event only: unchanged)
+                p.pack(entity_id)
             if len(batch):
                 self._write_online(p, batch)
-            for dataset, rows in ((p.spec.event_dataset, p.event_rows), (p.spec.feature_dataset, p.feature_rows)):
-                self.metrics.offline_rows.labels(dataset).inc(self.offline.append(dataset, rows))
+            p.convert_rows()
+            for dataset, tables in p.tables.items():
+                self.metrics.offline_rows.labels(dataset).inc(self.offline.append_tables(dataset, tables))
             left = self._dlq.flush(30)
             if left:
                 raise RuntimeError(f"{left} dead letters not delivered")

@@ -209,10 +209,24 @@ class OfflineLog:
         self.writer_id = writer_id or uuid.uuid4().hex[:8]
         self._seq = 0
 
+    @staticmethod
+    def table(rows: list[dict[str, Any]]) -> pa.Table:
+        """Rows (dicts with the same keys) as one Arrow table, for ``append_tables``."""
+        return pa.Table.from_pydict({k: [r[k] for r in rows] for k in rows[0]})
+
     def append(self, dataset: str, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        table = pa.Table.from_pydict({k: [r[k] for r in rows] for k in rows[0]})
+        return self.append_tables(dataset, [self.table(rows)])
+
+    def append_tables(self, dataset: str, tables: list[pa.Table]) -> int:
+        """Append these tables' rows (converted earlier, e.g. a chunk at a time between
+        checkpoints, so the checkpoint itself only writes): one file per date."""
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return 0
+        # (a chunk whose column was all None has it typed null: unified with the others)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         ts = pa.compute.cast(table["event_time"], pa.timestamp("ms", tz="UTC"))
         table = table.append_column("event_timestamp", ts)
         day = pa.compute.strftime(ts, format="%Y-%m-%d")
