@@ -124,6 +124,7 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
     console.print(f"generating and producing {EVENTS:,} transactions over ~{int(USERS * 1.3):,} cards")
     records = transactions(EVENTS, seed=7, users=USERS)
+    cards_seen = len({k for k, _ in records})
     produce(settings.kafka_bootstrap, topic, records)
     del records
     results = {}
@@ -152,8 +153,14 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     params = {"events": EVENTS, "cards": int(USERS * 1.3), "partitions": PARTITIONS,
               **{f"{name}_events_s": round(r["rate"]) for name, r in results.items()},
               **{f"peak_rss_mb_{name}": r["peak_rss_mb"] for name, r in results.items()},
+              "cards_seen": cards_seen,
               "measure": "events consumed / seconds from the first to the last event (offline log "
                          "flushed), worker start-up excluded"}
+    # memory the states take: the full worker's peak RSS above its engine's no-op, per 100k cards
+    for full, noop in (("full", "noop"), ("full_quix", "quix_noop")):
+        if full in results and noop in results:
+            above = results[full]["peak_rss_mb"][0] - results[noop]["peak_rss_mb"][0]
+            params[f"rss_mb_per_100k_cards_{full}"] = round(above / cards_seen * 100_000, 1)
     out = []
     if "full" in results and "noop" in results:
         out.append(write_result("stream_throughput", "full pipeline events per second, one Faust worker",

@@ -20,6 +20,9 @@ class WorkerMetrics:
                                     ["topic"], registry=r)
         self.push_rows = Histogram("stream_push_batch_rows", "Cards per online push",
                                    buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000), registry=r)
+        self.checkpoint_seconds = Histogram("stream_checkpoint_sink_seconds", "Time a checkpoint (Quix engine) "
+                                            "spends writing its sinks: the stream waits meanwhile",
+                                            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
         self.push_seconds = Histogram("stream_push_seconds", "Online push latency",
                                       buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=r)
         self.newer_schema = Counter("stream_events_newer_schema_total", "Records of a newer schema version than "

@@ -224,6 +224,7 @@ class QuixFeatureWorker:
         """Everything the checkpoint's records produced, durable before Quix writes the
         changelogs and commits: states packed (into Quix's state), online rows, offline rows,
         dead letters. A failure is Quix backpressure: the checkpoint is dropped and redone."""
+        t0 = time.perf_counter()
         try:
             revision = next(self._revision)
             for entity_id, after in p.corrections.items():  # coalesced per entity, all of them
@@ -253,6 +254,7 @@ class QuixFeatureWorker:
             p.reset()
             raise SinkBackpressureError(retry_after=1.0) from exc
         self.metrics.sink_stalled.labels("checkpoint").set(0)
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         p.reset()
 
     def _lag_loop(self) -> None:
@@ -311,3 +313,4 @@ class _CheckpointSink(BaseSink):
 
     def setup(self) -> None:
         return None
+
