@@ -22,7 +22,13 @@ How it maps onto Quix:
   checkpoint (its state changes too), pauses the partitions, seeks back to the committed
   offsets and processes them again after ``retry_after``;
 - out-of-order corrections are coalesced per entity and written in the same checkpoint (a
-  checkpoint commits its offsets whole; at the event cap they are skipped and counted).
+  checkpoint commits its offsets whole; at the event cap they are skipped and counted);
+- maintenance runs between records, as Quix has no timers: every
+  ``online_check_interval_s`` the Redis run_id is read and, when it changed (a restart that
+  may have lost writes), every owned state is rewritten online from the state store; every
+  ``state_sweep_interval_s`` the store is scanned and entities quiet for ``state_ttl_s`` are
+  deleted in the current checkpoint (Quix writes their changelog tombstones). A scan reads
+  and unpacks every owned state (about 3 µs each: a few seconds per million cards).
 
 Delivery: at-least-once with idempotent effects, as for the Faust worker.
 """
@@ -49,7 +55,7 @@ from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
 from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, correction_rows
 from streaming.settings import StreamingSettings
-from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms
+from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
 log = logging.getLogger("streaming.quix")
 
@@ -82,6 +88,10 @@ class QuixPipeline:
     tables: dict[str, list[Any]] = field(default_factory=dict)
     events_in: Any = None
     events_out: dict[Outcome, Any] = field(default_factory=dict)
+    #: the StreamingDataFrame (its stream id names its state store)
+    sdf: Any = None
+    #: source partition -> newest event time seen on it (when its quiet entities expire)
+    watermark: dict[int, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
@@ -127,7 +137,7 @@ class QuixFeatureWorker:
         )
         self._dlq = Producer(kafka.client_config(stack, {"acks": "all", "enable.idempotence": True,
                                                          "linger.ms": 5}))
-        store = feast_store.open_store(stack)
+        store = self._store = feast_store.open_store(stack)
         self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
         self._revision = Revisions()
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
@@ -136,6 +146,10 @@ class QuixFeatureWorker:
         self.metrics.corrections_pending.set_function(lambda: sum(len(p.corrections) for p in self.pipelines))
         self._stop = threading.Event()
         self._last_online = time.monotonic()
+        #: the online store's Redis run_id as last seen; when it changes, every state is rewritten
+        self._online_id: str | None = None
+        self._next_check = 0.0
+        self._next_sweep = time.monotonic() + cfg.state_sweep_interval_s
 
     def _pipeline(self, spec: EntitySpec, topic_name: str, store: Any) -> QuixPipeline:
         online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
@@ -146,6 +160,7 @@ class QuixFeatureWorker:
         sdf = self.app.dataframe(topic)
         sdf = sdf.update(self._handler_for(p), stateful=True, metadata=True)
         sdf.sink(_CheckpointSink(self, p))
+        p.sdf = sdf
         return p
 
     # -- per record --------------------------------------------------------------------
@@ -169,13 +184,103 @@ class QuixFeatureWorker:
                 self._dead_letter(ctx, key, value, done.dead_letter)
                 return
             assert done.entity_id is not None and done.result is not None
+            if done.event_time > p.watermark.get(ctx.partition, 0):
+                p.watermark[ctx.partition] = done.event_time
             if done.result.dirty:
                 p.unwritten.setdefault(done.entity_id, produced)
                 p.packed.pop(done.entity_id, None)
-            if time.monotonic() - self._last_online >= self.cfg.flush_interval_s:
+            now = time.monotonic()
+            if now - self._last_online >= self.cfg.flush_interval_s:
                 self._write_online_between_checkpoints()
+            if now >= self._next_check or now >= self._next_sweep:
+                self._maintain(now)
 
         return handle
+
+    # -- maintenance, between records (Quix has no timers: it runs at the next record) ---
+    def _maintain(self, now: float) -> None:
+        if now >= self._next_check:
+            self._next_check = now + self.cfg.online_check_interval_s
+            server = online_server_id(self._store)
+            if server is not None and server != self._online_id:
+                if self._online_id is None or self._resync():
+                    self._online_id = server  # (a failed resync is tried again at the next check)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.cfg.state_sweep_interval_s
+            self._sweep()
+
+    def _owned(self, p: QuixPipeline) -> list[tuple[int, Any]]:
+        """This worker's state store partitions of the pipeline: (partition, store partition)."""
+        store = self.app._state_manager.get_store(p.sdf.stream_id)  # noqa: SLF001
+        return sorted(store.partitions.items())
+
+    @staticmethod
+    def _entries(store_partition: Any) -> Any:
+        """(entity id bytes, packed state) of every committed state in a store partition (Quix
+        keys a state by its message key, ``|`` and the state key)."""
+        suffix = b"|" + STATE_KEY
+        for key, value in store_partition.iter_items(b""):
+            if key.endswith(suffix):
+                yield key[:-len(suffix)], value
+
+    def _resync(self, chunk: int = 5_000) -> bool:
+        """After Redis restarts (a new run_id) its last second of writes may be gone: rewrite
+        every state this worker owns (the committed ones from the store, the ones changed
+        since at the next online write). False when a write failed."""
+        log.warning("the online store restarted (new run_id): rewriting every owned state")
+        written = 0
+        try:
+            for p in self.pipelines:
+                unpack, now = p.spec.state_type.unpack, now_ms()
+                for entity_id in p.live:  # newer than the store: written with the next online write
+                    p.unwritten.setdefault(entity_id, now)
+                for partition, store_partition in self._owned(p):
+                    batch = OnlineBatch()
+                    for key, packed in self._entries(store_partition):
+                        entity_id = key.decode()
+                        if entity_id not in p.live:
+                            batch.put(entity_id, packed, unpack(packed).last_ts, now, partition)
+                        if len(batch) >= chunk:
+                            p.online.write(batch)
+                            written, batch = written + len(batch), OnlineBatch()
+                    p.online.write(batch)
+                    written += len(batch)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next check
+            self.metrics.sink_errors.labels("online").inc()
+            log.warning("resync failed (%s: %s); tried again in %.0f s", type(exc).__name__, str(exc)[:300],
+                        self.cfg.online_check_interval_s)
+            return False
+        finally:
+            self.metrics.resync_rows.inc(written)
+        self.metrics.resyncs.inc()
+        return True
+
+    def _sweep(self) -> None:
+        """Forget entities whose newest event is ``state_ttl_s`` older than their partition's
+        newest: delete the state in this checkpoint (Quix writes the changelog tombstone with
+        it, so a recovery forgets it too). Redis forgets their keys by its own TTL."""
+        ttl_ms = self.cfg.state_ttl_s * 1000
+        checkpoint = self.app._processing_context.checkpoint  # noqa: SLF001
+        for p in self.pipelines:
+            unpack, kept, gone = p.spec.state_type.unpack, 0, 0
+            for partition, store_partition in self._owned(p):
+                newest = p.watermark.get(partition)
+                if newest is None:  # nothing seen on it yet: no notion of "quiet"
+                    kept += sum(1 for _ in self._entries(store_partition))
+                    continue
+                tx = None
+                for key, packed in self._entries(store_partition):
+                    if key.decode() in p.live or unpack(packed).last_ts >= newest - ttl_ms:
+                        kept += 1
+                        continue
+                    if tx is None:
+                        tx = checkpoint.get_store_transaction(stream_id=p.sdf.stream_id, partition=partition)
+                    tx.as_state(prefix=key).delete(STATE_KEY)
+                    gone += 1
+            if gone:
+                self.metrics.expired.labels(p.spec.name).inc(gone)
+                log.info("forgot %d quiet %s entities (tombstoned)", gone, p.spec.name)
+            self.metrics.entities.labels(p.spec.name).set(kept)
 
     def _dead_letter(self, ctx: Any, key: bytes | None, value: bytes | None, reason: str) -> None:
         payload = value or b""

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from core import feast_store
+from core.card_state import event_key
 from core.contracts import Transaction, encode
 from core.settings import StackSettings
 from stack import health
@@ -53,8 +54,10 @@ def _repo(feast_repo: StackSettings, kafka_bootstrap: str, root: Path, **update:
     return feast_store.isolated_copy(feast_repo, root, kafka_host=host, kafka_port=int(port), **update)
 
 
+@pytest.mark.parametrize("engine", ["faust", "quix"])
 def test_redis_hung_then_killed_and_back_empty_under_the_worker(
-        feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str,
+        tmp_path: Path) -> None:
     """Redis frozen (SIGSTOP: writes time out) while traffic flows, then killed and started
     again with nothing in it. The worker holds its acks and retries while Redis is away, and
     on the new run_id rewrites every state it owns: afterwards the online store equals the
@@ -214,11 +217,14 @@ def test_three_workers_rebalance_while_one_is_killed_under_traffic(
             w.stop()
 
 
+@pytest.mark.parametrize("engine", ["faust", "quix"])
 def test_quiet_cards_are_forgotten_and_tombstoned(
-        feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+        engine: str, feast_repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str,
+        tmp_path: Path) -> None:
     """A card whose newest event is more than the state TTL (8 days) older than its partition's
-    newest is deleted from the worker's table with a tombstone in the changelog; a restarted
-    worker's recovery does not bring it back; an active card is kept."""
+    newest is deleted from the worker's state with a tombstone in the changelog; a restarted
+    worker's recovery does not bring it back; an active card is kept. (Traffic on the busy card
+    goes on throughout: the Quix engine runs its sweep between records.)"""
     repo = _repo(feast_repo, kafka_bootstrap, tmp_path)
     now = int(time.time() * 1000)
     day = 86_400_000
@@ -235,33 +241,62 @@ def test_quiet_cards_are_forgotten_and_tombstoned(
     for r in old + new:  # one partition: its newest event dates the quiet card as 10 days old
         p.produce(topics[0], key=r.key, value=r.value, partition=0)
     assert p.flush(30) == 0
+    stop = threading.Event()
+
+    def busy() -> None:
+        for i in range(100, 10_000):
+            if stop.wait(0.3):
+                return
+            r = tx(i, "card-busy", int(time.time() * 1000))
+            p.produce(topics[0], key=r.key, value=r.value, partition=0)
+            p.flush(10)
+
+    ticker = threading.Thread(target=busy, daemon=True)
+    ticker.start()
     app_id = f"t-{uuid.uuid4().hex[:6]}"
     env = {"STREAMING_STATE_SWEEP_INTERVAL_S": "0.5"}
     first = WorkerProcess(repo, app_id, *topics, tmp_path / "w1.log", **env).start()
     try:
         wait_for(lambda: first.metric("stream_state_expired_total") >= 1, 120, "the sweep", [first])
-        wait_for(lambda: len(_offline_keys(repo)) == 6, 60, "the offline log", [first])
+        first_six = {event_key(f"q-{i:06d}") for i in (0, 1, 2, 10, 11, 12)}
+        wait_for(lambda: first_six <= _offline_keys(repo), 60, "the offline log", [first])
         assert first.metric("stream_state_expired_total") == 1
-        assert first.metric("stream_state_entities") == 1
+        wait_for(lambda: first.metric("stream_state_entities") == 1, 30, "the entity count", [first])
+        time.sleep(2.5)  # a checkpoint (Quix) commits the deletion with its changelog tombstone
     finally:
         first.stop()
-    changelog = f"{app_id}-card-state-changelog"
-    latest: dict[bytes, bytes | None] = {}
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"cl-{uuid.uuid4().hex[:6]}",
-                  "auto.offset.reset": "earliest"})
-    c.subscribe([changelog])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (b'"card-quiet"' not in latest or latest[b'"card-quiet"'] is not None):
-        for m in c.consume(100, 0.5):
-            if m.error() is None:
-                latest[m.key()] = m.value()
-    c.close()
-    assert latest.get(b'"card-quiet"', b"missing") is None  # its last record is a tombstone
-    assert latest.get(b'"card-busy"')  # the active card's state is there
+    latest = _changelog_states(kafka_bootstrap, app_id, ("card-quiet", "card-busy"))
+    assert latest.get("card-quiet", b"missing") is None  # its last record is a tombstone
+    assert latest.get("card-busy")  # the active card's state is there
     second = WorkerProcess(repo, app_id, *topics, tmp_path / "w2.log", **env).start()
     try:  # recovery from the changelog: one entity, the quiet card stays forgotten
         wait_for(lambda: second.metric("stream_assigned_partitions") > 0
                  and second.metric("stream_state_entities") == 1, 120, "the recovered table", [second])
+        assert second.metric("stream_state_expired_total") == 0
     finally:
+        stop.set()
         second.stop()
 
+
+def _changelog_states(bootstrap: str, app_id: str, entities: tuple[str, ...]) -> dict[str, bytes | None]:
+    """The last changelog record of each entity's state (None: a tombstone), whichever engine
+    wrote it: Faust's ``<app>-card-state-changelog`` keyed by the JSON id, or Quix's
+    ``changelog__<app>--…`` keyed by ``<id>|s``."""
+    from confluent_kafka.admin import AdminClient
+
+    names = [t for t in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+             if app_id in t and "changelog" in t and "user" not in t]
+    assert names, f"no changelog topic of {app_id}"
+    latest: dict[str, bytes | None] = {}
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cl-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(names)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (set(entities) <= latest.keys() and latest[entities[0]] is None):
+        for m in c.consume(100, 0.5):
+            if m.error() is None and m.key():
+                key = m.key()
+                entity = key[:-2].decode() if key.endswith(b"|s") else key.decode().strip('"')
+                latest[entity] = m.value()
+    c.close()
+    return latest
