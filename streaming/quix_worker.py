@@ -21,8 +21,10 @@ How it maps onto Quix:
 - a failing sink (Redis, disk, broker) raises ``SinkBackpressureError``: Quix drops the
   checkpoint (its state changes too), pauses the partitions, seeks back to the committed
   offsets and processes them again after ``retry_after``;
-- out-of-order corrections are coalesced per entity and written in the same checkpoint (a
-  checkpoint commits its offsets whole; at the event cap they are skipped and counted);
+- out-of-order corrections are coalesced per entity and computed at most
+  ``max_corrections_per_flush`` rows per 100 ms step, the rest at the checkpoint (which
+  commits its offsets whole, so they are all written within it; at the event cap they are
+  skipped and counted);
 - maintenance runs between records, as Quix has no timers: every
   ``online_check_interval_s`` the Redis run_id is read and, when it changed (a restart that
   may have lost writes), every owned state is rewritten online from the state store; every
@@ -294,9 +296,30 @@ class QuixFeatureWorker:
                 self._dlq.poll(0.05)
         self.metrics.dead_letters.labels(ctx.topic).inc()
 
+    def _corrections(self, p: QuixPipeline, budget: int | None) -> None:
+        """Out-of-order corrections, coalesced per entity: at most ``budget`` rows (None: all,
+        at the checkpoint, which commits its offsets whole). Spread over the 100 ms steps, a
+        late event on a busy card does not stall the checkpoint; an entity whose corrections
+        resume later is corrected again from the earliest point a later event needs."""
+        revision = next(self._revision)
+        for entity_id, after in list(p.corrections.items()):
+            if budget is not None and budget <= 0:
+                return
+            rows, resume = correction_rows(p.spec, entity_id, p.live[entity_id][0], after, revision, budget)
+            p.feature_rows.extend(rows)
+            self.metrics.corrections.inc(len(rows))
+            if budget is not None:
+                budget -= max(1, len(rows))
+            if resume is None:
+                del p.corrections[entity_id]
+            else:
+                p.corrections[entity_id] = resume
+
     def _write_online_between_checkpoints(self) -> None:
         self._last_online = time.monotonic()
         for p in self.pipelines:
+            if p.corrections:
+                self._corrections(p, self.cfg.max_corrections_per_flush)
             p.convert_rows()
             if not p.unwritten:
                 continue
@@ -331,12 +354,7 @@ class QuixFeatureWorker:
         dead letters. A failure is Quix backpressure: the checkpoint is dropped and redone."""
         t0 = time.perf_counter()
         try:
-            revision = next(self._revision)
-            for entity_id, after in p.corrections.items():  # coalesced per entity, all of them
-                st = p.live[entity_id][0]
-                rows, _ = correction_rows(p.spec, entity_id, st, after, revision)
-                p.feature_rows.extend(rows)
-                self.metrics.corrections.inc(len(rows))
+            self._corrections(p, None)  # what the 100 ms steps left
             batch = OnlineBatch()
             for entity_id, produced in p.unwritten.items():  # (the others are online already)
                 st, _, partition, _ = p.live[entity_id]
