@@ -17,6 +17,37 @@ from streaming.sinks import now_ms
 STATE_FEATURES = ["card_window_state:state", "card_window_state:last_event_time"]
 
 
+class OnlineStates:
+    """Entity states from Feast's online store through its own online-store API: one
+    ``online_read`` of the feature view (Feast's keys, serialization and registry), the
+    rows ``get_online_features`` would fetch, without its per-call registry lookups,
+    response building and type conversions (0.26 ms per card against 0.1 ms for the raw
+    Redis read, measured here). Feast returns a state past the view's ttl as well (it only
+    marks it), so nothing is filtered here either; ``tests/integration/test_feast_redis.py``
+    checks both paths give the same rows."""
+
+    def __init__(self, store: Any, feature_view: str, join_key: str) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self.store, self.join_key = store, join_key
+        self.view = store.get_feature_view(feature_view)
+        self.provider = store._get_provider()  # noqa: SLF001 - Feast's read path below get_online_features
+        self._key, self._value = EntityKey, Value
+
+    def read(self, ids: list[str]) -> list[tuple[bytes | None, int | None]]:
+        """(packed state, last event time) per id; (None, None) for one the store does not know."""
+        keys = [self._key(join_keys=[self.join_key], entity_values=[self._value(string_val=i)]) for i in ids]
+        rows = self.provider.online_read(config=self.store.config, table=self.view, entity_keys=keys,
+                                         requested_features=["state", "last_event_time"])
+        out: list[tuple[bytes | None, int | None]] = []
+        for _, values in rows:
+            state, last = (values or {}).get("state"), (values or {}).get("last_event_time")
+            out.append((state.bytes_val if state is not None and state.HasField("bytes_val") else None,
+                        last.int64_val if last is not None and last.HasField("int64_val") else None))
+        return out
+
+
 @dataclass(frozen=True)
 class CardRead:
     card_id: str  # the entity id (a user id for UserFeatureReader)
@@ -31,26 +62,22 @@ class UserFeatureReader:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.online = OnlineStates(store, "user_click_state", "user_id")
 
     def read(self, user_ids: list[str], at_ms: int | None = None) -> list[CardRead]:
         t = int(now_ms()) if at_ms is None else at_ms
-        got = self.store.get_online_features(
-            features=["user_click_state:state", "user_click_state:last_event_time"],
-            entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
         return [CardRead(u, user_features(UserState.unpack(blob), t), last is not None, last)
-                for u, blob, last in zip(user_ids, got["state"], got["last_event_time"], strict=True)]
+                for u, (blob, last) in zip(user_ids, self.online.read(user_ids), strict=True)]
 
 
 class CardFeatureReader:
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.online = OnlineStates(store, "card_window_state", "card_id")
 
     def states(self, card_ids: list[str]) -> list[tuple[CardState, int | None]]:
-        """One Feast call for all cards."""
-        got = self.store.get_online_features(
-            features=STATE_FEATURES, entity_rows=[{"card_id": c} for c in card_ids]).to_dict()
-        return [(CardState.unpack(blob), last) for blob, last in zip(got["state"], got["last_event_time"],
-                                                                      strict=True)]
+        """One online-store read for all cards."""
+        return [(CardState.unpack(blob), last) for blob, last in self.online.read(card_ids)]
 
     def read(self, card_ids: list[str], at_ms: int | None = None) -> list[CardRead]:
         t = int(now_ms()) if at_ms is None else at_ms

@@ -97,3 +97,21 @@ def test_a_refused_write_raises_and_the_next_one_lands(feast_repo: StackSettings
     sink.write(batch)
     (fine, blocked) = CardFeatureReader(store).read(["card-fine", "card-blocked"], T0 + 60_000)
     assert (fine.features["txn_count_5m"], blocked.features["txn_count_5m"]) == (2, 3)
+
+
+def test_the_online_state_read_equals_get_online_features(feast_repo: StackSettings) -> None:
+    """The readers go through Feast's online-store API (``OnlineStates``): the same rows as the
+    public ``get_online_features``, for known, unknown and past-the-ttl (quiet 3 days) cards."""
+    from streaming.read import STATE_FEATURES, OnlineStates
+
+    store = feast_store.open_store(feast_repo)
+    quiet = _state(2, T0 - 3 * 86_400_000)
+    batch = OnlineBatch()
+    batch.put("card-r1", _state(4).pack(), _state(4).last_ts, 0)
+    batch.put("card-quiet-3d", quiet.pack(), quiet.last_ts, 0)
+    FeastOnlineSink(store).write(batch)
+    ids = ["card-r1", "card-unknown", "card-quiet-3d"]
+    got = store.get_online_features(features=STATE_FEATURES, entity_rows=[{"card_id": c} for c in ids]).to_dict()
+    assert OnlineStates(store, "card_window_state", "card_id").read(ids) == list(
+        zip(got["state"], got["last_event_time"], strict=True))
+    assert got["state"][1] is None and got["state"][2] is not None
