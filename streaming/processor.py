@@ -97,6 +97,28 @@ def correction_rows(spec: EntitySpec, entity_id: str, state: EventState, after: 
     return rows, ((state.ts[end - 1], state.key[end - 1]) if end > start else after)
 
 
+def drain_corrections(spec: EntitySpec, corrections: dict[str, tuple[int, int]],
+                      state_of: Callable[[str], EventState], revision: int, rows: list[dict[str, Any]],
+                      budget: int | None = None) -> tuple[int | None, int, int]:
+    """Write the coalesced corrections (entity -> where they resume) into ``rows``, at most
+    ``budget`` rows (None: all); an entity whose corrections are all written leaves
+    ``corrections``, the others resume later. Returns (budget left, rows, entities touched)."""
+    written = touched = 0
+    for entity_id, after in list(corrections.items()):
+        if budget is not None and budget <= 0:
+            break
+        new, resume = correction_rows(spec, entity_id, state_of(entity_id), after, revision, budget)
+        rows.extend(new)
+        written, touched = written + len(new), touched + 1
+        if budget is not None:
+            budget -= max(1, len(new))
+        if resume is None:
+            del corrections[entity_id]
+        else:
+            corrections[entity_id] = resume
+    return budget, written, touched
+
+
 def _earliest(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
     return b if a is None else a if b is None else min(a, b)
 

@@ -38,7 +38,7 @@ from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, correction_rows
+from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, drain_corrections
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
@@ -327,20 +327,13 @@ class FeatureWorker:
         written is done; while any entity's are not, no record is acked (below)."""
         budget = None if final else self.cfg.max_corrections_per_flush
         for p in self.pipelines:
-            for entity_id, after in list(p.corrections.items()):
-                if budget is not None and budget <= 0:
-                    return
-                state = p.spec.state_type.unpack(p.table.get(entity_id))
-                rows, resume = correction_rows(p.spec, entity_id, state, after, next(self._revision), budget)
-                p.feature_rows.extend(rows)
-                self._corrections_unwritten += 1
-                self.metrics.corrections.inc(len(rows))
-                if budget is not None:
-                    budget -= max(1, len(rows))
-                if resume is None:
-                    del p.corrections[entity_id]
-                else:
-                    p.corrections[entity_id] = resume
+            def state_of(entity_id: str, p: Pipeline = p) -> Any:
+                return p.spec.state_type.unpack(p.table.get(entity_id))
+
+            budget, written, touched = drain_corrections(p.spec, p.corrections, state_of, next(self._revision),
+                                                         p.feature_rows, budget)
+            self._corrections_unwritten += touched
+            self.metrics.corrections.inc(written)
 
     async def _on_revoked(self, app: Any, revoked: Any = None, **_: Any) -> None:
         self._give_up_at = time.monotonic() + self.cfg.give_up_after_s
