@@ -120,6 +120,27 @@ class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):
     shadow: ShadowScore | None = None
 
 
+class PropensityShadow(msgspec.Struct, frozen=True, kw_only=True):
+    model_version: str
+    purchase_probability: Probability
+
+
+class PropensityRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A record of the ``propensity-scores`` topic (inference/propensity.py writes it): the
+    click it scored (``event_id`` null for a live click sent without one), as for ScoreRecord."""
+
+    event_id: EventId | None = None
+    user_id: Id
+    session_id: Id
+    event_time: EpochMs
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    purchase_probability: Probability
+    model_version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    features: dict[str, float | None]
+    scored_at: EpochMs | None = None
+    shadow: PropensityShadow | None = None
+
+
 class InvalidEvent(ValueError):
     """A record that does not satisfy its contract; the message is the reason."""
 
@@ -136,7 +157,7 @@ def _newer(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
 
 _ENCODER = msgspec.json.Encoder()
 _DECODERS = {cls: msgspec.json.Decoder(cls) for cls in (Transaction, Click, FraudFeedback, DeadLetter,
-                                                         ScoreRecord)}
+                                                         ScoreRecord, PropensityRecord)}
 
 
 def encode(event: msgspec.Struct, validate: bool = True) -> bytes:
@@ -190,3 +211,8 @@ def decode_score(raw: bytes) -> dict:
     the consumers of the topic (online learner, drift checks, training's decisions, the
     generator) skip and count a bad record instead of crashing on it."""
     return msgspec.to_builtins(decode(raw, ScoreRecord))
+
+
+def decode_propensity(raw: bytes) -> dict:
+    """A ``propensity-scores`` record as a plain dict, validated like ``decode_score``."""
+    return msgspec.to_builtins(decode(raw, PropensityRecord))

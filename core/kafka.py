@@ -50,7 +50,7 @@ def policy(app_id: str = "streamfeat-features") -> dict[str, list[Grant]]:
     - ``worker`` (Faust): reads the event topics, owns its tables' changelog and internal
       topics (prefix ``app_id``), writes dead letters;
     - ``scorer``: reads transactions, writes scores and dead letters;
-    - ``api``: writes scores (its decisions), nothing else;
+    - ``api``: writes scores (its decisions) and propensity scores, nothing else;
     - ``generator``: writes the event and feedback topics, reads decisions (approved mode);
     - ``learner``: reads scores and feedback;
     - ``monitor`` (the loop, training, drift checks, backfill): reads every pipeline topic.
@@ -62,7 +62,7 @@ def policy(app_id: str = "streamfeat-features") -> dict[str, list[Grant]]:
                    Grant("topic", f"changelog__{app_id}", ALL, prefixed=True)],
         "scorer": [*_topics(("transactions",), READ), *_topics(("scores", "dead-letters"), WRITE),
                    Grant("group", "stream-scorer", READ, prefixed=True)],
-        "api": _topics(("scores",), WRITE),
+        "api": _topics(("scores", "propensity-scores"), WRITE),
         "generator": [*_topics(("transactions", "clicks", "fraud-feedback"), WRITE),
                       *_topics(("scores",), READ), Grant("group", "generator-", READ, prefixed=True)],
         "learner": [*_topics(("scores", "fraud-feedback"), READ),

@@ -17,7 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Topics the pipeline uses. Created idempotently by ``make up`` with ``topic_partitions``.
-TOPICS: tuple[str, ...] = ("transactions", "clicks", "fraud-feedback", "dead-letters", "scores")
+TOPICS: tuple[str, ...] = ("transactions", "clicks", "fraud-feedback", "dead-letters", "scores",
+                           "propensity-scores")
 #: Topics whose records are keyed by an entity whose stream state follows the partition:
 #: their partition count is never grown in place (stack/topics.py).
 KEYED_TOPICS: frozenset[str] = frozenset({"transactions", "clicks"})

@@ -1,5 +1,8 @@
 """python drift_check.py: compare recent features and scores with the champion's training
-reference. Exit 0 when the overall severity is none or low, 3 when medium or high, 1 on error."""
+reference, and its performance on the ground truth that has arrived (fraud feedback for
+fraud-detector; for purchase-propensity, ``--model purchase-propensity``, the purchases that
+followed each scored click in the click stream). Exit 0 when the overall severity is none or
+low, 3 when medium or high, 1 on error."""
 
 from __future__ import annotations
 
@@ -18,12 +21,14 @@ import pandas as pd
 
 from core.settings import StackSettings
 from drift import report, stats
-from drift.sources import DriftInputError, champion_reference, read_file, recent_scores
+from drift.sources import DriftInputError, champion_reference, read_file, recent_purchases, recent_scores
 
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 3
 FEEDBACK_MARGIN_S = 300.0
-NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "score", "fraud_probability",
-                "scored_at", "is_fraud"}
+NOT_FEATURES = {"event_id", "event_time", "model_version", "card_id", "user_id", "session_id", "score",
+                "fraud_probability", "purchase_probability", "scored_at", "is_fraud"}
+#: the topic of each task's live scores
+SCORES_TOPIC = {"fraud": "scores", "personalization": "propensity-scores"}
 
 
 def _window(text: str) -> float:
@@ -48,8 +53,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write every number here")
     p.add_argument("--html", type=Path, help="write a self-contained report with plots here")
     p.add_argument("--log-mlflow", action="store_true", help="log the result to MLflow (experiment drift-monitoring)")
-    p.add_argument("--model-name", default="fraud-detector")
-    p.add_argument("--scores-topic", default="scores")
+    p.add_argument("--model", "--model-name", dest="model_name", default="fraud-detector",
+                   help="the registered model: fraud-detector (default) or purchase-propensity; its task (from its "
+                        "training run) chooses the scores topic and the ground truth")
+    p.add_argument("--scores-topic", help="default: scores (fraud), propensity-scores (purchase propensity)")
+    p.add_argument("--clicks-topic", default="clicks",
+                   help="purchase propensity: where the purchases that label its scores are (default clicks)")
+    p.add_argument("--label-window", type=_window,
+                   help="purchase propensity: a scored click is positive when its session purchases within this "
+                        "(default: the champion's training window, else 30m); younger scores are not judged")
     p.add_argument("--feedback-topic", default="fraud-feedback",
                    help="fraud feedback to judge recent performance (AUC, recall) against the champion's")
     p.add_argument("--no-performance", action="store_true", help="skip the performance (feedback) check")
@@ -76,18 +88,25 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         ref, ref_source = read_file(args.reference), str(args.reference)
     else:
         ref, ref_source, champion_run = champion_reference(settings, args.model_name)
+    task = _task(args.model_name, champion_run)
+    topic = args.scores_topic or SCORES_TOPIC[task]
     if args.current:
         cur, cur_source = read_file(args.current), str(args.current)
     else:
-        cur = recent_scores(settings, args.scores_topic, args.window)
-        cur_source = f"{args.scores_topic} topic, last {args.window:.0f} s"
+        cur = recent_scores(settings, topic, args.window, task=task)
+        cur_source = f"{topic} topic, last {args.window:.0f} s"
         if cur.attrs.get("invalid_records"):  # skipped, never a crash: but said
             cur_source += f" ({cur.attrs['invalid_records']} records breaking the scores contract skipped)"
     if ref.empty:
         raise DriftInputError(f"the reference ({ref_source}) is empty")
     if cur.empty:
         raise DriftInputError(f"the current data ({cur_source}) is empty")
-    perf = None if args.no_performance else _performance(args, settings, cur, champion_run)
+    if args.no_performance:
+        perf = None
+    elif task == "personalization":
+        perf = _purchase_performance(args, settings, cur, champion_run)
+    else:
+        perf = _performance(args, settings, cur, champion_run)
     ref, cur = _sample(ref, args.max_samples, args.seed), _sample(cur, args.max_samples, args.seed)
     numeric = {c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])} - NOT_FEATURES
     shared = [c for c in ref.columns if c in numeric and c in cur.columns]
@@ -115,7 +134,11 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     status, actions = stats.overall(rows, prediction)
     if perf is not None:
         status = max(status, perf["severity"], key=stats.SEVERITIES.index)
-        if perf["severity"] in ("medium", "high"):
+        if perf["severity"] in ("medium", "high") and task == "personalization":
+            actions.insert(0, f"purchase-propensity performance on the purchases that followed dropped (AUC "
+                              f"{perf['auc']:.2f} vs {perf['champion']['auc']:.2f} at training): retrain on recent "
+                              "clicks (python training/train.py --task personalization)")
+        elif perf["severity"] in ("medium", "high"):
             actions.insert(0, f"performance on fraud feedback dropped (recall {perf['recall']:.2f} vs "
                               f"{perf['champion']['recall']:.2f} at training): retrain with the feedback window")
     result = {
@@ -129,6 +152,52 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     }
     result["_arrays"] = (ref_a, cur_a)
     return result
+
+
+def _task(model_name: str, run_id: str | None) -> str:
+    """The model's task: its training run's ``task`` tag (fraud for older runs), or from the
+    name when there is no run (--reference PATH)."""
+    if run_id is not None:
+        from mlflow import MlflowClient
+
+        return str(MlflowClient().get_run(run_id).data.tags.get("task", "fraud"))
+    return "personalization" if model_name == "purchase-propensity" else "fraud"
+
+
+def _purchase_performance(args: argparse.Namespace, settings: StackSettings, cur: pd.DataFrame,
+                          champion_run: str | None) -> dict[str, Any] | None:
+    """Purchase propensity on real ground truth: each scored click older than the label
+    window is positive when its session purchased within the window after it (the clicks
+    topic, or an ``is_purchase_label`` column of a --current file)."""
+    from drift.performance import performance, purchase_labels, run_metrics
+
+    if "score" not in cur:
+        return None
+    champion, window_ms, threshold = None, 30 * 60_000, args.threshold
+    if champion_run:
+        from mlflow import MlflowClient
+
+        champion, params = run_metrics(champion_run, MlflowClient())
+        window_ms = int(float(params.get("label_window_min", 30)) * 60_000)
+        threshold = float(params.get("threshold", threshold))
+    if args.label_window is not None:
+        window_ms = int(args.label_window * 1000)
+    scores = cur.reset_index(drop=True).assign(event_id=lambda d: [f"row-{i}" for i in range(len(d))])
+    if args.current:
+        if "is_purchase_label" not in cur:
+            return None
+        truth = pd.DataFrame({"event_id": scores["event_id"], "is_fraud": cur["is_purchase_label"].astype(bool),
+                              "scenario": "purchase"})
+    else:
+        if not {"user_id", "session_id", "event_time"} <= set(cur.columns):
+            return None
+        since = int(cur["event_time"].min()) - int(FEEDBACK_MARGIN_S * 1000)
+        purchases = recent_purchases(settings, args.clicks_topic, since)
+        truth = purchase_labels(scores, purchases, window_ms, int(time.time() * 1000))
+    out = performance(scores.drop(columns=["decision"], errors="ignore"), truth, champion,
+                      recall_drop=args.recall_drop, threshold=threshold, positive="purchase")
+    out.update(label="the purchases that followed", positive="purchases", label_window_ms=window_ms)
+    return out
 
 
 def _performance(args: argparse.Namespace, settings: StackSettings, cur: pd.DataFrame, champion_run: str | None

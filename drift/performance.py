@@ -46,18 +46,19 @@ def _severity(drop: float | None, bound: float) -> str:
 
 def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict[str, Any] | None,
                 windows: int = 4, recall_drop: float = 0.2, auc_drop: float = 0.05, min_fraud: int = 20,
-                threshold: float = 0.5) -> dict[str, Any]:
+                threshold: float = 0.5, positive: str = "fraud") -> dict[str, Any]:
     """``scores``: event_id, score and decision (or only score: flagged at ``threshold``), and
-    scored_at (epoch ms) for the windows. ``truth``: event_id, is_fraud, scenario.
+    scored_at (epoch ms) for the windows. ``truth``: event_id, is_fraud (the positive label:
+    fraud, or a purchase for propensity), scenario.
     ``champion``: {"auc", "recall", "fraud_rate", "scenarios", "source"} or None."""
     out: dict[str, Any] = {"rows_labelled": 0, "severity": "none", "champion": champion, "windows": []}
     if truth is None or truth.empty or "event_id" not in scores:
-        out["note"] = "no fraud feedback available"
+        out["note"] = "no fraud feedback available" if positive == "fraud" else "no matured labels yet"
         return out
     joined = scores.merge(truth[["event_id", "is_fraud", "scenario"]], on="event_id", how="inner")
     joined = joined[joined["score"].notna()]
     if joined.empty:
-        out["note"] = "no feedback has arrived yet for the scores in the window"
+        out["note"] = "no ground truth has arrived yet for the scores in the window"
         return out
     y = joined["is_fraud"].astype(bool).to_numpy()
     score = joined["score"].astype(float).to_numpy()
@@ -81,7 +82,7 @@ def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict
         out["note"] = "no champion ground-truth metrics to compare with"
         return out
     if out["fraud"] < min_fraud:
-        out["note"] = f"only {out['fraud']} fraud labels (at least {min_fraud} needed to judge a drop)"
+        out["note"] = f"only {out['fraud']} {positive} labels (at least {min_fraud} needed to judge a drop)"
         return out
     recall_d = champion["recall"] - out["recall"] if champion.get("recall") is not None else None
     auc_d = champion["auc"] - out["auc"] if champion.get("auc") is not None and out["auc"] is not None else None
@@ -89,6 +90,32 @@ def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict
     out["severity"] = max(_severity(recall_d, recall_drop), _severity(auc_d, auc_drop),
                           key=("none", "low", "medium", "high").index)
     return out
+
+
+def purchase_labels(scores: pd.DataFrame, purchases: pd.DataFrame, window_ms: int, now_ms: int) -> pd.DataFrame:
+    """Ground truth of purchase propensity: each scored click (``event_id``, ``user_id``,
+    ``session_id``, ``event_time``) whose label window has passed by ``now_ms`` is positive
+    when its session has a purchase in (event_time, event_time + window]; younger ones are
+    left out (not known yet). The training labels' definition (training/labels.py; there a
+    purchase in the same millisecond counts when it sorts after the click)."""
+    matured = scores[scores["event_time"].astype("int64") + window_ms <= now_ms]
+    rows = matured[["event_id", "user_id", "session_id", "event_time"]]
+    hits = rows.merge(purchases.rename(columns={"event_time": "purchase_time"}), on=["user_id", "session_id"])
+    dt = hits["purchase_time"].astype("int64") - hits["event_time"].astype("int64")
+    bought = set(hits.loc[(dt > 0) & (dt <= window_ms), "event_id"])
+    return pd.DataFrame({"event_id": rows["event_id"].to_numpy(),
+                         "is_fraud": rows["event_id"].isin(bought).to_numpy(), "scenario": "purchase"})
+
+
+def run_metrics(run_id: str, client: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """A training run's test metrics on its own labels (for purchase propensity these are
+    ground truth: the purchases that followed) and its params and tags."""
+    run = client.get_run(run_id)
+    m, params = run.data.metrics, {**run.data.params, **run.data.tags}
+    if m.get("test_auc") is None:
+        return None, params
+    return ({"auc": m["test_auc"], "recall": m.get("test_recall"), "scenarios": ["purchase"],
+             "source": f"run {run_id[:8]} test set at training"}, params)
 
 
 def champion_metrics(run_id: str, client: Any) -> dict[str, Any] | None:

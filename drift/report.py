@@ -34,9 +34,9 @@ def performance_table(perf: dict[str, Any]) -> Any:
 
     champ = perf.get("champion") or {}
     colour = COLOURS[perf["severity"]]
-    t = Table(title=f"performance on fraud feedback: [{colour}]{perf['severity']}[/{colour}]"
+    t = Table(title=f"performance on {perf.get('label', 'fraud feedback')}: [{colour}]{perf['severity']}[/{colour}]"
                     + (f" ({perf['note']})" if perf.get("note") else ""))
-    for col in ("window (UTC)", "rows", "fraud", "AUC", "recall", "recall 95% CI", "FPR"):
+    for col in ("window (UTC)", "rows", perf.get("positive", "fraud"), "AUC", "recall", "recall 95% CI", "FPR"):
         t.add_column(col, justify="left" if col.startswith("window") else "right")
     if champ:
         t.add_row("champion at training", "", "", _fmt(champ.get("auc")), _fmt(champ.get("recall")), "", "")
@@ -136,11 +136,12 @@ def html_page(result: dict[str, Any], reference: dict[str, np.ndarray], current:
         wrows = "".join(
             f"<tr><td>{_span(w)}</td><td>{w['rows']}</td><td>{w['fraud']}</td>"
             f"<td>{_fmt(w['auc'])}</td><td>{_fmt(w['recall'])}</td></tr>" for w in perf["windows"])
-        perf_html = (f"<h2>Performance on fraud feedback: {html.escape(perf['severity'])}</h2>"
+        label, positive = html.escape(perf.get("label", "fraud feedback")), html.escape(perf.get("positive", "fraud"))
+        perf_html = (f"<h2>Performance on {label}: {html.escape(perf['severity'])}</h2>"
                      f"<p>{perf['rows_labelled']} labelled scores; AUC {_fmt(perf.get('auc'))}, recall "
                      f"{_fmt(perf.get('recall'))}; champion at training: AUC {_fmt(champ.get('auc'))}, recall "
                      f"{_fmt(champ.get('recall'))}. {html.escape(perf.get('note', ''))}</p>"
-                     f"<table><tr><th>window (UTC)</th><th>rows</th><th>fraud</th><th>AUC</th><th>recall</th></tr>"
+                     f"<table><tr><th>window (UTC)</th><th>rows</th><th>{positive}</th><th>AUC</th><th>recall</th></tr>"
                      f"{wrows}</table>" + (_performance_plot(perf) if perf["windows"] else ""))
     actions = "".join(f"<li>{html.escape(a)}</li>" for a in result["actions"])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title><style>

@@ -4,12 +4,13 @@ scores from the ``scores`` topic, or parquet/CSV files."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from core import kafka
-from core.contracts import InvalidEvent, decode_score
+from core.contracts import Click, InvalidEvent, decode, decode_propensity, decode_score
 from core.settings import StackSettings
 
 
@@ -51,10 +52,11 @@ def champion_reference(settings: StackSettings, name: str = "fraud-detector", al
     return pd.read_parquet(local), f"{name} v{mv.version} training reference", str(mv.run_id)
 
 
-def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0
-                  ) -> pd.DataFrame:
-    """Scores published within the last ``window_s`` seconds (the newest ``limit`` of them):
-    their model inputs, score, decision and scoring time (``scored_at``, epoch ms)."""
+def _read_since(conn: kafka.Kafka, topic: str, since_ms: int, row: Callable[[bytes], dict | None], limit: int,
+                timeout_s: float) -> tuple[list[dict], int]:
+    """Rows of the records produced since ``since_ms`` up to the topic's end now (``row``
+    gives None for a record to leave out, raises InvalidEvent for one breaking its contract:
+    skipped and counted); the newest ``limit``. Returns (rows, invalid)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from stack import health
@@ -62,12 +64,13 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
     if health.kafka(conn) is not None:
         raise DriftInputError(f"Kafka at {kafka.bootstrap(conn)} is not reachable (make up), or pass --current PATH")
     consumer = Consumer(kafka.client_config(conn, {"group.id": f"drift-{time.time_ns()}", "enable.auto.commit": False}))
+    rows: list[dict] = []
+    invalid = 0
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             raise DriftInputError(f"topic {topic!r} not found")
-        since = int((time.time() - window_s) * 1000)
-        starts = consumer.offsets_for_times([TopicPartition(topic, p, since) for p in meta.partitions], timeout=10)
+        starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10)
         ends = {}
         assign = []
         for tp in starts:
@@ -75,8 +78,6 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
             if tp.offset >= 0 and tp.offset < high:
                 assign.append(tp)
                 ends[tp.partition] = high
-        rows: list[dict] = []
-        invalid = 0  # records that break the scores contract: skipped (counted in the frame's attrs)
         if assign:
             consumer.assign(assign)
             done: set[int] = set()
@@ -89,20 +90,57 @@ def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 5
                     if offset >= ends[part] - 1:
                         done.add(part)
                     try:
-                        rec = decode_score(value)
+                        r = row(value)
                     except InvalidEvent:
                         invalid += 1
                         continue
-                    rows.append({**rec.get("features", {}), "score": rec.get("fraud_probability"),
-                                 "model_version": rec.get("model_version"), "event_id": rec.get("event_id"),
-                                 "decision": rec.get("decision"), "scored_at": rec.get("scored_at")})
+                    if r is not None:
+                        rows.append(r)
                     if len(rows) > 2 * limit:
                         del rows[:-limit]
     finally:
         consumer.close()
+    return rows[-limit:], invalid
+
+
+def _fraud_row(value: bytes) -> dict:
+    rec = decode_score(value)
+    return {**rec.get("features", {}), "score": rec.get("fraud_probability"), "model_version": rec.get("model_version"),
+            "event_id": rec.get("event_id"), "decision": rec.get("decision"), "scored_at": rec.get("scored_at")}
+
+
+def _propensity_row(value: bytes) -> dict:
+    rec = decode_propensity(value)
+    return {**rec.get("features", {}), "score": rec.get("purchase_probability"),
+            "model_version": rec.get("model_version"), "event_id": rec.get("event_id"), "user_id": rec["user_id"],
+            "session_id": rec["session_id"], "event_time": rec["event_time"], "scored_at": rec.get("scored_at")}
+
+
+def recent_scores(conn: kafka.Kafka, topic: str, window_s: float, limit: int = 500_000, timeout_s: float = 60.0,
+                  task: str = "fraud") -> pd.DataFrame:
+    """Scores published within the last ``window_s`` seconds (the newest ``limit`` of them):
+    their model inputs, score and scoring time (``scored_at``, epoch ms); for fraud the
+    decision, for personalization (the ``propensity-scores`` topic) the click's user, session
+    and time."""
+    since = int((time.time() - window_s) * 1000)
+    rows, invalid = _read_since(conn, topic, since, _fraud_row if task == "fraud" else _propensity_row, limit,
+                                timeout_s)
     if not rows:
         raise DriftInputError(f"no scores on {topic!r} in the last {window_s:.0f} s: is the scorer running "
                               "(make status)? Widen --window or pass --current PATH")
-    df = pd.DataFrame(rows[-limit:])
+    df = pd.DataFrame(rows)
     df.attrs["invalid_records"] = invalid
     return df
+
+
+def recent_purchases(conn: kafka.Kafka, topic: str, since_ms: int, limit: int = 2_000_000,
+                     timeout_s: float = 60.0) -> pd.DataFrame:
+    """The purchase clicks produced since ``since_ms`` (user, session, event time): the
+    ground truth of purchase propensity, already in the click stream."""
+    def purchase(value: bytes) -> dict | None:
+        c = decode(value, Click)
+        return ({"user_id": c.user_id, "session_id": c.session_id, "event_time": c.event_time}
+                if c.action == "purchase" else None)
+
+    rows, _ = _read_since(conn, topic, since_ms, purchase, limit, timeout_s)
+    return pd.DataFrame(rows, columns=["user_id", "session_id", "event_time"])

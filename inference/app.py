@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
@@ -18,12 +18,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import feast_store, registry
+from core.model_inputs import PROPENSITY_FEATURES
 from core.prom import single_process
 from core.settings import StackSettings
-from inference import auth, scoring
+from inference import auth, propensity, scoring
 from inference.auth import ApiKey
 from inference.model import ModelHolder
-from inference.schemas import BatchResponse, ModelInfo, Problem, Score, Transaction, batch_request
+from inference.schemas import (
+    BatchResponse,
+    ClickContext,
+    ModelInfo,
+    Problem,
+    PropensityBatch,
+    PropensityScore,
+    Score,
+    Transaction,
+    batch_request,
+    click_batch,
+)
 from inference.scoring import Unavailable as ServiceUnavailable
 from inference.settings import InferenceSettings
 from streaming.read import CardFeatureReader
@@ -114,10 +126,15 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     stack = stack or StackSettings()
     cfg = settings or InferenceSettings()
     metrics = Metrics()
-    holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
-                         verifier=registry.Verifier.of(stack))
+    verifier = registry.Verifier.of(stack)
+    holder = ModelHolder(cfg.model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow, verifier=verifier)
+    # the purchase-propensity model: the same lifecycle (signed, gated, promoted, hot-reloaded,
+    # shadow challenger); optional: /v1/propensity answers 503 with the reason until one exists
+    prop_holder = ModelHolder(cfg.propensity_model_name, cfg.model_alias, cfg.onnx_threads, cfg.shadow,
+                              verifier=verifier, features=PROPENSITY_FEATURES)
+    holders = {"fraud": holder, "personalization": prop_holder}
     state: dict[str, Any] = {}
-    counted: dict[str, int] = {}
+    counted: dict[tuple[str, str], int] = {}
     keys = auth.load_keys(cfg.api_keys.get_secret_value() if cfg.api_keys else None,
                           cfg.api_keys_file or stack.data_dir / "secrets" / "api-keys.json")
     if cfg.admin_token is not None:
@@ -125,15 +142,23 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     keyring = auth.Keyring(keys)
     need = {scope: auth.require(keyring, scope) for scope in auth.SCOPES}
 
-    def reload() -> tuple[bool, str]:
-        changed, msg = holder.reload()
-        metrics.reloads.labels("changed" if changed else ("failed" if holder.last_error else "unchanged")).inc()
-        for reason, n in holder.refusals.items():
-            metrics.refusals.labels(reason).inc(n - counted.get(reason, 0))
-            counted[reason] = n
-        if holder.current is not None:
-            metrics.model_version.labels(cfg.model_name, cfg.model_alias).set(float(holder.current.version))
+    def reload_one(h: ModelHolder) -> tuple[bool, str]:
+        changed, msg = h.reload()
+        if h is prop_holder and h.current is None and not h.refusals:
+            return changed, msg  # no propensity model registered: not a failed reload
+        metrics.reloads.labels("changed" if changed else ("failed" if h.last_error else "unchanged")).inc()
+        for reason, n in h.refusals.items():
+            metrics.refusals.labels(reason).inc(n - counted.get((h.name, reason), 0))
+            counted[h.name, reason] = n
+        if h.current is not None:
+            metrics.model_version.labels(h.name, h.alias).set(float(h.current.version))
         return changed, msg
+
+    def reload() -> tuple[bool, str]:
+        """Both models; the fraud model's outcome is the answer (the propensity model's is
+        logged and shown by /v1/model?task=personalization)."""
+        reload_one(prop_holder)
+        return reload_one(holder)
 
     async def watch() -> None:
         while True:
@@ -145,7 +170,9 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         from training import tracking
 
         tracking.connect(stack, lambda m: log.info(m), check=False)
-        state["reader"] = CardFeatureReader(store or feast_store.open_store(stack))
+        store_ = store or feast_store.open_store(stack)
+        state["reader"] = CardFeatureReader(store_)
+        state["users"] = propensity.UserStates(store_)
         await asyncio.to_thread(reload)
         if holder.current is None:
             log.warning("no model yet (%s); /ready answers 503 until one is promoted", holder.last_error)
@@ -154,22 +181,29 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
             state["publisher"] = ScorePublisher(stack, cfg.scores_topic, cfg.scores_queue,
                                                 lambda why: metrics.dropped.labels(why).inc())
+            state["prop_publisher"] = ScorePublisher(stack, cfg.propensity_topic, cfg.scores_queue,
+                                                     lambda why: metrics.dropped.labels(why).inc())
         state["scorer"] = scoring.Scorer(holder, state["reader"], cfg, state.get("publisher"),
                                          on_fetch=metrics.feature_fetch.observe,
                                          on_decision=lambda d: metrics.decisions.labels(d).inc(),
                                          on_skew=metrics.skewed.inc)
+        state["propensity"] = propensity.PropensityScorer(prop_holder, state["users"], cfg,
+                                                          state.get("prop_publisher"),
+                                                          on_fetch=metrics.feature_fetch.observe)
         task = asyncio.create_task(watch()) if cfg.poll_interval_s > 0 else None
         yield
         if task:
             task.cancel()
-        if "publisher" in state:
-            state.pop("publisher").close()
+        for name in ("publisher", "prop_publisher"):
+            if name in state:
+                state.pop(name).close()
 
     # /docs and /openapi.json are served below, behind the read scope
     app = FastAPI(title="streamfeat inference", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan, description="Fraud scores from Feast online features and ONNX Runtime.",
                   responses={422: {"model": Problem}, 503: {"model": Problem}})
     app.state.holder, app.state.metrics, app.state.settings = holder, metrics, cfg
+    app.state.propensity_holder = prop_holder
 
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
 
@@ -231,6 +265,26 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     app.post("/v1/score/batch", response_model=BatchResponse,
              summary="Score up to INFERENCE_MAX_BATCH transactions (scope: score)")(score_batch)
 
+    @app.post("/v1/propensity", response_model=PropensityScore,
+              summary="Purchase propensity of the user's current click (scope: score)")
+    async def score_propensity(click: ClickContext, caller: ApiKey = need["score"]) -> Response:
+        return as_json(await observed("propensity", lambda: state["propensity"].score(
+            [click], source=f"api:{caller.name}")[0]))
+
+    click_model = click_batch(cfg.max_batch)
+
+    async def rescore_propensity(req: Any, publish: bool = False) -> Response:
+        clicks = req.clicks
+        if any(c.event_time is None for c in clicks):
+            return JSONResponse({"detail": "re-scoring needs every click's event_time"}, status_code=422)
+        return as_json({"scores": await observed("rescore_propensity", lambda: state["propensity"].score(
+            clicks, at=[c.event_time for c in clicks], publish=publish, source="rescore"))})
+
+    rescore_propensity.__annotations__["req"] = click_model
+    app.post("/v1/admin/rescore/propensity", response_model=PropensityBatch, dependencies=[need["admin"]],
+             summary="Re-score clicks as of their own event_time (scope: admin; published only with "
+                     "?publish=true)")(rescore_propensity)
+
     @app.get("/v1/features/card/{card_id}", dependencies=[need["features"]],
              summary="A card's window features as of now (or ?at=epoch ms) (scope: features)")
     def features(card_id: str, at: int | None = None) -> dict[str, Any]:
@@ -247,17 +301,18 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                 "last_event_time": read.last_event_time, "features": read.features}
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=[need["read"]],
-             summary="The served model (scope: read)")
-    def model_info() -> Any:
-        m = holder.current
+             summary="The served model (scope: read); ?task=personalization: the purchase-propensity model")
+    def model_info(task: Literal["fraud", "personalization"] = "fraud") -> Any:
+        h = holders[task]
+        m = h.current
         if m is None:
-            raise ServiceUnavailable(f"no model loaded: {holder.last_error}")
+            raise ServiceUnavailable(f"no model loaded: {h.last_error}")
         return ModelInfo(name=m.name, version=m.version, alias=m.alias, model_type=str(m.metadata.get("model_type")),
                          threshold=m.threshold, decline_at=cfg.decline_at, features=m.features, sha256=m.sha256,
                          metrics={k: v for k, v in m.tags.items() if k.startswith("test_")}, loaded_at=m.loaded_at,
-                         challenger_version=holder.challenger.version if holder.challenger else None,
+                         challenger_version=h.challenger.version if h.challenger else None,
                          labels=m.metadata.get("label_mode"),
-                         promotion={k: v for k, v in (holder.promotion or {}).items() if k != "name"} or None)
+                         promotion={k: v for k, v in (h.promotion or {}).items() if k != "name"} or None)
 
     @app.get("/health", summary="Alive (no credentials)")
     def health() -> dict[str, str]:
@@ -308,7 +363,9 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     def admin_reload() -> dict[str, Any]:
         changed, msg = reload()
         return {"changed": changed, "message": msg,
-                "model_version": holder.current.version if holder.current else None}
+                "model_version": holder.current.version if holder.current else None,
+                "propensity_model_version": prop_holder.current.version if prop_holder.current else None,
+                "propensity_message": prop_holder.last_error}
 
     return app
 

@@ -63,6 +63,40 @@ def batch_request(max_batch: int) -> type[BatchRequest]:
                         transactions=(Annotated[list[Transaction], Field(min_length=1, max_length=max_batch)], ...))
 
 
+CLICK_EXAMPLE: dict[str, Any] = {"event_id": "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "user_id": "user-000042",
+                 "session_id": "sess-7f3a", "page": "product-0815", "action": "add_to_cart", "dwell_ms": 5400,
+                 "device": "mobile"}
+
+
+class ClickContext(BaseModel):
+    """The user's current click (or page view): the fields of a clicks event."""
+
+    model_config = ConfigDict(**Strict, json_schema_extra={"examples": [CLICK_EXAMPLE]})
+
+    event_id: Annotated[str | None, Field(min_length=8, max_length=64, description="the click's id, when it has "
+                                          "one: a retry or re-score of a click the stream already holds leaves it "
+                                          "out of its own view")] = None
+    event_time: Annotated[int | None, Field(ge=946_684_800_000, le=4_102_444_800_000,
+                                            description="epoch ms (UTC), as the client claims it: recorded and "
+                                                        "checked; live scores are read at the server's time")] = None
+    user_id: Id
+    session_id: Id
+    page: Id | None = None
+    action: Literal["view", "add_to_cart", "purchase"]
+    dwell_ms: Annotated[int, Field(ge=0, le=3_600_000)]
+    device: Literal["mobile", "desktop", "tablet"]
+
+
+class ClickBatch(BaseModel):
+    model_config = ConfigDict(**Strict)
+    clicks: Annotated[list[ClickContext], Field(min_length=1, max_length=10_000)]
+
+
+def click_batch(max_batch: int) -> type[ClickBatch]:
+    return create_model("ClickBatch", __base__=ClickBatch,  # type: ignore[call-overload, no-any-return]
+                        clicks=(Annotated[list[ClickContext], Field(min_length=1, max_length=max_batch)], ...))
+
+
 class Reason(BaseModel):
     kind: Literal["feature", "rule"]
     name: str
@@ -88,6 +122,28 @@ class Score(BaseModel):
     event_time_flagged: bool = Field(description="|event_time_skew_ms| above INFERENCE_MAX_EVENT_TIME_SKEW_S")
     explored: bool = Field(False, description="a would-be decline approved for exploration (INFERENCE_EXPLORE_SHARE)")
     latency_ms: float
+
+
+class PropensityScore(BaseModel):
+    event_id: str | None
+    user_id: str
+    session_id: str
+    purchase_probability: float
+    tier: Literal["low", "medium", "high"]
+    model_version: str
+    reasons: list[Reason]
+    feature_age_ms: int | None = Field(description="now minus the user's newest click; null for a new user")
+    features_missing: bool = Field(description="no click history online (new user, or quiet past the TTL)")
+    features_stale: bool = Field(description="newest click older than INFERENCE_STALE_AFTER_S")
+    shadow: dict[str, float | str] | None = None
+    scored_at: int = Field(description="the time the features were read at (epoch ms)")
+    event_time_skew_ms: int | None
+    event_time_flagged: bool
+    latency_ms: float
+
+
+class PropensityBatch(BaseModel):
+    scores: list[PropensityScore]
 
 
 class BatchResponse(BaseModel):

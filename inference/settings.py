@@ -13,6 +13,8 @@ class InferenceSettings(BaseSettings):
 
     model_name: str = "fraud-detector"
     model_alias: str = "champion"
+    #: the purchase-propensity model served at /v1/propensity (same alias, same checks)
+    propensity_model_name: str = "purchase-propensity"
     #: seconds between checks of the alias in the registry (0: only on admin reload)
     poll_interval_s: float = Field(15.0, ge=0)
     #: a bearer key with every scope (inference/auth.py); required when production is true
@@ -31,6 +33,7 @@ class InferenceSettings(BaseSettings):
     shadow: bool = True  # also score the challenger (recorded, never returned as the decision)
     publish_scores: bool = True
     scores_topic: str = "scores"
+    propensity_topic: str = "propensity-scores"
     scores_queue: int = Field(100_000, ge=100)
     onnx_threads: int = Field(1, ge=1)
     #: uvicorn worker processes (each loads the model and keeps its own connections)

@@ -95,7 +95,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--split", default="time", choices=["time", "stratified"], help="split method (default time)")
     d.add_argument("--test-size", type=_fraction, default=0.1)
     d.add_argument("--val-size", type=_fraction, default=0.1)
-    d.add_argument("--group-split", action="store_true", help="keep every card on one side of each split")
+    d.add_argument("--group-split", action="store_true",
+                   help="keep every card (fraud) or user (personalization) on one side of each split")
     d.add_argument("--cv-folds", type=int, default=3, help="stratified k-fold CV on the training rows (0: off)")
     d.add_argument("--downsample", type=float, help="keep N negatives per positive for training (evaluation untouched)")
     d.add_argument("--no-ground-truth", action="store_true", help="skip the fraud-feedback evaluation")
@@ -338,40 +339,52 @@ def safe_url(url: str) -> str:
 
 
 def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
-    """Batch scores with risk tiers into a database (SQLite file by default)."""
+    """Batch scores with tiers into a database (SQLite file by default): fraud scores of the
+    logged transactions, or (--task personalization) purchase propensities of the logged clicks."""
     import numpy as np
     import pandas as pd
     import sqlalchemy as sa
     from tqdm import tqdm
 
     from training import export, tracking
-    from training.dataset import load
+    from training.dataset import load, load_clicks
     from training.errors import TrainingError
 
+    fraud = args.task == "fraud"
+    name = args.name or tracking.REGISTERED[args.task]
+    table = args.table or ("fraud_scores" if fraud else "propensity_scores")
     tracking.connect(settings, print)
-    mv = tracking.load(args.name, None if args.version else args.alias, args.version)
+    mv = tracking.load(name, None if args.version else args.alias, args.version)
     if mv is None:
-        raise TrainingError(f"{args.name}@{args.version or args.alias} not found; train a model first")
+        raise TrainingError(f"{name}@{args.version or args.alias} not found; train a model first")
+    task = mv.metadata.get("task", "fraud")
+    if task != args.task:
+        raise TrainingError(f"{name} v{mv.version} is a {task} model; pass --task {task}")
     if not args.high > args.medium > 0:
         raise TrainingError(f"tiers need high > medium > 0, got {args.high} and {args.medium}")
-    ds = load(settings, start_ms=args.start, end_ms=args.end, max_samples=args.max_samples)
+    ds = (load if fraud else load_clicks)(settings, start_ms=args.start, end_ms=args.end,
+                                           max_samples=args.max_samples)
     sess = export.session(mv.onnx)
     X = ds.X
     p = np.concatenate([export.score(sess, X[i:i + 50_000])
                         for i in tqdm(range(0, len(X), 50_000), desc="scoring", unit="batch", disable=None)])
     tier = np.where(p >= args.high, "high", np.where(p >= args.medium, "medium", "low"))
-    out = pd.DataFrame({"event_id": ds.frame["event_id"], "card_id": ds.frame["card_id"],
-                        "event_time": pd.to_datetime(ds.frame["event_time"], unit="ms", utc=True),
-                        "fraud_probability": p, "risk_tier": tier, "decision": np.where(p >= mv.threshold,
-                                                                                         "review", "approve"),
-                        "model_name": args.name, "model_version": mv.version,
-                        "scored_at": pd.Timestamp.now(tz="UTC")})
+    f = ds.frame
+    when = pd.to_datetime(f["event_time"], unit="ms", utc=True)
+    if fraud:
+        out = pd.DataFrame({"event_id": f["event_id"], "card_id": f["card_id"], "event_time": when,
+                            "fraud_probability": p, "risk_tier": tier,
+                            "decision": np.where(p >= mv.threshold, "review", "approve")})
+    else:
+        out = pd.DataFrame({"event_id": f["event_id"], "user_id": f["user_id"], "session_id": f["session_id"],
+                            "event_time": when, "purchase_probability": p, "tier": tier})
+    out = out.assign(model_name=name, model_version=mv.version, scored_at=pd.Timestamp.now(tz="UTC"))
     url = args.db or f"sqlite:///{(settings.data_dir / 'scores.db').resolve()}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        out.to_sql(args.table, conn, if_exists="append", index=False, chunksize=10_000)
-    counts = out["risk_tier"].value_counts().to_dict()
-    print(f"wrote {len(out):,} scores of {args.name} v{mv.version} to {safe_url(url)} table {args.table}: "
+        out.to_sql(table, conn, if_exists="append", index=False, chunksize=10_000)
+    counts = pd.Series(tier).value_counts().to_dict()
+    print(f"wrote {len(out):,} scores of {name} v{mv.version} to {safe_url(url)} table {table}: "
           + ", ".join(f"{k} {counts.get(k, 0):,}" for k in ("high", "medium", "low")))
     return 0
 
@@ -420,12 +433,14 @@ def parser() -> argparse.ArgumentParser:
                     help="with --live: promote the challenger when it wins on the live matured labels with "
                          "confidence (the ground-truth gate)")
     data_args(cp)
-    sc = sub.add_parser("score", help="batch scores with risk tiers into a database")
-    registry_args(sc)
+    sc = sub.add_parser("score", help="batch scores with tiers into a database (fraud, or purchase propensity)")
+    sc.add_argument("--task", default="fraud", choices=["fraud", "personalization"],
+                    help="fraud: the logged transactions; personalization: the logged clicks (default fraud)")
+    sc.add_argument("--name", help="registered model (default fraud-detector, or purchase-propensity)")
     sc.add_argument("--alias", default="champion")
     sc.add_argument("--version")
     sc.add_argument("--db", help="SQLAlchemy URL (default sqlite:///.data/scores.db; postgresql://... works)")
-    sc.add_argument("--table", default="fraud_scores")
+    sc.add_argument("--table", help="default fraud_scores (propensity_scores for personalization)")
     sc.add_argument("--high", type=float, default=0.70, help="high-risk tier from this probability")
     sc.add_argument("--medium", type=float, default=0.40, help="medium-risk tier from this probability")
     data_args(sc)

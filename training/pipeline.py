@@ -152,18 +152,23 @@ def _label_mode(cfg: TrainConfig, tl: feedback.TruthLabels | None, fraud: bool) 
     return cfg.labels
 
 
+#: the entity a group split keeps on one side, per task
+GROUP_KEY = {"fraud": "card_id", "personalization": "user_id"}
+
+
 def _labels_and_split(cfg: TrainConfig, df: pd.DataFrame, labels: Labels, tl: feedback.TruthLabels | None,
                       mode: str) -> tuple[np.ndarray, splits.Split, str]:
     """Labels and split for a mode. With ground truth, validation and test are the newest
     *matured* rows (never "not reported yet"); ``combined`` adds the young rows to training
     with their rule labels."""
+    key = GROUP_KEY[cfg.task]
     if mode == "rules":
-        sp = splits.split(df, labels.y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed)
+        sp = splits.split(df, labels.y, cfg.split, cfg.val_size, cfg.test_size, cfg.group_split, cfg.seed, key)
         return labels.y, sp, labels.mode
     assert tl is not None
     kidx = np.flatnonzero(tl.known)
     spk = splits.split(df.iloc[kidx].reset_index(drop=True), tl.y[kidx], cfg.split, cfg.val_size, cfg.test_size,
-                       cfg.group_split, cfg.seed)
+                       cfg.group_split, cfg.seed, key)
     train, val, test = kidx[spk.train], kidx[spk.val], kidx[spk.test]
     y = tl.y.copy()
     what = f"fraud feedback (matured ground truth, {cfg.label_maturity_ms / 1000:.0f} s maturity)"
@@ -378,6 +383,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
                            "cv_folds": cfg.cv_folds, "search": cfg.search, "calibration": cal.method,
                            "threshold": round(threshold, 6), "downsample": cfg.downsample,
                            "resample": cfg.resample, "seed": cfg.seed, "train_rows": len(train_idx),
+                           **({"label_window_min": cfg.label_window_min} if not fraud else {}),
                            **{f"param_{k}": v for k, v in {**models.get(cfg.model_type).defaults, **params}.items()}})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in base_metrics.items() if np.isfinite(v)})
@@ -467,15 +473,16 @@ def save_native(fitted: models.Fitted, model_type: str, out_dir: Path) -> Path |
 
 def model_card(name: str, r: TrainResult, cfg: TrainConfig, champion_version: str | None) -> str:
     m, b = r.metrics, r.baseline_metrics
+    grouped = f" (grouped by {GROUP_KEY[cfg.task].removesuffix('_id')})" if cfg.group_split else ""
     lines = [
         f"# {name} v{r.version} ({r.model_type})", "",
         f"- alias: **{r.alias}**; previous champion: {r.previous_champion or 'none'}",
         f"- run: `{r.run_id}`; ONNX sha256 `{r.onnx_sha256}`",
-        f"- data: {r.dataset.get('rows')} transactions from {r.dataset.get('start')} to {r.dataset.get('end')}, "
+        f"- data: {r.dataset.get('rows')} {'transactions' if cfg.task == 'fraud' else 'clicks'} from "
+        f"{r.dataset.get('start')} to {r.dataset.get('end')}, "
         f"feature service `{cfg.feature_service}`",
         f"- labels: {r.label_summary}",
-        f"- split: {cfg.split}{' (grouped by card)' if cfg.group_split else ''}, validation {cfg.val_size}, "
-        f"test {cfg.test_size}",
+        f"- split: {cfg.split}{grouped}, validation {cfg.val_size}, test {cfg.test_size}",
         f"- calibration: {r.calibration.get('method')}; threshold {r.threshold:.4f}", "",
         "| metric | model | LR baseline |", "|---|---|---|",
         *[f"| {k} | {m[k]:.4f} | {b[k]:.4f} |" for k in evaluate.METRIC_NAMES], "",

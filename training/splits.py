@@ -1,5 +1,6 @@
 """Train / validation / test splits: time-ordered by default, stratified random as an
-option; with ``group`` no card appears on both sides of any split."""
+option; with ``group`` no entity (``group_key``: a card for fraud, a user for
+personalization) appears on both sides of any split."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def _check_sizes(val_size: float, test_size: float) -> None:
 
 
 def split(df: pd.DataFrame, y: np.ndarray, method: str = "time", val_size: float = 0.1,
-          test_size: float = 0.1, group: bool = False, seed: int = 42) -> Split:
+          test_size: float = 0.1, group: bool = False, seed: int = 42, group_key: str = "card_id") -> Split:
     _check_sizes(val_size, test_size)
     n = len(df)
     if method not in METHODS:
         raise DataError(f"unknown split {method!r}; one of {', '.join(METHODS)}")
     if group:
-        return _group_split(df, y, method, val_size, test_size, seed)
+        return _group_split(df, y, method, val_size, test_size, seed, group_key)
     idx = np.arange(n)
     if method == "time":
         order = np.argsort(df["event_time"].to_numpy(), kind="stable")
@@ -49,23 +50,26 @@ def split(df: pd.DataFrame, y: np.ndarray, method: str = "time", val_size: float
 
 
 def _group_split(df: pd.DataFrame, y: np.ndarray, method: str, val_size: float, test_size: float,
-                 seed: int) -> Split:
-    """Whole cards go to one side. ``time``: cards ordered by their first transaction (the
-    newest cards are the test set); ``stratified``: cards shuffled, then assigned greedily so
+                 seed: int, key: str = "card_id") -> Split:
+    """Whole entities (cards, users) go to one side. ``time``: entities ordered by their first
+    event (the newest are the test set); ``stratified``: shuffled, then assigned greedily so
     each side gets about its share of rows."""
-    cards = df["card_id"].to_numpy()
-    first = df.groupby("card_id", sort=False)["event_time"].min()
+    if key not in df:
+        raise DataError(f"a group split needs the {key} column")
+    cards = df[key].to_numpy()
+    first = df.groupby(key, sort=False)["event_time"].min()
     if method == "time":
         order = first.sort_values(kind="stable").index.to_numpy()
     else:
         order = first.index.to_numpy()
         np.random.default_rng(seed).shuffle(order)
-    sizes = df.groupby("card_id", sort=False).size().reindex(order).to_numpy()
+    sizes = df.groupby(key, sort=False).size().reindex(order).to_numpy()
     cum = np.cumsum(sizes) / sizes.sum()
     side = np.where(cum <= 1 - test_size - val_size, 0, np.where(cum <= 1 - test_size, 1, 2))
     card_side = dict(zip(order, side, strict=True))
     row_side = np.fromiter((card_side[c] for c in cards), dtype=np.int8, count=len(cards))
     parts = [np.flatnonzero(row_side == s) for s in (0, 1, 2)]
     if any(len(p) == 0 for p in parts):
-        raise DataError("too few cards for a group split; drop --group-split or add data")
+        what = "cards" if key == "card_id" else "users" if key == "user_id" else f"{key} values"
+        raise DataError(f"too few {what} for a group split; drop --group-split or add data")
     return Split(*parts)

@@ -28,7 +28,7 @@ from stack.topics import ensure_topics
 from streaming.sinks import latest_feature_rows, read_dataset
 from training import export, tracking
 from training.config import TrainConfig
-from training.dataset import txn_fields_frame
+from training.dataset import load_clicks, txn_fields_frame
 from training.pipeline import train
 
 TOKEN = "t0ken-for-tests-0123456789"
@@ -49,11 +49,20 @@ def served(stream_data: tuple[StackSettings, str], kafka_bootstrap: str, tmp_pat
     train(settings, TrainConfig(params={"n_estimators": 3, "max_depth": 2}, output_dir=out / "v1", **common),
           say=lambda _m: None)
     train(settings, TrainConfig(output_dir=out / "v2", **common), say=lambda _m: None)
+    # and a purchase-propensity model, so that every operation is served (tests/integration/test_propensity.py)
+    train(settings, TrainConfig(task="personalization", model_type="lightgbm", registered_name=_propensity(name),
+                                feedback_topic=feedback, cv_folds=0, force=True, min_positives=10,
+                                output_dir=out / "propensity"), say=lambda _m: None)
     topic = f"scores-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [topic], partitions=1)
-    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic)
+    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic,
+                            propensity_model_name=_propensity(name), publish_scores=True)
     with TestClient(create_app(settings, cfg), headers=AUTH) as client:  # an every-scope key
         yield client, settings, name, topic
+
+
+def _propensity(name: str) -> str:
+    return name.replace("fraud-api", "propensity-api")
 
 
 def _offline(settings: StackSettings, n: int) -> pd.DataFrame:
@@ -209,13 +218,18 @@ def test_every_endpoint_but_health_needs_a_key_with_its_scope(served: tuple, tmp
             {"name": "ops", "key": "ops-key-0123456789abcdef", "scopes": ["read", "metrics", "features"]}]
     (tmp_path / "keys.json").write_text(json.dumps(keys))
     cfg = InferenceSettings(model_name=name, poll_interval_s=0, scores_topic=topic,
-                            api_keys_file=tmp_path / "keys.json")
-    calls = [("POST", "/v1/score", body), ("POST", "/v1/score/batch", {"transactions": [body]}),
+                            api_keys_file=tmp_path / "keys.json", propensity_model_name=_propensity(name))
+    c = load_clicks(settings).frame.iloc[-1]
+    click = {"event_id": c["event_id"], "event_time": int(c["event_time"]), "user_id": c["user_id"],
+             "session_id": c["session_id"], "action": c["action"], "dwell_ms": int(c["dwell_ms"]),
+             "device": c["device"]}
+    calls = [("POST", "/v1/propensity", click), ("POST", "/v1/admin/rescore/propensity", {"clicks": [click]}),
+             ("POST", "/v1/score", body), ("POST", "/v1/score/batch", {"transactions": [body]}),
              ("GET", f"/v1/features/card/{body['card_id']}", None), ("GET", "/v1/model", None),
              ("GET", "/ready", None), ("GET", "/metrics", None), ("GET", "/docs", None), ("GET", "/openapi.json", None),
              ("POST", "/v1/admin/reload", None), ("POST", "/v1/admin/rescore/batch", {"transactions": [body]})]
-    scope_of = {"/v1/score": "score", "/v1/score/batch": "score", "/v1/model": "read", "/ready": "read",
-                "/metrics": "metrics", "/docs": "read", "/openapi.json": "read"}
+    scope_of = {"/v1/score": "score", "/v1/score/batch": "score", "/v1/propensity": "score", "/v1/model": "read",
+                "/ready": "read", "/metrics": "metrics", "/docs": "read", "/openapi.json": "read"}
     with TestClient(create_app(settings, cfg)) as anon:
         assert anon.get("/health").status_code == 200
         for method, path, payload in calls:
@@ -437,8 +451,10 @@ def test_schemathesis_finds_no_server_error(served: tuple) -> None:
 
     _, settings, name, topic = served
     port = health.free_port()
-    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, cfg), host="127.0.0.1", port=port,
+    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic,
+                            propensity_model_name=_propensity(name))
+    app = create_app(settings, cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", loop="asyncio"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -452,7 +468,11 @@ def test_schemathesis_finds_no_server_error(served: tuple) -> None:
                               "--checks", "not_a_server_error", "-n", "30", "--generation-deterministic"],
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-        assert "POST /v1/score" in out.stdout, out.stdout[-2000:]  # it did test the operations
+        # it did test every operation of the schema, the propensity ones among them
+        paths = app.openapi()["paths"]
+        assert {"/v1/score", "/v1/propensity", "/v1/admin/rescore/propensity"} <= set(paths)
+        ops = sum(len(methods) for methods in paths.values())
+        assert f"Tested: {ops}" in out.stdout, out.stdout[-2000:]
     finally:
         server.should_exit = True
         thread.join(30)

@@ -141,8 +141,10 @@ def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSet
     settings, feedback = data
     name = f"propensity-{uuid.uuid4().hex[:6]}"
     r = train(settings, _cfg(name, feedback, tmp_path, task="personalization", model_type="lightgbm",
-                             experiment_name="purchase-propensity", force=True, min_positives=10),
+                             experiment_name="purchase-propensity", force=True, min_positives=10,
+                             group_split=True),  # grouped by user (there is no card)
               say=lambda _m: None)
+    assert "(grouped by user)" in (tmp_path / "out" / "model_card.md").read_text()
     assert r.dataset["rows"] >= N_CLICKS * 0.95 and "users" in r.dataset
     assert "purchase in the session" in r.label_summary and "rules fired" not in r.label_summary
     assert r.ground_truth == {}  # fraud feedback says nothing about purchases
@@ -151,6 +153,28 @@ def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSet
     reg = tracking.load(name, tracking.CHAMPION)
     assert reg is not None and reg.features == list(PROPENSITY_FEATURES)
     assert reg.metadata["task"] == "personalization"
+
+    # batch scoring of the logged clicks with the same graph
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings)}
+    db = tmp_path / "scores.db"
+
+    def score(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training", "score", "--name", name, "--db", f"sqlite:///{db}",
+                               "--max-samples", "300", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    wrong = score()  # the default task is fraud: refused with the reason, no traceback
+    assert wrong.returncode == 1 and "pass --task personalization" in wrong.stderr, wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    sc = score("--task", "personalization")
+    assert sc.returncode == 0 and "propensity_scores" in sc.stdout, sc.stderr
+    import sqlalchemy as sa
+
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        rows = conn.execute(sa.text("select user_id, purchase_probability, tier, model_version "
+                                    "from propensity_scores")).all()
+    assert len(rows) == 300 and {r[3] for r in rows} == {reg.version}
+    assert all((r[2] == "high") == (r[1] >= 0.7) and (r[2] == "low") == (r[1] < 0.4) for r in rows)
 
 
 def test_max_samples_and_time_ranges_are_pushed_into_the_read(data: tuple[StackSettings, str]) -> None:

@@ -339,3 +339,27 @@ def test_a_training_run_past_its_timeout_is_killed_and_reported(tmp_path: Path) 
     from drift.monitor import _alive
 
     assert not _alive(int(marker.read_text()))
+
+
+def test_purchase_labels_are_the_training_labels_of_matured_scores() -> None:
+    """Each scored click old enough is positive when its session purchased within the window
+    after it, as training labels clicks (training/labels.py); younger ones are not judged."""
+    from drift.performance import purchase_labels
+    from training.labels import purchase_labels as training_labels
+
+    rng = np.random.default_rng(3)
+    n = 400
+    clicks = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(n)], "session_id": rng.integers(0, 40, n).astype(str),
+                           "event_time": np.sort(rng.choice(np.arange(0, 10_000_000, 997), n, replace=False)),
+                           "action": rng.choice(["view", "add_to_cart", "purchase"], n, p=[0.7, 0.2, 0.1])})
+    clicks["session_id"] = clicks["user_id"] + "-" + clicks["session_id"]  # a session belongs to one user
+    clicks["event_key"] = np.arange(n)
+    clicks["event_id"] = [f"e{i}" for i in range(n)]
+    window = 600_000
+    purchases = clicks.loc[clicks["action"] == "purchase", ["user_id", "session_id", "event_time"]]
+    now = int(clicks["event_time"].max()) + 1
+    truth = purchase_labels(clicks, purchases, window, now)
+    matured = clicks["event_time"] + window <= now
+    assert list(truth["event_id"]) == list(clicks.loc[matured, "event_id"]) and 0 < matured.sum() < n
+    want = training_labels(clicks, window).y.astype(bool)[matured.to_numpy()]
+    assert truth["is_fraud"].to_numpy().tolist() == want.tolist() and want.any() and not want.all()

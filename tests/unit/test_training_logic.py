@@ -105,6 +105,18 @@ def test_group_split_keeps_each_card_on_one_side(method: str) -> None:
     assert len(s.train) + len(s.val) + len(s.test) == 2000
 
 
+@pytest.mark.parametrize("method", ["time", "stratified"])
+def test_group_split_by_user_keeps_each_user_on_one_side(method: str) -> None:
+    df, y = _data(2000, cards=200)
+    df = df.rename(columns={"card_id": "user_id"})  # personalization rows have no card
+    s = splits.split(df, y, method, 0.1, 0.2, group=True, group_key="user_id")
+    sides = [set(df["user_id"].to_numpy()[idx]) for idx in (s.train, s.val, s.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert sorted(np.concatenate([s.train, s.val, s.test]).tolist()) == list(range(2000))
+    with pytest.raises(DataError, match="needs the card_id column"):
+        splits.split(df, y, method, 0.1, 0.2, group=True)
+
+
 def test_bad_split_sizes_are_a_clear_error() -> None:
     df, y = _data()
     with pytest.raises(DataError, match="split sizes"):
