@@ -17,6 +17,11 @@ bounded by ``MONITOR_TRAIN_TIMEOUT_S``, and none within ``MONITOR_COOLDOWN_S`` o
 last, doubled after each retrain in a row that the gate refused or that failed (up to 16x).
 The audit log is shared by models (each record names its model); a line that cannot be read
 (a crash mid-write) is skipped with a warning.
+
+Two models are watched (``MONITOR_WATCH``): the fraud detector, and purchase propensity, whose
+performance is judged on the purchases that followed its scored clicks (real ground truth, in
+the click stream) and whose retrain is ``train.py --task personalization``. Each has its own
+triggers, cooldown, lock and audit records; one check after the other in each interval.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +78,17 @@ class MonitorSettings(BaseSettings):
     train_command: list[str] | None = None
     #: compact the offline log (streaming/compact.py) this often (0: never)
     compact_every_s: float = Field(3600.0, ge=0)
+    #: the models watched: fraud (model_name) and personalization (propensity_model_name)
+    watch: list[Literal["fraud", "personalization"]] = Field(
+        default_factory=lambda: ["fraud", "personalization"])  # type: ignore[arg-type]
+    propensity_model_name: str = "purchase-propensity"
+    propensity_model_type: str = "lightgbm"
+    propensity_scores_topic: str = "propensity-scores"
+    #: where the purchases that label propensity scores are
+    clicks_topic: str = "clicks"
+    propensity_key_features: list[str] = Field(default_factory=lambda: [
+        "click_count_1h", "add_to_cart_count_1h", "dwell_avg_ms_1h", "purchase_rate_24h", "seconds_since_last_click",
+        "dwell_ms"])
 
 
 @dataclass
@@ -153,12 +169,21 @@ def backoff(cooldown_s: float, refused: int, cap: int = 4) -> float:
 
 
 class Monitor:
-    def __init__(self, stack: StackSettings, cfg: MonitorSettings) -> None:
-        self.stack, self.cfg = stack, cfg
+    """The checks and retrains of one model: ``task`` fraud (``cfg.model_name``) or
+    personalization (``cfg.propensity_model_name``)."""
+
+    def __init__(self, stack: StackSettings, cfg: MonitorSettings, task: str = "fraud") -> None:
+        self.stack, self.cfg, self.task = stack, cfg, task
+        fraud = task == "fraud"
+        self.model_name = cfg.model_name if fraud else cfg.propensity_model_name
+        self.model_type = cfg.model_type if fraud else cfg.propensity_model_type
+        self.scores_topic = cfg.scores_topic if fraud else cfg.propensity_scores_topic
+        self.key_features = cfg.key_features if fraud else cfg.propensity_key_features
         self.dir = stack.data_dir / "monitor"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = self.dir / ("last-run" if fraud else f"last-run-{task}")
         self.audit_path = self.dir / "audit.jsonl"
-        self.lock = self.dir / f"retrain-{cfg.model_name}.lock"
+        self.lock = self.dir / f"retrain-{self.model_name}.lock"
         self._training: subprocess.Popen[str] | None = None
 
     # -- evidence -------------------------------------------------------------------------
@@ -171,7 +196,7 @@ class Monitor:
         tracking.connect(self.stack, lambda _m: None, check=False)
         client = MlflowClient()
         try:
-            mv = client.get_model_version_by_alias(self.cfg.model_name, tracking.CHAMPION)
+            mv = client.get_model_version_by_alias(self.model_name, tracking.CHAMPION)
         except MlflowException:
             return Evidence(None, None)
         ev = Evidence(str(mv.version), time.time() - mv.creation_timestamp / 1000)
@@ -180,12 +205,14 @@ class Monitor:
 
     def _check(self, ev: Evidence) -> None:
         """One drift_check over the window: feature and score drift, and performance on the
-        fraud feedback that has arrived, against the champion's reference and metrics."""
+        ground truth that has arrived (fraud feedback; the purchases that followed), against
+        the champion's reference and metrics."""
         from drift.cli import check, parser
         from drift.sources import DriftInputError
 
-        args = parser().parse_args(["--model-name", self.cfg.model_name, "--scores-topic", self.cfg.scores_topic,
+        args = parser().parse_args(["--model-name", self.model_name, "--scores-topic", self.scores_topic,
                                     "--window", str(self.cfg.window_s), "--feedback-topic", self.cfg.feedback_topic,
+                                    "--clicks-topic", self.cfg.clicks_topic,
                                     "--recall-drop", str(self.cfg.recall_drop)])
         try:
             result = check(args, self.stack)
@@ -199,7 +226,7 @@ class Monitor:
             return
         ev.drift_status = result["status"]
         ev.drifted_key_features = [f["feature"] for f in result["features"]
-                                   if f["feature"] in self.cfg.key_features and f["effective"] in ("medium", "high")]
+                                   if f["feature"] in self.key_features and f["effective"] in ("medium", "high")]
         if result["prediction"]:
             ev.score_psi = result["prediction"]["psi"]
 
@@ -226,18 +253,18 @@ class Monitor:
     def last_retrain(self) -> tuple[float | None, int]:
         """When this model's last retrain ran, and how many in a row were refused or failed."""
         lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
-        return retrain_history(read_audit(lines), self.cfg.model_name)
+        return retrain_history(read_audit(lines), self.model_name)
 
     def retrain(self, triggers: list[str]) -> dict[str, Any]:
         from stack.services import stack_env
 
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(self.stack)}
         program = self.cfg.train_command or [sys.executable, str(REPO_ROOT / "training" / "train.py")]
-        cmd = [*program, "--model-type", self.cfg.model_type,
-               "--registered-name", self.cfg.model_name, "--output-dir", str(self.dir / "last-run"),
-               "--feedback-topic", self.cfg.feedback_topic, "--scores-topic", self.cfg.scores_topic,
-               *self.cfg.train_args]
-        (self.dir / "last-run" / "run.json").unlink(missing_ok=True)  # only this run's facts are read after
+        task_args = (["--feedback-topic", self.cfg.feedback_topic, "--scores-topic", self.scores_topic]
+                     if self.task == "fraud" else ["--task", self.task])
+        cmd = [*program, "--model-type", self.model_type, "--registered-name", self.model_name,
+               "--output-dir", str(self.run_dir), *task_args, *self.cfg.train_args]
+        (self.run_dir / "run.json").unlink(missing_ok=True)  # only this run's facts are read after
         # its own process group, so that a timeout or our SIGTERM ends it and its children
         proc = self._training = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                  text=True, cwd=REPO_ROOT, start_new_session=True)
@@ -255,7 +282,7 @@ class Monitor:
         out: dict[str, Any] = {"gate": gate, "exit_code": proc.returncode, "version": version,
                                "error": stderr.strip().splitlines()[-1]
                                if proc.returncode not in (0, 4) and stderr.strip() else None}
-        run = self.dir / "last-run" / "run.json"
+        run = self.run_dir / "run.json"
         if proc.returncode in (0, 4) and run.exists():  # which labels, and the ground-truth evidence
             facts = json.loads(run.read_text())
             gt = facts.get("ground_truth_gate") or {}
@@ -303,12 +330,13 @@ class Monitor:
         now = time.time()
         ev = self.evidence()
         try:
-            self.live()
+            if self.task == "fraud":  # champion and challenger on fraud feedback (make status)
+                self.live()
         except Exception as exc:  # a report, never a reason to skip the check
             ev.errors.append(f"live report: {type(exc).__name__}: {exc}")
         triggers = decide(ev, self.cfg)
         rec: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "at_epoch": now,
-                               "model_name": self.cfg.model_name, "triggers": triggers, "evidence": asdict(ev),
+                               "model_name": self.model_name, "triggers": triggers, "evidence": asdict(ev),
                                "action": "none"}
         last, refused = self.last_retrain()
         cooldown = backoff(self.cfg.cooldown_s, refused)
@@ -348,29 +376,18 @@ class Monitor:
             return
         from mlflow import MlflowClient
 
-        MlflowClient().set_model_version_tag(self.cfg.model_name, rec["version"], "monitor_triggers",
+        MlflowClient().set_model_version_tag(self.model_name, rec["version"], "monitor_triggers",
                                              ",".join(rec["triggers"]))
 
     def run(self) -> None:
-        _exit_on_sigterm(self)
-        next_compact = time.monotonic() + self.cfg.compact_every_s
-        while True:  # the first check after one interval: a fresh stack needs data first
-            time.sleep(self.cfg.interval_s)
-            try:
-                rec = self.once()
-                log.info("monitor: triggers %s, action %s", rec["triggers"], rec["action"])
-            except Exception:  # one failed check must not end the loop
-                log.exception("monitor check failed")
-            if self.cfg.compact_every_s and time.monotonic() >= next_compact:
-                next_compact = time.monotonic() + self.cfg.compact_every_s
-                self.compact()
+        run_all([self])
 
     def compact(self) -> None:
         """Compact the offline log; the outcome goes to the audit log (a failure too)."""
         from core import feast_store
         from streaming import compact
 
-        rec: dict[str, Any] = {"at": time.time(), "action": "compact", "model_name": self.cfg.model_name}
+        rec: dict[str, Any] = {"at": time.time(), "action": "compact", "model_name": self.model_name}
         try:
             done = compact.compact(feast_store.offline_dir(self.stack, ""))
             rec["datasets"] = [r.__dict__ for r in done]
@@ -378,6 +395,25 @@ class Monitor:
             rec["error"] = f"{type(exc).__name__}: {exc}"
             log.exception("offline compaction failed")
         audit(self.stack, rec)
+
+
+def run_all(monitors: list[Monitor]) -> None:
+    """The loop: every interval each watched model's check (and retrain) in turn; one failed
+    check never ends the loop nor skips the other model's."""
+    _exit_on_sigterm(*monitors)
+    cfg = monitors[0].cfg
+    next_compact = time.monotonic() + cfg.compact_every_s
+    while True:  # the first check after one interval: a fresh stack needs data first
+        time.sleep(cfg.interval_s)
+        for m in monitors:
+            try:
+                rec = m.once()
+                log.info("monitor %s: triggers %s, action %s", m.model_name, rec["triggers"], rec["action"])
+            except Exception:
+                log.exception("monitor check of %s failed", m.model_name)
+        if cfg.compact_every_s and time.monotonic() >= next_compact:
+            next_compact = time.monotonic() + cfg.compact_every_s
+            monitors[0].compact()
 
 
 def audit(stack: StackSettings, rec: dict[str, Any]) -> None:
@@ -418,10 +454,11 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         pass
 
 
-def _exit_on_sigterm(monitor: Monitor) -> None:
+def _exit_on_sigterm(*monitors: Monitor) -> None:
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: ending the running retrain, if any, and exiting", signum)
-        monitor.terminate()
+        for monitor in monitors:
+            monitor.terminate()
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
@@ -448,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     stack, cfg = StackSettings(), MonitorSettings()
     if args.command == "audit":
         for rec in last_decisions(stack, 20):
-            print(f"{rec['at']}  triggers={','.join(rec['triggers']) or '-'}  action={rec['action']}"
+            print(f"{rec['at']}  {rec.get('model_name', '-')}  triggers={','.join(rec.get('triggers', [])) or '-'}  "
+                  f"action={rec['action']}"
                   f"{'  labels=' + rec['labels'] if rec.get('labels') else ''}"
                   f"{'  gate=' + rec['gate'] if rec.get('gate') else ''}"
                   f"{'  version=' + str(rec['version']) if rec.get('version') else ''}")
@@ -478,10 +516,14 @@ def main(argv: list[str] | None = None) -> int:
         run(stack, cfg.scores_topic, cfg.feedback_topic, out, warm_every=cfg.warm_start_every,
             on_warm=challenger, metrics=metrics)  # a new group each start: relearn the retained history
         return 0
-    monitor = Monitor(stack, cfg)
+    monitors = [Monitor(stack, cfg, task) for task in cfg.watch]
+    if not monitors:
+        print("error: MONITOR_WATCH is empty: nothing to watch", file=sys.stderr)
+        return 1
     if args.command == "once":
-        _exit_on_sigterm(monitor)
-        print(json.dumps(monitor.once(), indent=2, default=str))
+        _exit_on_sigterm(*monitors)
+        for monitor in monitors:  # one JSON record per watched model
+            print(json.dumps(monitor.once(), indent=2, default=str))
         return 0
-    monitor.run()
+    run_all(monitors)
     return 0

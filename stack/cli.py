@@ -65,8 +65,8 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
             extra = f", labels {rec['labels']}" if rec.get("labels") else ""
             extra += f", gate {rec['gate']}" if rec.get("gate") else ""
             extra += f", v{rec['version']}" if rec.get("version") else ""
-            console.print(f"  {rec['at']}  triggers: {', '.join(rec['triggers']) or 'none'}  action: "
-                          f"{rec['action']}{extra}")
+            console.print(f"  {rec['at']}  {rec.get('model_name', '-')}  triggers: "
+                          f"{', '.join(rec.get('triggers', [])) or 'none'}  action: {rec['action']}{extra}")
     live = settings.data_dir / "monitor" / "live.json"
     if live.exists():
         import json

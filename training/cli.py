@@ -109,6 +109,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-promote", action="store_true", help="register as challenger only")
     r.add_argument("--min-auc", type=float, default=0.75, help="gate: minimum test AUC")
     r.add_argument("--max-ece", type=float, default=0.05, help="gate: maximum expected calibration error")
+    r.add_argument("--min-positives", type=int, default=20,
+                   help="refuse to train with fewer positive labels in the training split (default 20)")
     r.add_argument("--output-dir", type=Path, help="keep plots, reports and model.onnx here")
     p.add_argument("--verbose", "-v", action="store_true")
 
@@ -134,7 +136,7 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         ground_truth=not args.no_ground_truth, feedback_topic=args.feedback_topic, seed=args.seed,
         min_auc=args.min_auc, max_ece=args.max_ece, labels=args.labels, label_maturity_ms=args.label_maturity,
         min_feedback_fraud=args.min_feedback_fraud, alert_budget=args.alert_budget, scores_topic=args.scores_topic,
-        output_dir=args.output_dir, verbose=args.verbose)
+        output_dir=args.output_dir, verbose=args.verbose, min_positives=args.min_positives)
 
 
 def summary(r) -> None:  # r: TrainResult

@@ -214,3 +214,46 @@ def test_drift_check_of_purchase_propensity_judges_on_the_purchases_that_followe
                              "--clicks-topic", stream_run.clicks)
     severity = {f["feature"]: f["effective"] for f in result["features"]}
     assert severity["dwell_ms"] in ("medium", "high") and code == 3, severity
+
+
+def test_the_monitor_watches_purchase_propensity_with_its_own_triggers_and_retrain(
+        served: tuple, stream_run: Any) -> None:
+    """The loop's monitor for the second model: its check reads the propensity scores and
+    judges performance on the purchases that followed; a trigger retrains it with
+    ``train.py --task personalization``, audited under its own name, then it cools down
+    (its own cooldown: the fraud model's history does not count)."""
+    from drift.monitor import Monitor, MonitorSettings, last_decisions
+
+    client, settings, name, _ = served
+    topic = f"propensity-mon-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [topic], partitions=1)
+    cfg = InferenceSettings(model_name=f"no-fraud-{uuid.uuid4().hex[:6]}", propensity_model_name=name,
+                            admin_token=TOKEN, poll_interval_s=0, propensity_topic=topic)
+    rows = [_body(r) for r in _offline(settings, 300).to_dict("records")]
+    with TestClient(create_app(settings, cfg), headers=AUTH) as own:
+        for i in range(0, len(rows), 100):
+            assert own.post("/v1/admin/rescore/propensity?publish=true",
+                            json={"clicks": rows[i:i + 100]}).status_code == 200
+    mcfg = MonitorSettings(model_name=f"absent-{uuid.uuid4().hex[:6]}", propensity_model_name=name,
+                           propensity_scores_topic=topic, clicks_topic=stream_run.clicks, min_scores=20,
+                           retrain_every_s=0.001, watch=["personalization"],
+                           train_args=["--cv-folds", "0", "--min-auc", "0.6", "--max-ece", "0.2", "--force",
+                                       "--min-positives", "10"])
+    monitor = Monitor(settings, mcfg, "personalization")
+    assert monitor.lock.name == f"retrain-{name}.lock"
+    before = tracking.load(name, tracking.CHAMPION)
+    first = monitor.once()
+    ev = first["evidence"]
+    assert first["model_name"] == name and "scheduled" in first["triggers"], first
+    assert ev["scores_seen"] == len(rows) and ev["recent_auc"] is not None and ev["champion_auc"] is not None, ev
+    assert ev["performance_severity"] in ("none", "low") and not ev["new_scenarios"], ev
+    assert first["action"] == "retrained" and first["gate"] == "passed", first
+    after = tracking.load(name, tracking.CHAMPION)
+    assert after is not None and before is not None and int(after.version) > int(before.version)
+    assert after.metadata["task"] == "personalization" and after.tags["monitor_triggers"].startswith("scheduled")
+    second = monitor.once()
+    assert second["action"] == "cooldown" and second["model_name"] == name
+    assert last_decisions(settings, model_name=name)[-1]["action"] == "cooldown"
+    # the API picks up the new champion on reload
+    with TestClient(create_app(settings, cfg), headers=AUTH) as own:
+        assert own.get("/v1/model", params={"task": "personalization"}).json()["version"] == after.version
