@@ -40,6 +40,14 @@ def geo_diversity_score(unique_countries_1h: int) -> float:
     return 1.0 - math.exp(-(unique_countries_1h - 1)) if unique_countries_1h > 1 else 0.0
 
 
+def zscore(x: float, mean: float, std: float) -> float:
+    """(x - mean) / std, and 0 when the deviation is no more than float noise (at most 1e-9 of
+    the mean's size): equal amounts give a deviation of 0 or of 1e-17 depending on the order
+    of the sums, and dividing by that noise would turn a one-cent difference into a z-score
+    of 1e14, on one path and not the other."""
+    return (x - mean) / std if std > 1e-9 * max(1.0, abs(mean)) else 0.0
+
+
 def _std(values: list[float]) -> float:
     n = len(values)
     if n < 2:
@@ -121,7 +129,7 @@ def with_request(features: dict[str, float], amount: float, t_ms: int) -> dict[s
     when = datetime.fromtimestamp(t_ms / 1000.0, tz=UTC)
     return {
         **features,
-        "amount_zscore_24h": (amount - features["amount_mean_24h"]) / std if std > 0 else 0.0,
+        "amount_zscore_24h": zscore(amount, features["amount_mean_24h"], std),
         "hour_of_day": when.hour,
         "is_weekend": int(when.weekday() >= 5),
     }
@@ -162,7 +170,7 @@ def event_row_features(state: CardState, i: int) -> dict[str, float]:
     std_b = b["amount_std_24h"]
     return {
         **b,
-        "amount_zscore_24h": (x - b["amount_mean_24h"]) / std_b if std_b > 0 else 0.0,
+        "amount_zscore_24h": zscore(x, b["amount_mean_24h"], std_b),
         "hour_of_day": hour,
         "is_weekend": weekend,
         "after_txn_count_1m": n1m + 1,
@@ -183,7 +191,7 @@ def event_row_features(state: CardState, i: int) -> dict[str, float]:
         "after_amount_std_24h": std24h,
         "after_velocity_score": velocity_score(n5m + 1),
         "after_geo_diversity_score": geo_diversity_score(len(countries1h)),
-        "after_amount_zscore_24h": (x - mean24h) / std24h if std24h > 0 else 0.0,
+        "after_amount_zscore_24h": zscore(x, mean24h, std24h),
         "after_hour_of_day": hour,
         "after_is_weekend": weekend,
     }

@@ -118,7 +118,9 @@ def require(keyring: Keyring, scope: str) -> Any:
     """A FastAPI dependency: the caller's key, which must have ``scope``."""
     bearer = HTTPBearer(auto_error=False)
 
-    def dependency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:  # noqa: B008
+    # async: a plain ``def`` dependency is run on a worker thread by FastAPI, one thread hop
+    # per request for a hash and a dict lookup
+    async def dependency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:  # noqa: B008
         return keyring.check(creds.credentials if creds else None, scope)
 
     return Depends(dependency)

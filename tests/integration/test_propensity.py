@@ -155,6 +155,23 @@ def test_without_a_propensity_model_the_endpoint_answers_503_with_the_reason(
         assert "not set" in r.json()["detail"]
 
 
+def test_a_propensity_challenger_is_scored_in_shadow(served: tuple, tmp_path: Path) -> None:
+    """A registered (not promoted) second version is the challenger: each answer carries its
+    score beside the champion's, which alone is the answer."""
+    client, settings, name, _ = served
+    champion = tracking.load(name, tracking.CHAMPION)
+    r = train(settings, TrainConfig(task="personalization", model_type="logistic_regression", registered_name=name,
+                                    experiment_name="purchase-propensity", cv_folds=0, force=True, min_positives=10,
+                                    promote=False, output_dir=tmp_path / "challenger"), say=lambda _m: None)
+    assert r.alias == tracking.CHALLENGER and champion is not None
+    assert client.post("/v1/admin/reload").status_code == 200
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    s = client.post("/v1/propensity", json=body).json()
+    assert s["model_version"] == champion.version
+    assert s["shadow"] is not None and s["shadow"]["model_version"] == r.version
+    assert 0 <= s["shadow"]["purchase_probability"] <= 1
+
+
 def _drift(settings: StackSettings, out: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     import json
     import os

@@ -68,7 +68,9 @@ def reference_features(events: list[Ev], t: int, bound: tuple[int, int] | None =
 def reference_request(features: dict[str, float], amount: float, t: int) -> dict[str, float]:
     when = datetime.fromtimestamp(t / 1000, tz=UTC)
     std = features["amount_std_24h"]
-    return {**features, "amount_zscore_24h": (amount - features["amount_mean_24h"]) / std if std else 0.0,
+    mean = features["amount_mean_24h"]
+    # a deviation of at most 1e-9 of the mean is float noise of equal amounts: no z-score
+    return {**features, "amount_zscore_24h": (amount - mean) / std if std > 1e-9 * max(1.0, abs(mean)) else 0.0,
             "hour_of_day": when.hour, "is_weekend": int(when.weekday() >= 5)}
 
 

@@ -213,3 +213,21 @@ def test_the_card_states_column_list_is_the_generic_one() -> None:
 
     state = run([txn(1, T0, 12.5, "FR", "m9", "7995")])[0]
     assert [id(c) for c in state._columns()] == [id(c) for c in EventState._columns(state)]
+
+
+def test_equal_amounts_give_no_huge_z_score() -> None:
+    """Three purchases of 0.35 and then one of 0.36: the 24 h deviation is 0 (float noise of
+    1e-17 on one summation order), so the z-score is 0, not 1e14, on the read path and in the
+    offline row alike (a crafted run of equal amounts could otherwise saturate the model)."""
+    from core.card_state import event_key
+    from core.features import event_row_features, with_request
+
+    state = CardState()
+    for i in range(3):
+        state.insert(T0 + i * 1000, event_key(f"e-{i:08d}"), 0.35, "DE", "m1", False)
+    t = T0 + 10_000
+    read = with_request(window_features(state, t), 0.36, t)
+    assert read["amount_std_24h"] < 1e-9 and read["amount_zscore_24h"] == 0.0
+    state.insert(t, event_key("e-00000009"), 0.36, "DE", "m1", False)
+    row = event_row_features(state, 3)
+    assert row["amount_zscore_24h"] == 0.0 and abs(row["after_amount_zscore_24h"]) < 10

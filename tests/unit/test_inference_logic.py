@@ -93,3 +93,50 @@ def test_exploration_approves_the_logged_share_of_would_be_declines_only() -> No
     assert {scoring.explore(d, 0.5, rng) for d in ("approve", "review") for _ in range(50)} == {
         ("approve", False), ("review", False)}
     assert scoring.explore("decline", 0.0, rng) == ("decline", False)
+
+
+def _two_pass(state: CardState, txn: Transaction, t_ms: int) -> tuple[dict, dict]:
+    """The reference: the before view and the after view each from its own window pass."""
+    from core.contracts import HIGH_RISK_MCCS
+    from core.features import with_request
+
+    key = event_key(txn.event_id)
+    before = state.prefix_len(t_ms, key, inclusive=False)
+    after_state, _ = state.with_event(t_ms, key, txn.amount, txn.country, txn.merchant_id, txn.mcc in HIGH_RISK_MCCS)
+    return (with_request(window_features(state, t_ms, before), txn.amount, t_ms),
+            with_request(window_features(after_state, t_ms, before + 1), txn.amount, t_ms))
+
+
+def test_the_one_pass_view_equals_two_window_passes() -> None:
+    """``prepare`` derives the after view (what the rules read) from the before view in one
+    window pass: the same values as evaluating both views, on random cards and requests
+    (amounts in cents, as the stream's own equivalence test draws them; equal amounts, whose
+    deviation is float noise, included: core.features.zscore)."""
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    t0 = 1_790_000_000_000
+    cents = st.integers(1, 500_000).map(lambda c: c / 100)
+    event = st.tuples(st.integers(-2 * 86_400_000, 0), cents, st.sampled_from(["DE", "FR", "US"]),
+                      st.sampled_from(["m1", "m2", "m3"]), st.booleans())
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(event, max_size=40), cents, st.sampled_from(["5411", "7995"]),
+           st.sampled_from(["DE", "JP"]), st.integers(-5_000, 0))
+    def check(events: list, amount: float, mcc: str, country: str, dt: int) -> None:
+        state = CardState()
+        for j, (off, amt, c, m, risky) in enumerate(events):
+            state.insert(t0 + off, event_key(f"e-{j:08d}"), amt, c, m, risky)
+        t = t0 + dt
+        txn = Transaction(**{**EXAMPLE, "event_id": "e-99999999", "event_time": t, "amount": amount, "mcc": mcc,
+                             "country": country})
+        p = scoring.prepare(state, None, txn, t)
+        want_before, want_after = _two_pass(state, txn, t)
+        assert p.features.keys() == want_before.keys() and p.after.keys() == want_after.keys()
+        for got, want in ((p.features, want_before), (p.after, want_after)):
+            for k, v in want.items():
+                assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-9), (k, got[k], v)
+
+    check()
