@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,16 +78,25 @@ class StackSettings(BaseSettings):
     mlflow_password: SecretStr | None = None
     api_port: int = Field(8000, ge=1, le=65535)
     topic_partitions: int = Field(6, ge=1, le=256)
-    #: the stream worker's Prometheus port, and the live generator's rate (0: no generator)
+    #: the stream worker's Prometheus port, and the live generator's rate in transactions per
+    #: second (0: no generator); the click generator runs at the same rate
     worker_metrics_port: int = Field(6066, ge=1, le=65535)
-    generator_rate: float = Field(20.0, ge=0)
+    generator_rate: float = Field(2.0, ge=0)
     #: the stream scorer's Prometheus port (python -m inference scorer)
     scorer_metrics_port: int = Field(6067, ge=1, le=65535)
     #: the online learner's Prometheus port (python -m drift learn)
     learner_metrics_port: int = Field(6068, ge=1, le=65535)
-    #: users of the live generator: 50k at 20 txn/s is one purchase per card every hour or
-    #: so, so velocity rules fire on fraud scenarios, not on ordinary traffic
-    generator_users: int = Field(50_000, ge=1)
+    #: the drift monitor's Prometheus port (python -m drift monitor)
+    monitor_metrics_port: int = Field(6069, ge=1, le=65535)
+    #: Prometheus (make up: Debian's prometheus package), its rules in deploy/prometheus/
+    prometheus_port: int = Field(9099, ge=1, le=65535)
+    #: users of the live generator (about 1.3 cards each): 5,000 at 2 txn/s is one purchase per
+    #: card every hour or so, so velocity rules fire on fraud scenarios, not on ordinary traffic
+    generator_users: int = Field(5_000, ge=1)
+    #: the simulated past the first `make up` gives a stack with no history (``2d``, ``36h``;
+    #: 0: none), at the live generator's rate and users and in its world, so that a model can
+    #: be trained at once and drift compares like with like (stack/seed.py)
+    seed_history: str = "2d"
     data_dir: Path = REPO_ROOT / ".data"
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"
@@ -97,6 +106,17 @@ class StackSettings(BaseSettings):
     #: the public half.
     model_signing_key_file: Path | None = None
     model_verify_key_file: Path | None = None
+
+    @field_validator("seed_history")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from core.durations import duration_ms
+
+        try:
+            duration_ms(value)
+        except ValueError:
+            raise ValueError("not a duration: give one like 2d, 36h or 90m, or 0 for none") from None
+        return value.strip()
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -139,3 +159,14 @@ class StackSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+
+def settings_error(exc: Exception, prefix: str = "STACK_") -> str:
+    """One line for a settings ValidationError: which variable, its value, what is wrong."""
+    errors: list = getattr(exc, "errors", lambda: [])()
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    name = prefix + ".".join(str(p) for p in first.get("loc", ())).upper()
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{name}={first.get('input')!s}: {first.get('msg', 'invalid')}{more}"

@@ -69,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
                    help="for --current files with is_fraud but no decision column: score at or above is flagged")
     p.add_argument("--recall-drop", type=float, default=0.2,
                    help="a recall drop beyond this (on feedback, vs the champion's at training) is medium")
+    p.add_argument("--all-hours", action="store_true",
+                   help="compare with the whole reference; by default, when the current data covers only some "
+                        "hours of the day (a 1 h window), the reference is cut to the same hours of day and "
+                        "weekday/weekend, so that the daily cycle is not reported as drift")
     p.add_argument("--seed", type=int, default=0, help="sampling seed for --max-samples")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
@@ -107,6 +111,9 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         perf = _purchase_performance(args, settings, cur, champion_run)
     else:
         perf = _performance(args, settings, cur, champion_run)
+    all_hours = ref
+    if not args.all_hours:
+        ref, ref_source = same_hours(ref, cur, ref_source)
     ref, cur = _sample(ref, args.max_samples, args.seed), _sample(cur, args.max_samples, args.seed)
     numeric = {c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])} - NOT_FEATURES
     shared = [c for c in ref.columns if c in numeric and c in cur.columns]
@@ -126,12 +133,25 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         rows = stats.compare(shared, ref_a, cur_a, args.significance_level, args.correction)
     except ValueError as exc:
         raise DriftInputError(str(exc)) from None
-    prediction = None
-    if "score" in ref.columns and "score" in cur.columns:
-        ps, pc = to_arrays(ref, ["score"]), to_arrays(cur, ["score"])
+    prediction, prediction_note = None, None
+    version = all_hours.attrs.get("model_version")
+    by_champion = cur
+    if version is not None and "model_version" in cur.columns:  # another version's scores are not comparable
+        by_champion = cur[cur["model_version"].astype(str) == version]
+    if "score" in ref.columns and "score" in cur.columns and len(by_champion) < MIN_PREDICTION_ROWS:
+        prediction_note = (f"score drift not judged: {len(by_champion)} of the {len(cur)} current scores are by "
+                           f"v{version}, the reference's model (at least {MIN_PREDICTION_ROWS} needed)")
+    elif "score" in ref.columns and "score" in cur.columns:
+        # the reference's scores are out of sample (its test rows): when the hours' cut leaves
+        # too few of them, every hour's
+        scored = ref if np.isfinite(to_arrays(ref, ["score"])["score"]).sum() >= MIN_SAME_HOURS_ROWS else \
+            _sample(all_hours, args.max_samples, args.seed)
+        ps, pc = to_arrays(scored, ["score"]), to_arrays(by_champion, ["score"])
         prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
         ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
     status, actions = stats.overall(rows, prediction)
+    if prediction_note:
+        actions.insert(0, prediction_note)
     if perf is not None:
         status = max(status, perf["severity"], key=stats.SEVERITIES.index)
         if perf["severity"] in ("medium", "high") and task == "personalization":
@@ -152,6 +172,44 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     }
     result["_arrays"] = (ref_a, cur_a)
     return result
+
+
+#: fewest reference rows left after cutting it to the current hours, else the whole reference
+MIN_SAME_HOURS_ROWS = 200
+#: fewest current scores by the reference's model version to judge score drift
+MIN_PREDICTION_ROWS = 30
+
+
+def same_hours(ref: pd.DataFrame, cur: pd.DataFrame, ref_source: str) -> tuple[pd.DataFrame, str]:
+    """The reference drawn at the current data's (hour of day, weekend) mix, when the current
+    data has fewer than all 24 hours: traffic follows a daily and weekly cycle (amounts,
+    channels, velocity), so a one-hour window compared with a whole day's reference always
+    "drifts" in hour_of_day and in whatever follows the clock. Each (hour, weekend) cell of the
+    reference gives rows in the proportion the current data has it (as many as the scarcest
+    cell allows, without replacement). Returns the reference and its description; the whole
+    reference when the current data covers every hour or too few rows would be left."""
+    if "hour_of_day" not in ref or "hour_of_day" not in cur:
+        return ref, ref_source
+    hours = pd.to_numeric(cur["hour_of_day"], errors="coerce").dropna().astype(int)
+    if hours.nunique() >= 24 or hours.empty:
+        return ref, ref_source
+    keys = ["hour_of_day"] + (["is_weekend"] if "is_weekend" in ref and "is_weekend" in cur else [])
+    as_int = lambda df: [tuple(r) for r in df[keys].apply(pd.to_numeric, errors="coerce")  # noqa: E731
+                         .fillna(-1).astype(int).to_numpy().tolist()]
+    wanted = pd.Series(as_int(cur)).value_counts(normalize=True)
+    cells: dict[tuple, list[int]] = {}
+    for i, key in enumerate(as_int(ref)):
+        cells.setdefault(key, []).append(i)
+    size = min(len(cells.get(key, ())) / share for key, share in wanted.items())
+    shown = ", ".join(f"{h:02d}h" for h in sorted(set(hours)))
+    if size < min(MIN_SAME_HOURS_ROWS, len(ref)):
+        return ref, (f"{ref_source} (all hours: only {int(size)} reference rows at the current hours {shown}; "
+                     "hour_of_day drifts by construction)")
+    rng = np.random.default_rng(0)
+    picked = np.sort(np.concatenate([rng.choice(cells[key], min(len(cells[key]), round(size * share)), replace=False)
+                                     for key, share in wanted.items()]))
+    return ref.iloc[picked], (f"{ref_source} at the same hours of day ({shown} UTC"
+                              f"{', same weekday/weekend' if len(keys) > 1 else ''}, in the current mix)")
 
 
 def _task(model_name: str, run_id: str | None) -> str:

@@ -397,9 +397,10 @@ class Monitor:
         audit(self.stack, rec)
 
 
-def run_all(monitors: list[Monitor]) -> None:
+def run_all(monitors: list[Monitor], metrics: Any = None) -> None:
     """The loop: every interval each watched model's check (and retrain) in turn; one failed
-    check never ends the loop nor skips the other model's."""
+    check never ends the loop nor skips the other model's. ``metrics`` (drift.metrics) hears
+    of each."""
     _exit_on_sigterm(*monitors)
     cfg = monitors[0].cfg
     next_compact = time.monotonic() + cfg.compact_every_s
@@ -409,8 +410,12 @@ def run_all(monitors: list[Monitor]) -> None:
             try:
                 rec = m.once()
                 log.info("monitor %s: triggers %s, action %s", m.model_name, rec["triggers"], rec["action"])
+                if metrics is not None:
+                    metrics.observe(m.model_name, rec, m.last_retrain()[1])
             except Exception:
                 log.exception("monitor check of %s failed", m.model_name)
+                if metrics is not None:
+                    metrics.failed(m.model_name)
         if cfg.compact_every_s and time.monotonic() >= next_compact:
             next_compact = time.monotonic() + cfg.compact_every_s
             monitors[0].compact()
@@ -525,5 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         for monitor in monitors:  # one JSON record per watched model
             print(json.dumps(monitor.once(), indent=2, default=str))
         return 0
-    run_all(monitors)
+    from drift.metrics import MonitorMetrics
+
+    watch = MonitorMetrics(stack)
+    watch.serve(stack.monitor_metrics_port, stack.host)
+    log.info("drift monitor: metrics on http://%s:%d/metrics", stack.host, stack.monitor_metrics_port)
+    run_all(monitors, watch)
     return 0

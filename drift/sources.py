@@ -49,7 +49,9 @@ def champion_reference(settings: StackSettings, name: str = "fraud-detector", al
     except MlflowException:
         raise DriftInputError(f"{name} v{mv.version}'s run has no drift/reference.parquet; pass --reference PATH"
                               ) from None
-    return pd.read_parquet(local), f"{name} v{mv.version} training reference", str(mv.run_id)
+    ref = pd.read_parquet(local)
+    ref.attrs["model_version"] = str(mv.version)
+    return ref, f"{name} v{mv.version} training reference", str(mv.run_id)
 
 
 def _read_since(conn: kafka.Kafka, topic: str, since_ms: int, row: Callable[[bytes], dict | None], limit: int,

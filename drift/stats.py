@@ -209,11 +209,13 @@ def compare(columns: list[str], reference: dict[str, np.ndarray], current: dict[
 
 
 def overall(rows: list[FeatureDrift], prediction: FeatureDrift | None) -> tuple[str, list[str]]:
-    """The worst effective severity (the prediction's PSI band critical counts as high),
-    and recommended actions."""
+    """The worst effective severity (the prediction's PSI band critical counts as high when its
+    test finds a shift too), and recommended actions."""
     worst = max([r.effective for r in rows] + ([prediction.effective] if prediction else ["none"]),
                 key=SEVERITIES.index)
-    if prediction is not None and prediction.psi_band == "critical":
+    # a critical PSI of the score is high drift when the test finds the shift too: on a few
+    # dozen scores PSI is critical by noise alone (its expected value is about bins/n)
+    if prediction is not None and prediction.psi_band == "critical" and prediction.severity != "none":
         worst = "high"
     actions: list[str] = []
     drifted = [r.feature for r in rows if r.effective in ("medium", "high")]

@@ -12,10 +12,11 @@ import shutil
 import sys
 import time
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from core.settings import StackSettings
+from core.settings import StackSettings, settings_error
 from stack import lifecycle
 from stack.errors import StackError
 
@@ -55,7 +56,21 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
-                  f"redis: {settings.redis_url_shown}   mlflow: {settings.mlflow_uri}")
+                  f"redis: {settings.redis_url_shown}")
+    prometheus = f"http://{settings.host}:{settings.prometheus_port}"
+    console.print(f"MLflow UI: {settings.mlflow_uri}   Prometheus: {prometheus}/alerts (graphs: {prometheus}/graph)")
+    found = lifecycle.alerts(settings)
+    if found is None:
+        console.print("alerts: Prometheus does not answer")
+    else:
+        firing = [a for a in found if a.get("state") == "firing"]
+        pending = sorted({str(a.get("labels", {}).get("alertname")) for a in found if a.get("state") != "firing"})
+        console.print(f"alerts: {len(firing)} firing" + (f"; pending: {', '.join(pending)}" if pending else ""),
+                      highlight=False)
+        for a in firing:
+            labels = a.get("labels", {})
+            console.print(f"  [red]{labels.get('alertname')}[/] ({labels.get('severity', '-')}): "
+                          f"{a.get('annotations', {}).get('summary', '')}", highlight=False)
     from drift.monitor import last_decisions
 
     decisions = last_decisions(settings)
@@ -119,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 "clean": cmd_clean}
     try:
         settings = StackSettings()
+    except ValidationError as exc:
+        print(f"error: {settings_error(exc)}", file=sys.stderr)
+        return 1
+    try:
         handlers[args.command](settings, args)
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings import StackSettings
-from stack import health
+from stack import health, seed
 from stack.errors import StackError
 from stack.init import initialise
 from stack.services import Service, all_services
@@ -119,8 +119,16 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
     wait_healthy(settings, infra, sup, say)
     initialise(settings, say, kafka="kafka" in names, redis="redis" in names, mlflow="mlflow" in names)
     if apps:
-        _ensure_started(settings, sup, apps, set(), say)
-        wait_healthy(settings, apps, sup, say)
+        # the stream worker first: a stack with no history gets its simulated past before the
+        # live generators (and the consumers of scores and feedback) start (stack/seed.py)
+        first = [s for s in apps if s.name == "stream-worker"]
+        if first and "kafka" in names:
+            _ensure_started(settings, sup, first, set(), say)
+            wait_healthy(settings, first, sup, say)
+            seed.ensure_history(settings, say)
+        rest = [s for s in apps if s not in first]
+        _ensure_started(settings, sup, rest, set(), say)
+        wait_healthy(settings, rest, sup, say)
 
 
 def down(settings: StackSettings, say: Say = print) -> None:
@@ -204,3 +212,16 @@ def api_detail(settings: StackSettings) -> str:
 
 def log_files(settings: StackSettings) -> list[Path]:
     return sorted(settings.logs_dir.glob("*.log"))
+
+
+def alerts(settings: StackSettings) -> list[dict] | None:
+    """Prometheus's alerts (firing and pending), or None when it does not answer."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{settings.host}:{settings.prometheus_port}/api/v1/alerts",
+                                    timeout=2) as resp:
+            return list(json.loads(resp.read())["data"]["alerts"])
+    except (OSError, ValueError, KeyError):
+        return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from core import mlflow_auth
-from core.settings import StackSettings
+from core.settings import REPO_ROOT, StackSettings
 from stack import health, kafka_dist
 from stack.errors import StackError
 
@@ -115,6 +115,57 @@ def mlflow_service(settings: StackSettings) -> Service:
     )
 
 
+#: alert rules, shared by `make up`'s Prometheus and docker-compose's
+ALERT_RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
+#: what Prometheus scrapes: job (the service's name) -> the settings field of its metrics port
+SCRAPED = {"stream-worker": "worker_metrics_port", "stream-scorer": "scorer_metrics_port",
+           "online-learner": "learner_metrics_port", "drift-monitor": "monitor_metrics_port",
+           "inference-api": "api_port"}
+
+
+def prometheus_conf(settings: StackSettings) -> str:
+    """Every service of the stack every 5 s (the API's /metrics with the key that has only the
+    metrics scope), and the alert rules of deploy/prometheus/alerts.yml."""
+    import json
+
+    jobs = [{"job_name": "prometheus",
+             "static_configs": [{"targets": [f"{settings.host}:{settings.prometheus_port}"]}]}]
+    for job, port_field in SCRAPED.items():
+        target = f"{settings.host}:{getattr(settings, port_field)}"
+        cfg: dict = {"job_name": job, "static_configs": [{"targets": [target]}]}
+        if job == "inference-api":
+            cfg["authorization"] = {"type": "Bearer",
+                                    "credentials_file": str(settings.data_dir / "secrets" / "prometheus-api-key")}
+        jobs.append(cfg)
+    conf = {"global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "rule_files": [str(ALERT_RULES)], "scrape_configs": jobs}
+    return json.dumps(conf, indent=2) + "\n"  # (YAML is a superset of JSON)
+
+
+def prometheus_service(settings: StackSettings) -> Service:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise StackError("prometheus not found: run 'make up' (it installs Debian's prometheus) or "
+                         "'apt-get install --no-install-recommends prometheus'")
+    from stack import secrets
+
+    secrets.generate(settings)  # its scrape credential for the API
+    data = settings.data_dir / "prometheus"
+    data.mkdir(parents=True, exist_ok=True)
+    settings.conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = settings.conf_dir / "prometheus.yml"
+    conf.write_text(prometheus_conf(settings))
+    url = f"http://{settings.host}:{settings.prometheus_port}"
+    return Service(
+        name="prometheus",
+        command=[binary, f"--config.file={conf}", f"--storage.tsdb.path={data}",
+                 f"--web.listen-address={settings.host}:{settings.prometheus_port}",
+                 "--storage.tsdb.retention.time=7d", f"--web.external-url={url}"],
+        ports=[(settings.prometheus_port, "STACK_PROMETHEUS_PORT")],
+        probe=lambda: health.http(f"{url}/-/ready"),
+    )
+
+
 #: each pipeline service's Kafka user (core/kafka.py: what it may do, with SASL on)
 KAFKA_USERS = {"stream-worker": "worker", "generator": "generator", "generator-clicks": "generator",
                "inference-api": "api", "stream-scorer": "scorer", "drift-monitor": "monitor",
@@ -173,8 +224,9 @@ def scorer_service(settings: StackSettings) -> Service:
 
 
 def monitor_service(settings: StackSettings) -> Service:
-    """The continuous loop: drift and feedback checks, retrain triggers, audit log."""
-    return _pipeline(settings, "drift-monitor", ["drift", "monitor"])
+    """The continuous loop: drift and feedback checks, retrain triggers, audit log; metrics on
+    STACK_MONITOR_METRICS_PORT."""
+    return _pipeline(settings, "drift-monitor", ["drift", "monitor"], "monitor_metrics_port")
 
 
 def learner_service(settings: StackSettings) -> Service:
@@ -204,6 +256,7 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "stream-scorer": scorer_service,
     "drift-monitor": monitor_service,
     "online-learner": learner_service,
+    "prometheus": prometheus_service,
 }
 
 

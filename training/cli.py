@@ -11,6 +11,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.durations import duration_ms
 from core.settings import StackSettings
 
 EXIT_ERROR, EXIT_GATE_REFUSED = 1, 4
@@ -29,17 +30,10 @@ def _time_ms(text: str) -> int:
 
 def _duration_ms(text: str) -> int:
     """90s, 30m, 12h, 3d, or plain seconds."""
-    units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
     try:
-        if text and text[-1] in units:
-            value = float(text[:-1]) * units[text[-1]]
-        else:
-            value = float(text) * 1_000
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 12h, 3d)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
-    return int(value)
+        return duration_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fraction(text: str) -> float:

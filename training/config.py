@@ -64,7 +64,8 @@ class TrainConfig(BaseModel):
     seed: int = 42
     min_auc: float = 0.75
     max_ece: float = 0.05
-    reference_rows: int = 5000
+    #: rows of the drift reference, sampled over the whole dataset (scores on its test rows)
+    reference_rows: int = 20_000
     output_dir: Path | None = None
     verbose: bool = False
 

@@ -70,6 +70,34 @@ class _Timer:
             self.times[name] = time.perf_counter() - t0
 
 
+
+#: the longest feature window: rows younger than this after the log's first event have
+#: windows that are not full yet (every card looks new), unlike anything served later
+WARMUP_MS = 24 * 3_600_000
+
+
+def drift_reference(df: pd.DataFrame, features: list[str], test: np.ndarray, p_test: np.ndarray, rows: int,
+                    seed: int) -> pd.DataFrame:
+    """What drift checks compare with, and the model's score where it is out of sample (test
+    rows; NaN elsewhere: in-sample scores of training rows are more confident than any score
+    served). Its rows: with two days of data or more, a sample of the last day (every hour of
+    the day, windows full); with less, the test period (the latest rows: the first day's
+    windows are still filling from the log's start, and earlier rows would look colder than
+    anything served now)."""
+    t = df["event_time"].to_numpy()
+    if len(t) and t.max() - t.min() >= 2 * WARMUP_MS:
+        pool = np.flatnonzero(t > t.max() - WARMUP_MS)
+    else:
+        pool = np.sort(np.asarray(test))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(pool if len(pool) <= rows else rng.choice(pool, rows, replace=False))
+    at_test = np.full(len(df), -1)
+    at_test[np.asarray(test)] = np.arange(len(test))
+    where = at_test[picked]
+    score = np.where(where >= 0, np.asarray(p_test, dtype=float)[np.maximum(where, 0)], np.nan)
+    return df.iloc[picked][["event_id", "event_time", *features]].assign(score=score).reset_index(drop=True)
+
+
 def _downsample(idx: np.ndarray, y: np.ndarray, ratio: float | None, seed: int) -> np.ndarray:
     if ratio is None:
         return idx
@@ -423,8 +451,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             mlflow.log_artifact(str(out_dir / fname), "reports")
         roll.to_csv(out_dir / "rolling_metrics.csv", index=False)
         mlflow.log_artifact(str(out_dir / "rolling_metrics.csv"), "reports")
-        ref = df.iloc[sp.test][["event_id", "event_time", *ds.features]].iloc[sample[: cfg.reference_rows]]
-        ref = ref.assign(score=p_test[sample[: cfg.reference_rows]])
+        ref = drift_reference(df, ds.features, sp.test, p_test, cfg.reference_rows, cfg.seed)
         ref.to_parquet(out_dir / "reference.parquet", index=False)
         mlflow.log_artifact(str(out_dir / "reference.parquet"), "drift")
         onnx_path = out_dir / "model.onnx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Producer
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core import kafka
 from core.contracts import CLICKS, FRAUD_FEEDBACK, TRANSACTIONS
+from core.durations import duration_ms
 from core.settings import StackSettings
 from streaming.generators.clicks import ClickStream
 from streaming.generators.transactions import DRIFT_SCENARIOS, GenConfig, Record, TransactionStream
@@ -36,6 +38,17 @@ def _number(kind: type, low: float, high: float | None = None, low_open: bool = 
 POSITIVE, SHARE = _number(float, 0, low_open=True), _number(float, 0, 1)
 
 
+def _history(text: str) -> int:
+    """A positive duration (2d, 36h, 90m) in ms."""
+    try:
+        ms = duration_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ms <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive duration (e.g. 2d, 36h, 90m)")
+    return ms
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="same seed, same events (default 42; a live generator picks a fresh one so that "
@@ -45,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "cycle), event time = now (default: as fast as possible, event time simulated "
                         "from --start at --sim-rate; simulated time never passes the wall clock: once it "
                         "catches up, the generator waits for it, as in live mode)")
+    p.add_argument("--world-seed", type=int, default=42,
+                   help="the simulated world: cards, users, their homes, devices and spend, merchants (default "
+                        "42). --seed draws the events, so a restarted live generator (fresh --seed) continues "
+                        "the same cards and users, and so does a seeded history")
     p.add_argument("--count", type=_number(int, 1), default=None, help="stop after this many transactions")
     p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     p.add_argument("--users", type=_number(int, 1), default=2_000)
@@ -67,6 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=int, default=None,
                    help="first event time, epoch ms (default: live mode now; simulated with --count, far "
                         "enough back that the run ends about now; simulated with --duration only, 24 h ago)")
+    p.add_argument("--history", type=_history, default=None, metavar="DURATION",
+                   help="simulate the past: event time runs from DURATION ago (2d, 36h, 90m) to now, as fast "
+                        "as possible at --sim-rate, and the run stops at now (records scheduled after now, "
+                        "such as the ground truth of the last minute, are not sent)")
     p.add_argument("--sim-rate", type=POSITIVE, default=50.0,
                    help="event-time rate of legit traffic when not rate-limited (events/s)")
     p.add_argument("--kind", choices=["transactions", "clicks"], default="transactions",
@@ -139,21 +160,61 @@ class Decisions:
         self._consumer.close()
 
 
+def _per_s(sim_rate: float, kind: str) -> float:
+    """Expected events per second of event time: legit traffic follows the daily cycle, whose
+    mean weight scales the rate; a click session makes about 6 clicks at a sixth of the rate."""
+    mean_weight = sum(diurnal_weight(h, d >= 5) for h in range(24) for d in range(7)) / 168
+    return sim_rate * mean_weight if kind == "transactions" else sim_rate
+
+
+def expected_count(span_ms: int, sim_rate: float, kind: str, end_ms: int | None = None) -> float:
+    """About how many main-topic events a simulated span of ``span_ms`` holds: over the daily
+    cycle of the very hours it covers when it ends at ``end_ms``, else over an average week."""
+    if end_ms is None:
+        return span_ms / 1000 * _per_s(sim_rate, kind)
+    from datetime import UTC, datetime
+
+    total, t, start = 0.0, end_ms - span_ms, end_ms - span_ms
+    while t < end_ms:
+        step = min(end_ms, (t // 3_600_000 + 1) * 3_600_000) - t  # to the next full hour
+        when = datetime.fromtimestamp(t / 1000, tz=UTC)
+        total += step / 1000 * sim_rate * diurnal_weight(when.hour, when.weekday() >= 5)
+        t += step
+    return total if t > start else 0.0
+
+
 def simulated_start(count: int | None, sim_rate: float, kind: str, now_ms: int) -> int:
     """The first event time of a simulated run so that it ends about now: its expected event-time
-    span (legit traffic follows the daily cycle, whose mean weight scales the rate; a click
-    session makes about 6 clicks at a sixth of the rate) or 24 h when only --duration bounds it."""
+    span, or 24 h when only --duration bounds it."""
     if count is None:
         return now_ms - 24 * 3_600_000
-    mean_weight = sum(diurnal_weight(h, d >= 5) for h in range(24) for d in range(7)) / 168
-    per_s = sim_rate * mean_weight if kind == "transactions" else sim_rate
-    return now_ms - int(count / per_s * 1000)
+    return now_ms - int(count / _per_s(sim_rate, kind) * 1000)
+
+
+@dataclass
+class Produced:
+    """What a run sent: records per topic, and how many were not delivered."""
+    per_topic: dict[str, int] = field(default_factory=dict)
+    undelivered: int = 0
 
 
 def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
-    if args.count is None and args.duration is None and args.rate is None:
-        raise SystemExit("error: give --count, --duration or --rate (a live generator)")
+    return 1 if generate(args, stack, console).undelivered else 0
+
+
+def generate(args: argparse.Namespace, stack: StackSettings, console: Console) -> Produced:
+    if args.count is None and args.duration is None and args.rate is None and args.history is None:
+        raise SystemExit("error: give --count, --duration, --history or --rate (a live generator)")
     live = args.rate is not None
+    end_ms: int | None = None  # with --history: the simulated range ends here (now)
+    if args.history is not None:
+        if live:
+            raise SystemExit("error: --history simulates the past as fast as possible; it does not go with --rate "
+                             "(live event time is now)")
+        if args.start is not None:
+            raise SystemExit("error: --history and --start both set the first event time: give one of them")
+        end_ms = int(time.time() * 1000)
+        args.start = end_ms - args.history
     if args.feedback_mode == "approved" and not live:
         raise SystemExit("error: --feedback-mode approved needs --rate: the decisions come from the live stream "
                          "scorer, which cannot keep up with simulated time")
@@ -166,9 +227,10 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                     max_delay_ms=args.max_delay_ms, bad_rate=args.bad_rate,
                     feedback_delay_ms=int(args.feedback_delay_s * 1000), drift_scenario=args.drift_scenario,
                     events_per_s=args.rate if live else args.sim_rate,
-                    start_ms=args.start)
+                    start_ms=args.start, world_seed=args.world_seed)
     stream = (TransactionStream(cfg) if args.kind == "transactions" else
-              ClickStream(args.seed, args.users, sessions_per_s=(args.rate or args.sim_rate) / 6, start_ms=args.start))
+              ClickStream(args.seed, args.users, sessions_per_s=(args.rate or args.sim_rate) / 6, start_ms=args.start,
+                          world_seed=args.world_seed))
     main_topic = TRANSACTIONS if args.kind == "transactions" else CLICKS
     from stack import health
 
@@ -179,12 +241,16 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
     producer = Producer(kafka.client_config(stack, {"linger.ms": 10, "queue.buffering.max.messages": 500_000,
                                               "enable.idempotence": True}))
     n_txn, t0 = 0, time.monotonic()
+    out = Produced()
     next_report = t0 + 30
     deadline = t0 + args.duration if args.duration else None
     with Progress(TextColumn("[bold]generate"), BarColumn(), TextColumn("{task.completed:,} txns"),
                   TextColumn("{task.fields[rate]:,.0f}/s"), TimeElapsedColumn(), console=console,
                   disable=not console.is_terminal) as progress:
-        task = progress.add_task("gen", total=args.count, rate=0.0)
+        total = args.count
+        if end_ms is not None and total is None:  # about how many the range holds
+            total = int(expected_count(args.history, args.sim_rate, args.kind, end_ms))
+        task = progress.add_task("gen", total=total, rate=0.0)
 
         decisions = Decisions(stack, args.decisions_topic) \
             if args.feedback_mode == "approved" and args.kind == "transactions" else None
@@ -195,6 +261,7 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
             topic = args.topic if args.topic and rec.topic == main_topic else rec.topic
             if rec.topic == FRAUD_FEEDBACK and args.feedback_topic:
                 topic = args.feedback_topic
+            out.per_topic[topic] = out.per_topic.get(topic, 0) + 1
             while True:
                 try:
                     producer.produce(topic, key=rec.key, value=rec.value)
@@ -203,6 +270,8 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                     producer.poll(0.05)
 
         for rec in stream:
+            if end_ms is not None and rec.event_time > end_ms:
+                break  # the simulated past has reached now
             # Event time never runs ahead of the wall clock (the stream rejects events dated
             # beyond its skew allowance): live mode always waits, simulated time once caught up.
             if rec.event_time > time.time() * 1000:
@@ -224,8 +293,9 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                 break
         unsent = 0
         if not live:
+            limit = end_ms if end_ms is not None else time.time() * 1000
             for rec in stream.drain():
-                if rec.event_time > time.time() * 1000:  # a scenario's rest would be future-dated
+                if rec.event_time > limit:  # a scenario's rest would be future-dated
                     unsent += 1
                     continue
                 send(rec)
@@ -240,5 +310,5 @@ def run(args: argparse.Namespace, stack: StackSettings, console: Console) -> int
                   f"{stream.stats}" + (f"; {unsent} scheduled records dated after now not sent" if unsent else ""))
     if left:
         console.print(f"[red]error:[/] {left} records were not delivered")
-        return 1
-    return 0
+    out.undelivered = left
+    return out

@@ -20,13 +20,18 @@ PAGES = ("home", "search", "category", "product", "product", "product", "reviews
 
 class ClickStream:
     def __init__(self, seed: int = 42, users: int = 2_000, sessions_per_s: float = 5.0,
-                 start_ms: int | None = None, cart_rate: float = 0.25, purchase_rate: float = 0.35) -> None:
-        self.rng = random.Random(seed)
+                 start_ms: int | None = None, cart_rate: float = 0.25, purchase_rate: float = 0.35,
+                 world_seed: int | None = None) -> None:
+        """``world_seed`` (None: ``seed``) draws the users (home, device, propensity); ``seed``
+        the sessions, so a restarted live generator keeps its users."""
+        self.rng = random.Random(seed if world_seed is None else world_seed)
         homes, weights = zip(*HOME_WEIGHTS.items(), strict=True)
         devices: list[Device] = ["mobile", "mobile", "desktop", "tablet"]
         self.users = [(f"user-{u:06d}", self.rng.choices(homes, weights)[0],
                        self.rng.choice(devices),
                        self.rng.betavariate(2, 5)) for u in range(users)]  # propensity per user
+        if world_seed is not None and world_seed != seed:
+            self.rng = random.Random(seed)
         self.sessions_per_s = sessions_per_s
         self.cart_rate, self.purchase_rate = cart_rate, purchase_rate
         self.clock = start_ms if start_ms is not None else int(datetime.now(UTC).timestamp() * 1000)

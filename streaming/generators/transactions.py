@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ DRIFT_SCENARIOS = ("none", "amount_shift", "travel_surge", "fraud_surge")
 @dataclass(frozen=True)
 class GenConfig:
     seed: int = 42
+    #: the world (cards, their homes, devices and spend, merchants); None: ``seed``. A live
+    #: generator restarted with a fresh ``seed`` keeps its world, so the cards it continues
+    #: are the cards the history (and the stream state) already knows
+    world_seed: int | None = None
     users: int = 2_000
     merchants: int = 500
     #: mean event-time rate of legit transactions (events per second of event time)
@@ -64,7 +69,10 @@ class TransactionStream:
         if cfg.drift_scenario not in DRIFT_SCENARIOS:
             raise ValueError(f"unknown drift scenario {cfg.drift_scenario!r}; one of {DRIFT_SCENARIOS}")
         self.cfg = cfg
-        self.world = World(cfg.seed, cfg.users, cfg.merchants)
+        world_seed = cfg.seed if cfg.world_seed is None else cfg.world_seed
+        self.world = World(world_seed, cfg.users, cfg.merchants)
+        if world_seed != cfg.seed:  # the same world, other events (and event ids)
+            self.world.rng = random.Random(cfg.seed)
         self.rng = self.world.rng
         self.clock = cfg.start_ms if cfg.start_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
         self._seq = itertools.count()

@@ -269,3 +269,44 @@ def test_the_generator_withholds_ground_truth_for_declined_transactions(kafka_bo
     c.close()
     assert got and declined, (len(got), len(declined))
     assert not got & declined  # no chargeback for a declined transaction
+
+
+def test_a_simulated_history_ends_now_and_never_in_the_future(kafka_bootstrap: str) -> None:
+    """generate --history 2h: event time runs from two hours ago to now, as fast as possible;
+    nothing is dated after the run, not even a late scenario's rest or the ground truth of the
+    last minute (the live stream rejects future-dated events, and drift would compare the live
+    world with a future one)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.contracts import FraudFeedback, Transaction, decode
+    from core.settings import REPO_ROOT
+    from stack.topics import ensure_topics
+    from streaming.generators.cli import expected_count
+
+    txn, fb = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("hist", "histfb"))
+    ensure_topics(kafka_bootstrap, [txn, fb], partitions=2)
+    host, _, port = kafka_bootstrap.rpartition(":")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_KAFKA_HOST": host, "STACK_KAFKA_PORT": port}
+    before = int(time.time() * 1000)
+    out = subprocess.run([sys.executable, "-m", "streaming", "generate", "--history", "2h", "--sim-rate", "3",
+                          "--users", "300", "--topic", txn, "--feedback-topic", fb, "--fraud-rate", "0.05"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    after = int(time.time() * 1000)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert time.time() * 1000 - before < 60_000  # simulated: it did not wait for two hours
+    c = _consumer(kafka_bootstrap, f"hist-{uuid.uuid4().hex[:6]}")
+    c.subscribe([txn, fb])
+    got = _consume(c, 10**9, timeout_s=8)
+    c.close()
+    txns = [decode(m.value(), Transaction) for m in got if m.topic() == txn]
+    truth = [decode(m.value(), FraudFeedback) for m in got if m.topic() == fb]
+    legit = sum(not f.is_fraud for f in truth)  # (fraud scenarios come on top of the legit rate)
+    expected = expected_count(2 * 3_600_000, 3, "transactions", before)  # (the daily cycle of those hours)
+    assert 0.8 * expected < legit < 1.2 * expected, (legit, expected)
+    times = [t.event_time for t in txns]
+    assert min(times) >= before - 2 * 3_600_000 and max(times) <= after
+    assert max(times) > before - 10 * 60_000  # the range reaches now
+    assert any(f.is_fraud for f in truth) and {f.event_id for f in truth} <= {t.event_id for t in txns}
+    assert "produced" in out.stdout + out.stderr

@@ -22,6 +22,10 @@ CASES = [
     (["-m", "streaming", "backfill", "--parquet", "{bad}"], "cannot read"),
     (["-m", "streaming", "features", "card", "c1", "--at", "yesterday-ish"], "at"),
     (["-m", "streaming", "generate", "--rate", "-5"], "rate"),
+    (["-m", "streaming", "generate", "--history", "2d", "--rate", "5"], "--history simulates the past"),
+    (["-m", "streaming", "generate", "--history", "2d", "--start", "1790000000000"], "give one of them"),
+    (["-m", "streaming", "generate", "--history", "soon"], "not a duration"),
+    (["-m", "streaming", "generate", "--history", "0"], "positive duration"),
     (["training/train.py", "--model-type", "nope"], "nope"),
     (["training/train.py", "--model-type", "xgboost"], "no MLflow tracking server answers"),
     (["-m", "training", "score", "--db", "sqlite:///{tmp}/s.db"], "MLflow"),
@@ -45,3 +49,15 @@ def test_bad_input_is_one_error_line_without_traceback(args: list[str], needle: 
     assert "Traceback" not in out, out
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and needle.lower() in errors[0].lower(), out
+
+
+@pytest.mark.parametrize(("var", "value", "needle"), [("STACK_SEED_HISTORY", "soon", "not a duration"),
+                                                      ("STACK_KAFKA_PORT", "abc", "valid integer")])
+def test_a_bad_stack_setting_is_one_error_line(var: str, value: str, needle: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(tmp_path / "data"), var: value})
+    proc = subprocess.run([sys.executable, "-m", "stack", "up"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and f"error: {var}={value}:" in proc.stderr
+    assert needle in proc.stderr
