@@ -90,6 +90,8 @@ class StackSettings(BaseSettings):
     monitor_metrics_port: int = Field(6069, ge=1, le=65535)
     #: Prometheus (make up: Debian's prometheus package), its rules in deploy/prometheus/
     prometheus_port: int = Field(9099, ge=1, le=65535)
+    #: the Feast UI over the registry (python -m stack.feast_ui)
+    feast_ui_port: int = Field(8888, ge=1, le=65535)
     #: users of the live generator (about 1.3 cards each): 5,000 at 2 txn/s is one purchase per
     #: card every hour or so, so velocity rules fire on fraud scenarios, not on ordinary traffic
     generator_users: int = Field(5_000, ge=1)

@@ -142,13 +142,17 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
         prediction_note = (f"score drift not judged: {len(by_champion)} of the {len(cur)} current scores are by "
                            f"v{version}, the reference's model (at least {MIN_PREDICTION_ROWS} needed)")
     elif "score" in ref.columns and "score" in cur.columns:
-        # the reference's scores are out of sample (its test rows): when the hours' cut leaves
-        # too few of them, every hour's
-        scored = ref if np.isfinite(to_arrays(ref, ["score"])["score"]).sum() >= MIN_SAME_HOURS_ROWS else \
-            _sample(all_hours, args.max_samples, args.seed)
-        ps, pc = to_arrays(scored, ["score"]), to_arrays(by_champion, ["score"])
-        prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
-        ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
+        # the reference's scores are out of sample: its test rows, the latest hours of its data.
+        # The hour of day is a model input, so scores at other hours are no comparison.
+        ps, pc = to_arrays(ref, ["score"]), to_arrays(by_champion, ["score"])
+        scored = int(np.isfinite(ps["score"]).sum())
+        if scored >= MIN_PREDICTION_ROWS:
+            prediction = stats.compare(["score"], ps, pc, args.significance_level)[0]
+            ref_a["score"], cur_a["score"] = ps["score"], pc["score"]
+        else:
+            prediction_note = (f"score drift not judged: {scored} out-of-sample reference scores at these hours "
+                               f"(at least {MIN_PREDICTION_ROWS} needed; the reference is scored on its test "
+                               "period, the latest hours of the training data)")
     status, actions = stats.overall(rows, prediction)
     if prediction_note:
         actions.insert(0, prediction_note)
@@ -176,8 +180,9 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
 
 #: fewest reference rows left after cutting it to the current hours, else the whole reference
 MIN_SAME_HOURS_ROWS = 200
-#: fewest current scores by the reference's model version to judge score drift
-MIN_PREDICTION_ROWS = 30
+#: fewest scores on each side (current by the reference's model version; out-of-sample
+#: reference scores at the current hours) to judge score drift
+MIN_PREDICTION_ROWS = 100
 
 
 def same_hours(ref: pd.DataFrame, cur: pd.DataFrame, ref_source: str) -> tuple[pd.DataFrame, str]:

@@ -110,11 +110,15 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float
     r, c = r[order], c[order]
     n_r, n_c = r.sum(), c.sum()
     share_c = n_c / (n_r + n_c)
-    # merge the rarest categories until the merged bin and every other bin expect >= 5
+    # merge the rarest categories until the merged bin and every other bin expect >= 5 on
+    # both sides (the bins are in increasing size: the next one is the smallest left)
+    def enough(total: float) -> bool:
+        return min(total * share_c, total * (1 - share_c)) >= 5
+
     k = 0
     while k < len(r) - 1:
-        total = (r[: k + 1].sum() + c[: k + 1].sum())
-        if min(total * share_c, total * (1 - share_c)) >= 5 or k == len(r) - 2:
+        merged = r[: k + 1].sum() + c[: k + 1].sum()
+        if (enough(merged) and enough(r[k + 1] + c[k + 1])) or k == len(r) - 2:
             break
         k += 1
     r = np.concatenate([[r[: k + 1].sum()], r[k + 1:]]) if k else r

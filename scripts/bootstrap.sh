@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what `make up` and `make test` need and is missing, then returns:
-#   Debian packages: redis-server, a Java 17 runtime and Maven (for the Kafka jars), prometheus
-#   (without its recommends: no node exporter);
+#   Debian packages: redis-server, a Java 17 runtime and Maven (for the Kafka jars), prometheus,
+#   chromium (headless, for a test) - without their recommends (no node exporter);
 #   the project's .venv (Python 3.11's venv module) with uv (from PyPI, inside the venv unless
 #   uv is on PATH) and requirements.lock.
 # Prerequisites: bash, Python 3.11 on PATH; as root on Debian/Ubuntu the rest is installed
-# (redis-server, openjdk-17-jre-headless, maven, prometheus, python3.11-venv), otherwise it is named.
+# (redis-server, openjdk-17-jre-headless, maven, prometheus, chromium, python3.11-venv), otherwise it is named.
 # Idempotent and quick when nothing changed (a stamp keyed by the lock file's hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # headless, for the Feast UI's browser test
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]} from Debian"

@@ -58,7 +58,8 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
                   f"redis: {settings.redis_url_shown}")
     prometheus = f"http://{settings.host}:{settings.prometheus_port}"
-    console.print(f"MLflow UI: {settings.mlflow_uri}   Prometheus: {prometheus}/alerts (graphs: {prometheus}/graph)")
+    console.print(f"MLflow UI: {settings.mlflow_uri}   Feast UI: http://{settings.host}:{settings.feast_ui_port}"
+                  f"/p/{settings.feast_project}/feature-view   Prometheus: {prometheus}/alerts")
     found = lifecycle.alerts(settings)
     if found is None:
         console.print("alerts: Prometheus does not answer")

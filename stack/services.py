@@ -235,6 +235,17 @@ def learner_service(settings: StackSettings) -> Service:
     return _pipeline(settings, "online-learner", ["drift", "learn"], "learner_metrics_port")
 
 
+def feast_ui_service(settings: StackSettings) -> Service:
+    """The Feast UI (inside the feast wheel) over the applied registry; healthy once it serves
+    its page."""
+    url = f"http://{settings.host}:{settings.feast_ui_port}/"
+    env = {k: v for k, v in stack_env(settings).items()  # (it needs Redis and the registry, no Kafka or MLflow)
+           if k not in ("STACK_KAFKA_PASSWORD", "STACK_MLFLOW_PASSWORD")}
+    return Service(name="feast-ui", command=[sys.executable, "-m", "stack.feast_ui"],
+                   ports=[(settings.feast_ui_port, "STACK_FEAST_UI_PORT")], probe=lambda: health.http(url),
+                   environment=env, infra=False)
+
+
 def stack_env(settings: StackSettings) -> dict[str, str]:
     """The stack's settings as STACK_* variables, so the pipeline's processes see the same
     ports and paths as the stack that started them."""
@@ -257,6 +268,7 @@ SERVICES: dict[str, Callable[[StackSettings], Service]] = {
     "drift-monitor": monitor_service,
     "online-learner": learner_service,
     "prometheus": prometheus_service,
+    "feast-ui": feast_ui_service,
 }
 
 

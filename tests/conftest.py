@@ -45,6 +45,7 @@ def local_settings(data_dir: Path) -> StackSettings:
         api_port=health.free_port(), worker_metrics_port=health.free_port(),
         scorer_metrics_port=health.free_port(), learner_metrics_port=health.free_port(),
         monitor_metrics_port=health.free_port(), prometheus_port=health.free_port(),
+        feast_ui_port=health.free_port(),
         data_dir=data_dir, kafka_heap="512m",
         topic_partitions=3, health_timeout_s=120,
     )

@@ -47,6 +47,7 @@ def referenced(expr: str) -> set[str]:
     """The metric names a PromQL expression reads (label matchers, strings and numbers removed)."""
     expr = re.sub(r"\{[^}]*\}", "", re.sub(r'"[^"]*"', "", expr))
     expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # label lists
     words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr))
     return {w for w in words - PROMQL if not re.fullmatch(r"\d+(e\d+)?", w)}
 
@@ -105,3 +106,27 @@ def test_compose_prometheus_loads_the_same_rules_and_scrapes_the_same_jobs() -> 
     volumes = compose["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
 
+
+
+DASHBOARDS = REPO_ROOT / "deploy" / "grafana" / "provisioning" / "dashboards"
+
+
+def test_the_dashboards_query_only_metrics_the_services_export() -> None:
+    """Grafana is not installable here: its dashboards are provisioned for compose users, and
+    every panel's query must name series that exist."""
+    import json
+
+    have = exported()
+    boards = {p.stem: json.loads(p.read_text()) for p in DASHBOARDS.glob("*.json")}
+    assert set(boards) == {"stream", "api", "model"}
+    for name, board in boards.items():
+        assert board["uid"] and board["panels"], name
+        for panel in board["panels"]:
+            assert panel["targets"], (name, panel["title"])
+            for target in panel["targets"]:
+                names = referenced(target["expr"])
+                assert names and names <= have, (name, panel["title"], sorted(names - have))
+    provider = yaml.safe_load((DASHBOARDS / "streamfeat.yml").read_text())["providers"][0]
+    assert provider["options"]["path"] == "/etc/grafana/provisioning/dashboards"
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in compose["services"]["grafana"]["volumes"]

@@ -126,3 +126,16 @@ def test_a_critical_score_psi_on_a_few_scores_is_not_high_drift_by_itself() -> N
     assert sum(stats.overall([], d)[0] == "high" for d in draws) <= 20  # (the test's own false alarms, ~5%)
     shifted = stats.compare(["score"], {"score": rng.beta(1, 30, 5_000)}, {"score": rng.beta(3, 30, 400)}, 0.05)[0]
     assert shifted.psi_band == "critical" and stats.overall([], shifted)[0] == "high"
+
+
+def test_chi_square_pools_every_category_too_rare_to_judge() -> None:
+    """Bursts of a rare fraud scenario give a feature like txn_count_1m a sparse tail (4, 6, 7,
+    8, 9 a few times each in the reference, none now). Only the rarest bin used to be pooled, so
+    bins expecting 3 rows stayed and the burst rows of two or three scenarios (rows that are
+    not independent) made it 'high' (p 1e-6); every bin left must expect 5 on both sides."""
+    ref = np.array([0] * 412 + [1] * 3 + [3] * 1 + [4] * 9 + [6, 7, 8] + [9] * 4, float)
+    cur = np.array([0] * 778 + [1] * 6 + [2] * 1 + [3] * 13, float)
+    stat, p, bins = stats.chi_square(ref, cur)
+    assert bins == 2 and 0.01 < p < 0.1
+    wide = np.repeat(np.arange(6.0), 200)  # enough of each: nothing pooled
+    assert stats.chi_square(wide, wide)[2] == 6

@@ -102,7 +102,7 @@ def test_each_pipeline_service_gets_its_own_kafka_and_mlflow_user_and_no_operato
     s = StackSettings(data_dir=tmp_path, kafka_sasl=True, kafka_password=SecretStr("operators"),
                       mlflow_password=SecretStr("operators-too"))
     apps = {name: make(s).environment for name, make in SERVICES.items()
-            if name not in ("kafka", "redis", "mlflow", "prometheus")}
+            if name not in ("kafka", "redis", "mlflow", "prometheus", "feast-ui")}
     assert set(apps) == set(KAFKA_USERS)
     for name, env in apps.items():
         assert env["STACK_KAFKA_USER"] == KAFKA_USERS[name] and env["STACK_KAFKA_SASL"] == "True"
