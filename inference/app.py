@@ -259,6 +259,20 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         # instead of validating them again into the response model
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
+    def rescoring(name: str, scorer: str, field: str, noun: str, body: Any) -> Any:
+        """An admin endpoint that scores a batch (``body``'s ``field``) each as of its own
+        event_time with ``state[scorer]``, published only with ?publish=true."""
+        async def rescore(req: Any, publish: bool = False) -> Response:
+            items = getattr(req, field)
+            if any(i.event_time is None for i in items):
+                return JSONResponse({"detail": f"re-scoring needs every {noun}'s event_time"}, status_code=422)
+            return as_json({"scores": await observed(name, lambda: state[scorer].score(
+                items, at=[i.event_time for i in items], publish=publish, source="rescore"))})
+
+        rescore.__annotations__["req"] = body
+        rescore.__name__ = rescore.__qualname__ = name
+        return rescore
+
     @app.post("/v1/score", response_model=Score, summary="Score one transaction (scope: score)")
     async def score(txn: Transaction, caller: ApiKey = need["score"]) -> Response:
         return as_json(await observed("score", lambda: state["scorer"].score([txn], source=f"api:{caller.name}")[0]))
@@ -283,17 +297,9 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
     click_model = click_batch(cfg.max_batch)
 
-    async def rescore_propensity(req: Any, publish: bool = False) -> Response:
-        clicks = req.clicks
-        if any(c.event_time is None for c in clicks):
-            return JSONResponse({"detail": "re-scoring needs every click's event_time"}, status_code=422)
-        return as_json({"scores": await observed("rescore_propensity", lambda: state["propensity"].score(
-            clicks, at=[c.event_time for c in clicks], publish=publish, source="rescore"))})
-
-    rescore_propensity.__annotations__["req"] = click_model
     app.post("/v1/admin/rescore/propensity", response_model=PropensityBatch, dependencies=[need["admin"]],
              summary="Re-score clicks as of their own event_time (scope: admin; published only with "
-                     "?publish=true)")(rescore_propensity)
+                     "?publish=true)")(rescoring("rescore_propensity", "propensity", "clicks", "click", click_model))
 
     @app.get("/v1/features/card/{card_id}", dependencies=[need["features"]],
              summary="A card's window features as of now (or ?at=epoch ms) (scope: features)")
@@ -357,17 +363,10 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def rescore_batch(req: Any, publish: bool = False) -> Response:
-        txns = req.transactions
-        if any(t.event_time is None for t in txns):
-            return JSONResponse({"detail": "re-scoring needs every transaction's event_time"}, status_code=422)
-        return as_json({"scores": await observed("rescore_batch", lambda: state["scorer"].score(
-            txns, at=[t.event_time for t in txns], publish=publish, source="rescore"))})
-
-    rescore_batch.__annotations__["req"] = batch_model
     app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[need["admin"]],
              summary="Re-score transactions as of their own event_time (scope: admin; published only with "
-                     "?publish=true, e.g. to replay history into the scores topic)")(rescore_batch)
+                     "?publish=true, e.g. to replay history into the scores topic)")(
+        rescoring("rescore_batch", "scorer", "transactions", "transaction", batch_model))
 
     @app.post("/v1/admin/reload", summary="Reload the model alias now (scope: admin)", dependencies=[need["admin"]])
     def admin_reload() -> dict[str, Any]:

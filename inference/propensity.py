@@ -17,7 +17,7 @@ from core.card_state import event_key
 from core.model_inputs import PROPENSITY_FEATURES, click_fields
 from core.user_features import UserState, user_features
 from inference.model import ModelHolder, ServedModel
-from inference.scoring import Unavailable, now_ms, tier
+from inference.scoring import Unavailable, feature_reasons, now_ms, tier
 
 _WORDS = {
     "click_count_1h": "clicks in the last hour", "click_count_24h": "clicks in the last 24 hours",
@@ -59,16 +59,7 @@ def prepare_click(state: UserState, last_event_time: int | None, click: Any, t_m
 def reasons(model: ServedModel, row: np.ndarray, k: int) -> list[dict[str, str]]:
     """The inputs furthest from their training mean, weighted by the model's importance (the
     fraud model's heuristic; there are no rules for purchases)."""
-    out: list[dict[str, str]] = []
-    if k and len(model.weight) == len(row):
-        dev = np.abs(row - model.mean) * model.weight
-        for j in np.argsort(dev)[::-1][:k]:
-            if dev[j] <= 0:
-                break
-            name = model.features[j]
-            out.append({"kind": "feature", "name": name,
-                        "text": f"{_WORDS.get(name, name)}: {row[j]:.4g} (usual {model.mean[j]:.3g})"})
-    return out
+    return feature_reasons(model, row, k, _WORDS)
 
 
 class PropensityScorer:

@@ -94,6 +94,13 @@ def reasons(model: ServedModel, row: np.ndarray, after: dict[str, float], k: int
     their training mean, weighted by the model's importance: a cheap, documented heuristic
     (the ONNX graph has no per-row contributions)."""
     out = [{"kind": "rule", "name": r.name, "text": r.description} for r in RULES if bool(r.test(after))]
+    return out + feature_reasons(model, row, k, _WORDS)
+
+
+def feature_reasons(model: ServedModel, row: np.ndarray, k: int, words: dict[str, str]) -> list[dict[str, str]]:
+    """The ``k`` inputs furthest from their training mean, weighted by the model's importance,
+    in ``words`` (the fraud and the propensity reasons both)."""
+    out: list[dict[str, str]] = []
     if k and len(model.weight) == len(row):
         dev = np.abs(row - model.mean) * model.weight
         for j in np.argsort(dev)[::-1][:k]:
@@ -101,7 +108,7 @@ def reasons(model: ServedModel, row: np.ndarray, after: dict[str, float], k: int
                 break
             name = model.features[j]
             out.append({"kind": "feature", "name": name,
-                        "text": f"{_WORDS.get(name, name)}: {row[j]:.4g} (usual {model.mean[j]:.3g})"})
+                        "text": f"{words.get(name, name)}: {row[j]:.4g} (usual {model.mean[j]:.3g})"})
     return out
 
 

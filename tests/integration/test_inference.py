@@ -26,6 +26,7 @@ from inference.app import create_app
 from inference.settings import InferenceSettings
 from stack.topics import ensure_topics
 from streaming.sinks import latest_feature_rows, read_dataset
+from tests.support.stream import published
 from training import export, tracking
 from training.config import TrainConfig
 from training.dataset import load_clicks, txn_fields_frame
@@ -281,21 +282,13 @@ def test_scores_are_published(served: tuple, kafka_bootstrap: str) -> None:
     rows = _offline(settings, 5).to_dict("records")
     for r in rows:
         assert client.post("/v1/score", json=_body(r)).status_code == 200
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
     want = {r["event_id"] for r in rows}
-    seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while not want <= seen and time.monotonic() < deadline:
-        for m in consumer.consume(100, 0.5):
-            if m.error() is None:
-                rec = orjson.loads(m.value())
-                seen.add(rec["event_id"])
-                assert set(rec["features"]) == set(MODEL_FEATURES) and 0 <= rec["fraud_probability"] <= 1
-                assert rec["label_probability"] == 1.0 and rec["explored"] is False  # no exploration set
-    consumer.close()
-    assert want <= seen
+
+    def check(rec: dict) -> None:
+        assert set(rec["features"]) == set(MODEL_FEATURES) and 0 <= rec["fraud_probability"] <= 1
+        assert rec["label_probability"] == 1.0 and rec["explored"] is False  # no exploration set
+
+    assert want <= published(kafka_bootstrap, topic, want, check)
 
 
 def test_hot_reload_under_load_fails_no_request_and_mixes_no_models(served: tuple) -> None:

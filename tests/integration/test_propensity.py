@@ -3,17 +3,14 @@ trained by the training code on the stream's clicks."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
 from core.model_inputs import PROPENSITY_FEATURES
@@ -21,6 +18,7 @@ from core.settings import StackSettings
 from inference.app import create_app
 from inference.settings import InferenceSettings
 from stack.topics import ensure_topics
+from tests.support.stream import published
 from training import export, tracking
 from training.config import TrainConfig
 from training.dataset import load_clicks
@@ -126,21 +124,13 @@ def test_live_propensity_scores_are_published(served: tuple, kafka_bootstrap: st
     rows = _offline(settings, 5).to_dict("records")
     for r in rows:
         assert client.post("/v1/propensity", json=_body(r)).status_code == 200
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
     want = {r["event_id"] for r in rows}
-    seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while not want <= seen and time.monotonic() < deadline:
-        for m in consumer.consume(100, 0.5):
-            if m.error() is None:
-                rec = orjson.loads(m.value())
-                seen.add(rec["event_id"])
-                assert list(rec["features"]) == list(PROPENSITY_FEATURES) and rec["model_name"] == name
-                assert 0 <= rec["purchase_probability"] <= 1 and rec["source"].startswith("api:")
-    consumer.close()
-    assert want <= seen
+
+    def check(rec: dict) -> None:
+        assert list(rec["features"]) == list(PROPENSITY_FEATURES) and rec["model_name"] == name
+        assert 0 <= rec["purchase_probability"] <= 1 and rec["source"].startswith("api:")
+
+    assert want <= published(kafka_bootstrap, topic, want, check)
 
 
 def test_without_a_propensity_model_the_endpoint_answers_503_with_the_reason(

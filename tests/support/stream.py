@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,3 +125,27 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.2)
+
+
+def published(bootstrap: str, topic: str, want: set[str], check: Callable[[dict], None],
+              timeout_s: float = 60) -> set[str]:
+    """Read ``topic`` from the start until every event id in ``want`` was seen (or the time is
+    up), calling ``check`` on each record; returns the ids seen."""
+    import orjson
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not want <= seen and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.5):
+                if m.error() is None:
+                    rec = orjson.loads(m.value())
+                    seen.add(rec["event_id"])
+                    check(rec)
+    finally:
+        consumer.close()
+    return seen
