@@ -11,9 +11,11 @@ How it maps onto Quix:
   when it is written online (every ``flush_interval_s``) or at the latest in the sink's
   ``flush``, which Quix calls at every checkpoint before it produces the changelogs and
   commits the offsets; offline rows are converted to Arrow at the same 100 ms steps and
-  written at the checkpoint, one file per dataset and date: so a record's offset is
-  committed only after its online write, its offline rows (fsynced) and its dead letter
-  (acks=all, flushed) are durable, and the changelog holds the state that produced them;
+  handed to a writer thread that appends them to the checkpoint's hidden files (one per
+  dataset and date) while the loop goes on; the checkpoint seals them (fsync, rename): so a
+  record's offset is committed only after its online write, its offline rows (fsynced) and
+  its dead letter (acks=all, flushed) are durable, and the changelog holds the state that
+  produced them;
 - between checkpoints the states changed since the last online write are written online
   every ``flush_interval_s`` (100 ms), so freshness does not wait for a checkpoint (the
   online store may run ahead of the committed offsets, as with Faust: a replay rewrites the
@@ -57,7 +59,15 @@ from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
 from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, drain_corrections
 from streaming.settings import StreamingSettings
-from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
+from streaming.sinks import (
+    FeastOnlineSink,
+    FeastPushSink,
+    OfflineLog,
+    OnlineBatch,
+    StagedOffline,
+    now_ms,
+    online_server_id,
+)
 
 log = logging.getLogger("streaming.quix")
 
@@ -86,8 +96,9 @@ class QuixPipeline:
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     feature_rows: list[dict[str, Any]] = field(default_factory=list)
-    #: offline rows already converted to Arrow between checkpoints (written at the checkpoint)
-    tables: dict[str, list[Any]] = field(default_factory=dict)
+    #: the checkpoint's offline rows, converted to Arrow at the 100 ms steps and written by a
+    #: thread of their own as they come (visible once the checkpoint seals them)
+    staged: Any = None
     events_in: Any = None
     events_out: dict[Outcome, Any] = field(default_factory=dict)
     #: the StreamingDataFrame (its stream id names its state store)
@@ -95,9 +106,12 @@ class QuixPipeline:
     #: source partition -> newest event time seen on it (when its quiet entities expire)
     watermark: dict[int, int] = field(default_factory=dict)
 
-    def reset(self) -> None:
+    def reset(self, dropped: bool) -> None:
+        """After a checkpoint: sealed, or ``dropped`` (its offline files deleted)."""
         self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
-        self.unwritten, self.packed, self.tables = {}, {}, {}
+        self.unwritten, self.packed = {}, {}
+        if dropped:
+            self.staged.abort()
 
     def pack(self, entity_id: str) -> bytes:
         """The entity's state packed, and put into Quix's state (once per change)."""
@@ -109,11 +123,12 @@ class QuixPipeline:
         return packed
 
     def convert_rows(self) -> None:
-        """The offline rows so far as Arrow tables (a chunk at a time, between checkpoints)."""
+        """The offline rows so far as Arrow tables, handed to the offline writer (a chunk at a
+        time, between checkpoints)."""
         for dataset, rows in ((self.spec.event_dataset, self.event_rows), (self.spec.feature_dataset,
                                                                             self.feature_rows)):
             if rows:
-                self.tables.setdefault(dataset, []).append(OfflineLog.table(rows))
+                self.staged.add(dataset, OfflineLog.table(rows))
         self.event_rows, self.feature_rows = [], []
 
 
@@ -141,6 +156,7 @@ class QuixFeatureWorker:
                                                          "linger.ms": 5}))
         store = self._store = feast_store.open_store(stack)
         self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
+        self.offline.remove_stale()  # (files a killed worker was writing)
         self._revision = Revisions()
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
         if cfg.clicks_topic:
@@ -157,7 +173,8 @@ class QuixFeatureWorker:
         online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
                   else FeastPushSink(store, spec.push_source, spec.join_key))
         p = QuixPipeline(spec, topic_name, online, events_in=self.metrics.events_in.labels(topic_name),
-                         events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome})
+                         events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome},
+                         staged=StagedOffline(self.offline))
         topic = self.app.topic(topic_name, key_deserializer="bytes", value_deserializer="bytes")
         sdf = self.app.dataframe(topic)
         sdf = sdf.update(self._handler_for(p), stateful=True, metadata=True)
@@ -352,8 +369,8 @@ class QuixFeatureWorker:
             if len(batch):
                 self._write_online(p, batch)
             p.convert_rows()
-            for dataset, tables in p.tables.items():
-                self.metrics.offline_rows.labels(dataset).inc(self.offline.append_tables(dataset, tables))
+            for dataset, n in p.staged.seal().items():
+                self.metrics.offline_rows.labels(dataset).inc(n)
             left = self._dlq.flush(30)
             if left:
                 raise RuntimeError(f"{left} dead letters not delivered")
@@ -362,11 +379,11 @@ class QuixFeatureWorker:
             self.metrics.sink_stalled.labels("checkpoint").set(1)
             log.warning("checkpoint write failed (%s: %s); Quix replays it from the committed offsets",
                         type(exc).__name__, str(exc)[:300])
-            p.reset()
+            p.reset(dropped=True)
             raise SinkBackpressureError(retry_after=1.0) from exc
         self.metrics.sink_stalled.labels("checkpoint").set(0)
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
-        p.reset()
+        p.reset(dropped=False)
 
     def _lag_loop(self) -> None:
         """Every 2 s: this member's partitions (from the group's description) and their lag
@@ -420,7 +437,7 @@ class _CheckpointSink(BaseSink):
         self.worker.flush(self.p)
 
     def on_paused(self) -> None:
-        self.p.reset()  # the checkpoint is dropped: its records are processed again
+        self.p.reset(dropped=True)  # the checkpoint is dropped: its records are processed again
 
     def setup(self) -> None:
         return None

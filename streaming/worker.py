@@ -104,6 +104,7 @@ class FeatureWorker:
         if cfg.clicks_topic:
             self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
         self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
+        self.offline.remove_stale()  # (files a killed worker was writing)
         self._unacked: list[tuple[Any, Any]] = []  # (stream, event) waiting for durable outputs
         self._last_offline = time.monotonic()
         self._flush_lock = asyncio.Lock()
