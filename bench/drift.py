@@ -7,6 +7,15 @@
   ``chi2_contingency`` on ``np.unique`` counts, ``np.quantile`` + ``np.histogram`` PSI). The
   two must agree: the largest KS statistic and PSI differences are in the params.
 
+- ``drift_quality_1m``: the data-quality checks (``drift.quality.check``: schema, dtype,
+  missing, unseen categories, range, constant) on the same frames. Baseline: a pandas loop
+  per column (``isna``, Python sets of values, ``between``).
+- ``drift_domain_classifier``: the multivariate check (``drift.multivariate``: LightGBM
+  domain classifier, 2-fold cross-fitted, on 10,000 sampled rows a side). Baseline: the same
+  classifier on every row with a 70/30 split (what one writes first, no sampling).
+- ``drift_check_1m``: the three together (the whole check but I/O and the per-segment
+  statistics, which are ``compare`` on subsets), against the three baselines; goal under 5 s.
+
 Env: BENCH_DRIFT_ROWS (default 1,000,000).
 """
 
@@ -85,10 +94,69 @@ def run(console: Any) -> list[dict[str, Any]]:
     ks_diff = max(abs(r.statistic - slow[r.feature][0]) for r in result if r.test == "ks")
     psi_diff = max(abs(r.psi - slow[r.feature][1]) for r in result if r.test == "ks")
     shifted = [r.feature for r in result if r.effective in ("medium", "high")]
+    import pandas as pd
+
+    from drift import quality
+    from drift.multivariate import domain_classifier
+
+    ref_df, cur_df = pd.DataFrame(ref), pd.DataFrame(cur)
+    console.print(f"  {baseline:.2f} s; data quality ...")
+    t0 = time.perf_counter()
+    issues = quality.check(ref_df, cur_df, cols)
+    q_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive_issues = naive_quality(ref_df, cur_df, cols)
+    q_slow = time.perf_counter() - t0
+    console.print(f"  {q_fast:.2f} s vs naive {q_slow:.2f} s; domain classifier ...")
+    t0 = time.perf_counter()
+    domain = domain_classifier(cols, ref, cur)
+    d_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive_auc = naive_domain(cols, ref, cur)
+    d_slow = time.perf_counter() - t0
+    console.print(f"  {d_fast:.2f} s (AUC {domain.auc:.3f}) vs every row {d_slow:.2f} s (AUC {naive_auc:.3f})")
+    common = {"rows": rows, "features": len(cols), "threads": os.cpu_count()}
     return [write_result(
         "drift_1m", "wall time of every drift test on 1M x 30 features", fast, "s", False,
         "naive per-feature scipy loop", baseline,
         {"rows": rows, "features": len(cols), "threads": os.cpu_count(), "tests": {t: sum(r.test == t for r in result)
                                                                                    for t in ("ks", "chi2")},
          "flagged_medium_or_high": len(shifted), "max_ks_statistic_difference": ks_diff,
-         "max_continuous_psi_difference": psi_diff, "goal_s": 5.0})]
+         "max_continuous_psi_difference": psi_diff, "goal_s": 5.0}),
+        write_result("drift_quality_1m", "wall time of the data-quality checks on 1M x 30 features", q_fast, "s",
+                     False, "pandas loop per column", q_slow,
+                     {**common, "issues": len(issues), "naive_issues": naive_issues}),
+        write_result("drift_domain_classifier", "wall time of the domain classifier (10k sampled rows a side)",
+                     d_fast, "s", False, "the same classifier on every row, 70/30 split", d_slow,
+                     {**common, "auc": domain.auc, "auc_interval": [domain.low, domain.high],
+                      "naive_auc": naive_auc, "top_features": domain.top_features}),
+        write_result("drift_check_1m", "wall time of the whole check (statistics, quality, domain classifier) on "
+                     "1M x 30 features", fast + q_fast + d_fast, "s", False, "the naive versions of the three",
+                     baseline + q_slow + d_slow, {**common, "goal_s": 5.0,
+                                                 "parts_s": {"statistics": fast, "quality": q_fast,
+                                                             "domain_classifier": d_fast}})]
+
+
+def naive_quality(ref: Any, cur: Any, cols: list[str]) -> int:
+    """Per column with pandas and Python sets: missing share, values not seen, range."""
+    issues = 0
+    for c in cols:
+        issues += int(cur[c].isna().mean() > ref[c].isna().mean())
+        if ref[c].nunique() <= 12:
+            issues += int(bool(set(cur[c].dropna().tolist()) - set(ref[c].dropna().tolist())))
+        else:
+            issues += int((~cur[c].between(ref[c].min(), ref[c].max())).mean() > 0.01)
+        issues += int(cur[c].nunique() == 1 and ref[c].nunique() > 1)
+    return issues
+
+
+def naive_domain(cols: list[str], ref: dict[str, np.ndarray], cur: dict[str, np.ndarray]) -> float:
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+
+    x = np.vstack([np.column_stack([ref[c] for c in cols]), np.column_stack([cur[c] for c in cols])])
+    y = np.concatenate([np.zeros(len(ref[cols[0]])), np.ones(len(cur[cols[0]]))])
+    test = np.random.default_rng(0).random(len(y)) < 0.3
+    params = {"objective": "binary", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "num_threads": 2}
+    model = lgb.train(params, lgb.Dataset(x[~test], y[~test]), num_boost_round=100)
+    return float(roc_auc_score(y[test], model.predict(x[test])))

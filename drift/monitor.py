@@ -5,10 +5,15 @@ service picks up a promoted champion by polling its alias.
 
 Triggers:
 - scheduled: the champion is older than ``MONITOR_RETRAIN_EVERY_S``;
-- drift: a key feature at medium/high, or the score's PSI critical (>= 0.25);
+- drift: a key feature at medium/high, multivariate drift (the domain classifier) at
+  medium/high, or the score's PSI critical (>= 0.25); not while the window's feed is broken
+  (drift.quality.FEED_BREAKING at medium/high: no population to retrain on);
 - performance: recall (AUC) on fraud feedback over the window fell by more than
   ``MONITOR_RECALL_DROP`` (``MONITOR_AUC_DROP``) from the champion's ground-truth metrics at
   training (drift.performance; judged only with enough fraud labels);
+- performance_estimated (``MONITOR_ESTIMATE_TRIGGER``, off by default): before labels arrive,
+  the recall estimated from the calibrated scores (drift.estimate) has its whole 95 % interval
+  below the champion's recall minus ``MONITOR_RECALL_DROP``;
 - new pattern: a fraud scenario the champion's training data never showed, or the feedback
   fraud rate above ``MONITOR_FRAUD_RATE_JUMP`` times the rate at training.
 One retrain per model at a time (a lock file holding the monitor's pid: a lock whose process
@@ -55,6 +60,13 @@ class MonitorSettings(BaseSettings):
     cooldown_s: float = Field(1800.0, ge=0)
     min_scores: int = Field(500, ge=20)
     recall_drop: float = Field(0.2, gt=0, lt=1)
+    #: fire ``performance_estimated`` when the recall estimated from the calibrated scores
+    #: (before labels arrive) has its whole 95 % interval below the champion's recall minus
+    #: ``recall_drop``; off by default: the estimate cannot see a shift that breaks calibration
+    estimate_trigger: bool = False
+    #: a feature's shift counts (medium/high) only from these effect sizes on (drift/stats.py)
+    wasserstein_threshold: float = Field(0.1, gt=0)
+    js_threshold: float = Field(0.1, gt=0)
     auc_drop: float = Field(0.05, gt=0, lt=1)
     fraud_rate_jump: float = Field(2.0, gt=1)
     key_features: list[str] = Field(default_factory=lambda: [
@@ -109,6 +121,20 @@ class Evidence:
     recent_fraud_rate: float | None = None
     champion_fraud_rate: float | None = None
     new_scenarios: list[str] = field(default_factory=list)
+    #: the domain classifier's severity and held-out AUC (multivariate drift)
+    multivariate_severity: str | None = None
+    multivariate_auc: float | None = None
+    multivariate_top: list[str] = field(default_factory=list)
+    #: recall estimated from the calibrated scores before labels arrive (drift.estimate), and its
+    #: 95 % interval
+    estimated_recall: float | None = None
+    estimated_recall_ci95: list[float] | None = None
+    #: data quality of the window's features: its status and the issues at medium or high
+    quality_status: str | None = None
+    quality_issues: list[str] = field(default_factory=list)
+    #: a quality issue at medium/high that means the feed is broken (drift.quality.FEED_BREAKING;
+    #: not values out of range, which a real shift shows too)
+    feed_broken: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -117,14 +143,22 @@ def decide(ev: Evidence, cfg: MonitorSettings) -> list[str]:
     triggers = []
     if ev.champion_version is None or (ev.champion_age_s is not None and ev.champion_age_s >= cfg.retrain_every_s):
         triggers.append("scheduled")
-    if ev.drifted_key_features or (ev.score_psi is not None and ev.score_psi >= 0.25):
-        triggers.append("drift")
+    multivariate = ev.multivariate_severity in ("medium", "high")
+    if ev.drifted_key_features or multivariate or (ev.score_psi is not None and ev.score_psi >= 0.25):
+        # (not when the feed itself is broken: that is no population to retrain on; the
+        # evidence says so, and the scheduled, performance and new-pattern triggers still fire)
+        if not ev.feed_broken:
+            triggers.append("drift")
     recall_fell = (ev.recent_recall is not None and ev.champion_recall is not None
                    and ev.recent_recall < ev.champion_recall - cfg.recall_drop)
     auc_fell = (ev.recent_auc is not None and ev.champion_auc is not None
                 and ev.recent_auc < ev.champion_auc - cfg.auc_drop)
     if recall_fell or auc_fell:
         triggers.append("performance")
+    elif (cfg.estimate_trigger and ev.estimated_recall_ci95 and ev.champion_recall is not None
+          and ev.estimated_recall_ci95[1] < ev.champion_recall - cfg.recall_drop):
+        # the whole interval of the estimate below the drop: early, and marked as estimated
+        triggers.append("performance_estimated")
     if ev.new_scenarios or (ev.recent_fraud_rate is not None and ev.champion_fraud_rate
                             and ev.recent_fraud_rate > cfg.fraud_rate_jump * ev.champion_fraud_rate):
         triggers.append("new_pattern")
@@ -213,7 +247,9 @@ class Monitor:
         args = parser().parse_args(["--model-name", self.model_name, "--scores-topic", self.scores_topic,
                                     "--window", str(self.cfg.window_s), "--feedback-topic", self.cfg.feedback_topic,
                                     "--clicks-topic", self.cfg.clicks_topic,
-                                    "--recall-drop", str(self.cfg.recall_drop)])
+                                    "--recall-drop", str(self.cfg.recall_drop),
+                                    "--wasserstein-threshold", str(self.cfg.wasserstein_threshold),
+                                    "--js-threshold", str(self.cfg.js_threshold)])
         try:
             result = check(args, self.stack)
         except DriftInputError as exc:
@@ -229,15 +265,28 @@ class Monitor:
                                    if f["feature"] in self.key_features and f["effective"] in ("medium", "high")]
         if result["prediction"]:
             ev.score_psi = result["prediction"]["psi"]
+        if result.get("multivariate"):
+            ev.multivariate_severity = result["multivariate"]["severity"]
+            ev.multivariate_auc = result["multivariate"]["auc"]
+            ev.multivariate_top = list(result["multivariate"]["top_features"])[:3]
+        if result.get("quality"):
+            ev.quality_status = result["quality"]["status"]
+            ev.feed_broken = bool(result["quality"].get("feed_broken"))
+            ev.quality_issues = [f"{i['column']}: {i['check']} ({i['detail']})" for i in result["quality"]["issues"]
+                                 if i["severity"] in ("medium", "high")]
 
     @staticmethod
     def _feedback(ev: Evidence, perf: dict[str, Any] | None) -> None:
         """Recall and AUC on the feedback for the window's scores, and the scenarios and fraud
         rate in it, against what the champion's training saw (drift.performance)."""
+        champion = (perf or {}).get("champion") or {}
+        est = ((perf or {}).get("estimated") or {}).get("recall") or {}
+        if est.get("value") is not None:  # (before the labels: from the calibrated scores)
+            ev.estimated_recall, ev.estimated_recall_ci95 = est["value"], est.get("ci95")
+            ev.champion_recall = champion.get("recall")
         if perf is None or not perf["rows_labelled"]:
             ev.errors.append(f"feedback: {perf.get('note') if perf else 'no scores to judge'}")
             return
-        champion = perf.get("champion") or {}
         ev.performance_severity = perf["severity"]
         ev.recent_fraud_rate = perf["fraud_rate"]
         ev.champion_fraud_rate = champion.get("fraud_rate")

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from drift.estimate import estimate
+
 FLAGGED = ("review", "decline")
 
 
@@ -29,6 +31,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _metrics(y: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    y, flagged = y.astype(bool), flagged.astype(bool)
     fraud = int(y.sum())
     caught = int(flagged[y].sum())
     return {"rows": len(y), "fraud": fraud,
@@ -46,24 +49,46 @@ def _severity(drop: float | None, bound: float) -> str:
 
 def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict[str, Any] | None,
                 windows: int = 4, recall_drop: float = 0.2, auc_drop: float = 0.05, min_fraud: int = 20,
-                threshold: float = 0.5, positive: str = "fraud") -> dict[str, Any]:
+                threshold: float = 0.5, positive: str = "fraud", budget: float | None = 0.01) -> dict[str, Any]:
     """``scores``: event_id, score and decision (or only score: flagged at ``threshold``), and
     scored_at (epoch ms) for the windows. ``truth``: event_id, is_fraud (the positive label:
     fraud, or a purchase for propensity), scenario.
-    ``champion``: {"auc", "recall", "fraud_rate", "scenarios", "source"} or None."""
+    ``champion``: {"auc", "recall", "fraud_rate", "scenarios", "source"} or None.
+
+    Besides the realized metrics on the labelled rows, ``estimated`` (overall and per window)
+    holds the metrics estimated from the scores' calibrated probabilities over every score,
+    labelled or not (drift.estimate; ``budget``: the share of rows an alert budget flags)."""
     out: dict[str, Any] = {"rows_labelled": 0, "severity": "none", "champion": champion, "windows": []}
+    scored = scores[scores["score"].notna()] if "score" in scores else scores.iloc[:0]
+
+    def flags(df: pd.DataFrame) -> np.ndarray:
+        return (df["decision"].isin(FLAGGED).to_numpy() if "decision" in df
+                else df["score"].astype(float).to_numpy() >= threshold)
+
+    # estimated from the calibrated probabilities of every score in the window (drift.estimate),
+    # labelled or not: known before the labels arrive
+    if len(scored):
+        out["estimated"] = estimate(scored["score"].astype(float).to_numpy(), flags(scored), budget)
+        if "scored_at" in scored and scored["scored_at"].notna().any():
+            t_all = scored["scored_at"].astype(float).to_numpy()
+            edges = np.linspace(np.nanmin(t_all), np.nanmax(t_all) + 1, windows + 1)
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+                m = (t_all >= lo) & (t_all < hi)
+                if m.any():
+                    part = scored[m]
+                    out["windows"].append({"from_ms": int(lo), "to_ms": int(hi), **_metrics(*([np.array([])] * 3)),
+                                           "estimated": estimate(part["score"].astype(float).to_numpy(), flags(part),
+                                                                 budget)})
     if truth is None or truth.empty or "event_id" not in scores:
         out["note"] = "no fraud feedback available" if positive == "fraud" else "no matured labels yet"
         return out
-    joined = scores.merge(truth[["event_id", "is_fraud", "scenario"]], on="event_id", how="inner")
-    joined = joined[joined["score"].notna()]
+    joined = scored.merge(truth[["event_id", "is_fraud", "scenario"]], on="event_id", how="inner")
     if joined.empty:
         out["note"] = "no ground truth has arrived yet for the scores in the window"
         return out
     y = joined["is_fraud"].astype(bool).to_numpy()
     score = joined["score"].astype(float).to_numpy()
-    flagged = (joined["decision"].isin(FLAGGED).to_numpy() if "decision" in joined
-               else score >= threshold)
+    flagged = flags(joined)
     out.update(rows_labelled=len(joined), **_metrics(y, score, flagged))
     out["fraud_rate"] = float(y.mean())
     scenario = joined["scenario"].astype(str).to_numpy()
@@ -71,13 +96,11 @@ def performance(scores: pd.DataFrame, truth: pd.DataFrame | None, champion: dict
     for s in sorted(set(scenario[y])):
         m = y & (scenario == s)
         out["scenarios"][s] = {"fraud": int(m.sum()), "recall": float(flagged[m].mean())}
-    if "scored_at" in joined and joined["scored_at"].notna().any():
+    if out["windows"]:  # the realized metrics of each window's labelled rows, beside the estimate
         t = joined["scored_at"].astype(float).to_numpy()
-        edges = np.linspace(t.min(), t.max() + 1, windows + 1)
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            m = (t >= lo) & (t < hi)
-            if m.any():
-                out["windows"].append({"from_ms": int(lo), "to_ms": int(hi), **_metrics(y[m], score[m], flagged[m])})
+        for w in out["windows"]:
+            m = (t >= w["from_ms"]) & (t < w["to_ms"])
+            w.update(_metrics(y[m], score[m], flagged[m]))
     if not champion:
         out["note"] = "no champion ground-truth metrics to compare with"
         return out

@@ -6,9 +6,22 @@
 - Every feature: PSI with quantile bins of the reference (smoothed), as an effect size.
 
 Severity of a p-value as in seed 002: p >= a none, >= a/10 low, >= a/100 medium, else high.
-PSI bands as in seed 004: < 0.1 healthy, 0.1-0.25 warning, >= 0.25 critical. With many
-samples a negligible shift is still "significant", so a feature's effective severity is
-capped at low while its PSI is healthy.
+PSI bands as in seed 004: < 0.1 healthy, 0.1-0.25 warning, >= 0.25 critical.
+
+With many samples a negligible shift is still "significant", so a feature's effective
+severity is capped at low unless the shift is *material*: its effect size reaches a threshold
+or its PSI is not healthy. PSI alone misses real shifts (a quarter-standard-deviation shift,
+or amounts 30 % higher, have PSI about 0.07), so the effect size is one that scales with the
+feature, as Evidently judges samples of more than 1,000 rows:
+
+- continuous: the Wasserstein (earth mover's) distance between the two samples in units of
+  the reference's standard deviation (at least 0.001, as Evidently): a shift of the mean by
+  d standard deviations is d; ``WASSERSTEIN_MATERIAL`` 0.1 by default;
+- categorical: the Jensen-Shannon distance of the category shares (natural log, so between
+  0 and 0.83, as scipy and Evidently); ``JENSEN_SHANNON_MATERIAL`` 0.1 by default.
+
+Both thresholds are settings (``compare``'s arguments, drift_check's ``--wasserstein-threshold``
+and ``--js-threshold``, the monitor's ``MONITOR_WASSERSTEIN_THRESHOLD``/``..._JS_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -27,6 +40,10 @@ Correction = Literal["none", "bonferroni", "bh"]
 CATEGORICAL = {"is_weekend", "has_high_risk_mcc", "mcc_high_risk", "channel_online", "channel_atm", "hour_of_day",
                "is_view", "is_add_to_cart", "is_purchase", "device_mobile", "device_tablet", "decision"}
 MAX_CATEGORIES = 12
+#: a shift is material from this Wasserstein distance (in reference standard deviations) on
+WASSERSTEIN_MATERIAL = 0.1
+#: a shift of a categorical feature is material from this Jensen-Shannon distance on
+JENSEN_SHANNON_MATERIAL = 0.1
 
 
 def severity(p: float, alpha: float) -> str:
@@ -81,6 +98,13 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     """Two-sample KS (two-sided) with Smirnov's asymptotic p-value, as scipy's
     ``ks_2samp(method="asymp")``, computed from sorted arrays: the largest gap between the two
     empirical CDFs, which can only occur at an observed value."""
+    d, p, _ = ks_and_wasserstein(reference, current)
+    return d, p
+
+
+def ks_and_wasserstein(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """``ks`` and, from the same merge, the Wasserstein distance (as scipy's
+    ``wasserstein_distance``): the area between the two empirical CDFs."""
     ref, cur = _sorted(np.asarray(reference, float)), _sorted(np.asarray(current, float))
     n1, n2 = len(ref), len(cur)
     # merge the two sorted runs (a stable argsort of two runs is a merge), count each side
@@ -91,13 +115,39 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     seen_ref = np.cumsum(order < n1)
     seen_cur = np.arange(1, n1 + n2 + 1) - seen_ref
     last = np.concatenate([values[1:] != values[:-1], [True]])
-    d = float(np.max(np.abs(seen_ref[last] / n1 - seen_cur[last] / n2)))
+    gap = np.abs(seen_ref / n1 - seen_cur / n2)
+    d = float(np.max(gap[last]))
+    # between consecutive merged values the gap is the one after the left value (within a run
+    # of equal values the width is 0)
+    w = float(np.dot(gap[:-1], np.diff(values)))
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = np.round(m * n / (m + n))
     # the exact finite-n distribution costs ~0.35 s per call at n = 500k; beyond 100k effective
     # samples its limit (Kolmogorov's) is within 0.7% relative and errs on the large side
     p = float(np.clip(stats.kstwobign.sf(np.sqrt(en) * d) if en > 100_000 else stats.kstwo.sf(d, en), 0, 1))
-    return d, p
+    return d, p, w
+
+
+def wasserstein_effect(reference: np.ndarray, w: float) -> float:
+    """A Wasserstein distance in units of the reference's standard deviation (at least 0.001,
+    as Evidently's normalization, so that a constant reference does not divide by 0)."""
+    return w / max(float(np.std(reference)), 0.001)
+
+
+def jensen_shannon(reference: np.ndarray, current: np.ndarray) -> float:
+    """Jensen-Shannon distance (natural log) between the category shares of two samples, as
+    ``scipy.spatial.distance.jensenshannon``: 0 for the same shares, at most sqrt(ln 2)."""
+    ref, cur = _sorted(np.asarray(reference, float)), _sorted(np.asarray(current, float))
+    cats = np.union1d(_distinct(ref), _distinct(cur))
+    p, q = _counts(ref, cats), _counts(cur, cats)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log(a[nz] / m[nz])))
+
+    return float(np.sqrt(max(0.0, (kl(p) + kl(q)) / 2)))
 
 
 def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, int]:
@@ -157,10 +207,16 @@ class FeatureDrift:
     psi: float
     psi_band: str
     severity: str  # from the adjusted p-value, seed 002's bands
-    effective: str  # capped at "low" while PSI is healthy
+    effective: str  # capped at "low" unless the shift is material
     n_reference: int
     n_current: int
     missing_current: int
+    #: the effect size: Wasserstein distance in reference standard deviations ("wasserstein")
+    #: or Jensen-Shannon distance ("jensen_shannon")
+    effect: float = 0.0
+    effect_measure: str = "wasserstein"
+    #: the effect reached its threshold, or PSI is not healthy: the severity counts in full
+    material: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,19 +239,23 @@ def _one(name: str, reference: np.ndarray, current: np.ndarray) -> FeatureDrift:
         raise ValueError(f"feature {name!r} has no values in the {'reference' if len(ref) == 0 else 'current'} data")
     if is_categorical(name, ref):
         stat, p, _ = chi_square(ref, cur)
-        test = "chi2"
+        test, effect, measure = "chi2", jensen_shannon(ref, cur), "jensen_shannon"
     else:
-        stat, p = ks(ref, cur)
-        test = "ks"
+        stat, p, w = ks_and_wasserstein(ref, cur)
+        test, effect, measure = "ks", wasserstein_effect(ref, w), "wasserstein"
     value = psi(ref, cur)
     return FeatureDrift(name, test, stat, p, p, value, psi_band(value), "none", "none", len(ref), len(cur),
-                        int(len(cur_all) - len(cur)))
+                        int(len(cur_all) - len(cur)), effect, measure)
 
 
 def compare(columns: list[str], reference: dict[str, np.ndarray], current: dict[str, np.ndarray], alpha: float,
-            correction: Correction = "none", threads: int | None = None) -> list[FeatureDrift]:
+            correction: Correction = "none", threads: int | None = None,
+            wasserstein_threshold: float = WASSERSTEIN_MATERIAL,
+            js_threshold: float = JENSEN_SHANNON_MATERIAL) -> list[FeatureDrift]:
     """Compare every column; features run on a thread pool (numpy's sorts and binary searches
-    release the GIL), one per core by default."""
+    release the GIL), one per core by default. A feature's effective severity is its severity
+    when the shift is material (effect size at its threshold, or PSI not healthy), else at
+    most low."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = max(1, min(len(columns), threads or os.cpu_count() or 1))
@@ -208,7 +268,9 @@ def compare(columns: list[str], reference: dict[str, np.ndarray], current: dict[
     for r, p in zip(rows, adjusted, strict=True):
         r.p_adjusted = float(p)
         r.severity = severity(r.p_adjusted, alpha)
-        r.effective = r.severity if r.psi_band != "healthy" else min(r.severity, "low", key=SEVERITIES.index)
+        threshold = js_threshold if r.effect_measure == "jensen_shannon" else wasserstein_threshold
+        r.material = r.effect >= threshold or r.psi_band != "healthy"
+        r.effective = r.severity if r.material else min(r.severity, "low", key=SEVERITIES.index)
     return rows
 
 

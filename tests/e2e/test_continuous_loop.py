@@ -146,6 +146,11 @@ def test_without_a_shift_the_monitor_stays_quiet(loop: Loop) -> None:
     assert rec["triggers"] == [] and rec["action"] == "none", json.dumps(rec, default=str)
     assert not ev["drifted_key_features"] and ev["score_psi"] < 0.25, rec
     assert ev["performance_severity"] is not None, rec  # the feedback was joined and judged
+    # performance estimated from the calibrated scores before labels: the champion here is
+    # trained on rule labels, so it estimates against what it was calibrated on (printed to
+    # measure the estimator on the generator's ground truth, not judged)
+    assert ev["estimated_recall"] is not None and ev["estimated_recall_ci95"] is not None, rec
+    print("estimated recall", ev["estimated_recall"], ev["estimated_recall_ci95"], "realized", ev["recent_recall"])
     assert _served(loop) == champion
 
 

@@ -121,6 +121,84 @@ def test_a_shifted_feature_is_high_and_a_negligible_one_is_capped_at_low() -> No
     assert rows["tiny"].severity in ("medium", "high") and rows["tiny"].effective == "low"  # significant, negligible
 
 
+def test_effect_sizes_equal_scipys() -> None:
+    import scipy.stats as ss
+    from scipy.spatial.distance import jensenshannon
+
+    for n in (1, 37, 5_000):
+        a, b = RNG.lognormal(3, 1, n), RNG.lognormal(3.2, 0.8, n + 11)
+        _, _, w = stats.ks_and_wasserstein(a, b)
+        assert w == pytest.approx(ss.wasserstein_distance(a, b), rel=1e-9)
+        x, y = RNG.integers(0, 4, n).astype(float), RNG.integers(1, 7, n + 5).astype(float)
+        shares = [np.bincount(v.astype(int), minlength=7) / len(v) for v in (x, y)]
+        assert stats.jensen_shannon(x, y) == pytest.approx(jensenshannon(*shares), rel=1e-9, abs=1e-12)
+    assert stats.jensen_shannon(np.array([1.0, 2.0]), np.array([2.0, 1.0])) == 0.0
+    assert stats.wasserstein_effect(np.ones(10), 0.0) == 0.0  # a constant reference: no division by 0
+
+
+@pytest.mark.parametrize("n", [2_000, 20_000])
+@pytest.mark.parametrize("shift", ["quarter_sd", "amount_30pct"])
+def test_material_shifts_with_a_healthy_psi_are_medium_or_high(n: int, shift: str) -> None:
+    """PSI calls these healthy (about 0.06-0.08): the old cap hid them at "low"."""
+    runs, flagged, healthy = 20, 0, 0
+    for _ in range(runs):
+        if shift == "quarter_sd":
+            ref, cur = RNG.normal(size=n), RNG.normal(0.25, 1, n)
+        else:  # a typical transaction amount 30 % higher
+            ref, cur = RNG.lognormal(3, 1, n), 1.3 * RNG.lognormal(3, 1, n)
+        row = stats.compare(["x"], {"x": ref}, {"x": cur}, 0.05, "bh")[0]
+        flagged += row.effective in ("medium", "high") and row.material
+        healthy += row.psi_band == "healthy"
+    assert flagged == runs
+    assert healthy >= runs // 2  # (so it is the effect size that flags them)
+
+
+def test_a_material_category_shift_counts_and_a_negligible_one_is_capped() -> None:
+    n = 200_000
+    ref = RNG.choice(4, n, p=[0.5, 0.3, 0.15, 0.05]).astype(float)
+    moved = RNG.choice(4, n, p=[0.35, 0.3, 0.2, 0.15]).astype(float)  # JS about 0.14
+    barely = RNG.choice(4, n, p=[0.49, 0.3, 0.155, 0.055]).astype(float)  # significant, JS about 0.01
+    rows = {r.feature: r for r in stats.compare(["moved", "barely"], {"moved": ref, "barely": ref},
+                                                {"moved": moved, "barely": barely}, 0.05)}
+    assert rows["moved"].effect_measure == "jensen_shannon" and rows["moved"].effect >= 0.1
+    assert rows["moved"].effective == "high"
+    assert rows["barely"].severity == "high" and rows["barely"].effective == "low" and not rows["barely"].material
+    # the threshold is a setting
+    looser = stats.compare(["moved"], {"moved": ref}, {"moved": moved}, 0.05, js_threshold=0.5)[0]
+    assert looser.psi_band == "healthy" or looser.effective == "high"  # (PSI still counts on its own)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "categorical"])
+def test_the_effect_rule_keeps_false_alarms_rare(kind: str) -> None:
+    """The false-alarm test again, for what gates (an effective medium or high): at most
+    about alpha/10 of runs on identical distributions."""
+    runs, alarms = 1000, 0
+    for _ in range(runs):
+        if kind == "continuous":
+            ref, cur = RNG.normal(size=400), RNG.normal(size=400)
+        else:
+            ref, cur = RNG.integers(0, 5, 400).astype(float), RNG.integers(0, 5, 400).astype(float)
+        alarms += stats.compare(["x"], {"x": ref}, {"x": cur}, 0.05)[0].effective in ("medium", "high")
+    assert alarms / runs <= 0.015  # binomial 99.9 % bound around 0.5 %
+
+
+def test_the_effect_rule_keeps_high_power_on_a_quarter_sd_shift() -> None:
+    found = 0
+    for _ in range(200):
+        row = stats.compare(["x"], {"x": RNG.normal(size=500)}, {"x": RNG.normal(0.25, 1, size=500)}, 0.05)[0]
+        found += row.effective != "none" and row.material
+    assert found / 200 >= 0.9
+
+
+def test_thirty_unchanged_features_at_a_million_rows_stay_quiet() -> None:
+    cols = [f"f{i}" for i in range(30)]
+    ref = {c: RNG.normal(size=1_000_000) for c in cols}
+    cur = {c: RNG.normal(size=1_000_000) for c in cols}
+    rows = stats.compare(cols, ref, cur, 0.05, "bh")
+    assert all(r.effective in ("none", "low") and not r.material for r in rows)
+    assert max(r.effect for r in rows) < 0.01
+
+
 def _frames(tmp: Path, shift: float) -> tuple[Path, Path]:
     n = 3000
     ref = pd.DataFrame({"amount": RNG.lognormal(3, 1, n), "txn_count_5m": RNG.poisson(1, n),
@@ -150,17 +228,37 @@ def test_cli_exit_codes_json_and_html(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "b.json").read_text())
     by = {f["feature"]: f for f in result["features"]}
     assert by["amount"]["effective"] == "high" and by["is_weekend"]["test"] == "chi2"
+    assert by["amount"]["effect_measure"] == "wasserstein" and by["amount"]["material"]
+    assert by["is_weekend"]["effect_measure"] == "jensen_shannon" and not by["is_weekend"]["material"]
+    assert result["thresholds"] == {"wasserstein": 0.1, "jensen_shannon": 0.1}
     assert result["prediction"]["psi_band"] == "critical" and result["status"] == "high"
     assert result["reference"]["rows"] == 2000
     page = (tmp_path / "b.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "amount" in page
-    assert "amount" in out.stdout and "overall" in out.stdout
+    assert page.count("data:image/png;base64,") == 4 and "amount" in page and "<th>effect</th>" in page
+    assert "amount" in out.stdout and "overall" in out.stdout and "material" in out.stdout
+
+
+def test_cli_a_shift_psi_calls_healthy_fails_the_gate_unless_the_threshold_says_otherwise(tmp_path: Path) -> None:
+    """Amounts 30 % higher at 3,000 rows: PSI healthy, the effect size material, exit 3; with
+    --wasserstein-threshold above its effect it is capped at low again, exit 0."""
+    ref = pd.DataFrame({"amount": RNG.lognormal(3, 1, 3000)})
+    cur = pd.DataFrame({"amount": 1.3 * RNG.lognormal(3, 1, 3000)})
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    files = ["--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet")]
+    out = _cli(*files, "--json", str(tmp_path / "a.json"))
+    row = json.loads((tmp_path / "a.json").read_text())["features"][0]
+    assert row["psi_band"] == "healthy" and row["material"] and row["effect"] > 0.15, row
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert _cli(*files, "--wasserstein-threshold", "0.5").returncode == 0
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--reference", "nope.parquet", "--current", "nope.csv"], "file not found"),
     (["--features", "nonexistent"], "mismatched columns"),
     (["--significance-level", "2"], "significance-level"),
+    (["--wasserstein-threshold", "0"], "wasserstein-threshold"),
+    (["--js-threshold", "-1"], "js-threshold"),
 ])
 def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path, args: list[str], needle: str) -> None:
     ref, cur = _frames(tmp_path, 0.0)
@@ -363,3 +461,225 @@ def test_purchase_labels_are_the_training_labels_of_matured_scores() -> None:
     assert list(truth["event_id"]) == list(clicks.loc[matured, "event_id"]) and 0 < matured.sum() < n
     want = training_labels(clicks, window).y.astype(bool)[matured.to_numpy()]
     assert truth["is_fraud"].to_numpy().tolist() == want.tolist() and want.any() and not want.all()
+
+
+# -- data quality, multivariate and segment drift --------------------------------------------
+
+def _feed(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    online = (rng.random(n) < 0.3).astype(int)
+    return pd.DataFrame({"amount": rng.lognormal(3, 1, n), "txn_count_5m": rng.poisson(1, n).astype(float),
+                         "velocity_score": rng.random(n), "channel_online": online,
+                         "channel_atm": ((rng.random(n) < 0.2) & (online == 0)).astype(int),
+                         "mcc_high_risk": (rng.random(n) < 0.1).astype(int), "hour_of_day": rng.integers(0, 24, n)})
+
+
+def test_data_quality_finds_each_kind_of_broken_feed_and_nothing_in_a_healthy_one() -> None:
+    from drift import quality
+
+    ref, cur = _feed(5000, RNG), _feed(5000, RNG)
+    cols = list(ref.columns)
+    assert [i for i in quality.check(ref, cur, cols) if i.severity != "low"] == []
+    broken = cur.copy()
+    broken["amount"] = broken["amount"].astype(object)
+    broken.loc[:99, "amount"] = "n/a-string"  # 2 %: not numbers
+    broken.loc[:999, "txn_count_5m"] = np.nan  # 20 % missing
+    broken.loc[:599, "hour_of_day"] = 24  # an hour the reference never had (12 %)
+    broken["velocity_score"] = 0.0  # stuck
+    broken.loc[:299, "channel_atm"] = 1  # (still known values: no issue)
+    broken = broken.drop(columns=["mcc_high_risk"])
+    found = {(i.column, i.check): i.severity for i in quality.check(ref, broken, cols)}
+    assert found[("amount", "dtype")] == "medium"
+    assert found[("txn_count_5m", "missing")] == "high"
+    assert found[("hour_of_day", "unseen_category")] == "high"
+    assert found[("velocity_score", "constant")] == "medium"
+    assert found[("mcc_high_risk", "schema")] == "high"
+    assert not any(c == "channel_atm" for c, _ in found)
+    scaled = cur.assign(amount=cur["amount"] * 100)  # cents instead of units: out of range
+    found = {(i.column, i.check): i.severity for i in quality.check(ref, scaled, cols)}
+    assert found[("amount", "out_of_range")] == "high"
+
+
+def test_data_quality_does_not_judge_what_chance_explains_in_a_small_sample() -> None:
+    """The first minute of a stack: 40 rows. One row past the reference's range (2.5 %), one
+    missing value, and a feature that is 0 in 90 % of the reference at 0 in all 40 rows are
+    what an unchanged feed shows; 3 rows of an impossible hour are not."""
+    from drift import quality
+
+    ref = _feed(800, RNG)
+    ref["txn_count_1m"] = (RNG.random(800) < 0.1).astype(float)
+    cur = _feed(40, RNG).assign(txn_count_1m=0.0)
+    cur.loc[0, "amount"] = ref["amount"].max() * 2
+    cur.loc[1, "velocity_score"] = np.nan
+    cols = list(ref.columns)
+    assert [(i.column, i.check) for i in quality.check(ref, cur, cols) if i.severity not in ("none", "low")] == []
+    cur.loc[:2, "hour_of_day"] = 24
+    found = {(i.column, i.check): i.severity for i in quality.check(ref, cur, cols)}
+    assert found[("hour_of_day", "unseen_category")] == "medium"
+
+
+def test_the_domain_classifier_catches_a_joint_shift_no_single_feature_shows() -> None:
+    from drift.multivariate import domain_classifier
+
+    def pair(n: int, rho: float) -> dict[str, np.ndarray]:
+        a = RNG.normal(size=n)
+        out = {"a": a, "b": rho * a + np.sqrt(1 - rho ** 2) * RNG.normal(size=n)}
+        out.update({f"noise{i}": RNG.normal(size=n) for i in range(8)})
+        return out
+
+    cols = ["a", "b", *[f"noise{i}" for i in range(8)]]
+    ref, same, flipped = pair(4000, 0.8), pair(4000, 0.8), pair(4000, -0.8)
+    rows = stats.compare(cols, ref, flipped, 0.05, "bh")
+    assert all(r.effective in ("none", "low") for r in rows)  # every marginal is the same
+    quiet = domain_classifier(cols, ref, same)
+    assert quiet.severity == "none" and quiet.auc < 0.56, quiet
+    caught = domain_classifier(cols, ref, flipped)
+    assert caught.severity == "high" and caught.low > 0.75, caught
+    assert set(list(caught.top_features)[:2]) == {"a", "b"}
+
+
+def test_the_domain_classifier_stays_quiet_on_the_same_population() -> None:
+    from drift.multivariate import domain_classifier
+
+    cols = [f"f{i}" for i in range(10)]
+    alarms = 0
+    for seed in range(10):
+        ref = {c: RNG.normal(size=1500) for c in cols}
+        cur = {c: RNG.normal(size=1500) for c in cols}
+        alarms += domain_classifier(cols, ref, cur, seed=seed).severity != "none"
+    assert alarms == 0
+
+
+def test_cli_reports_quality_multivariate_and_segments(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    ref, cur = _feed(3000, rng), _feed(3000, rng)
+    online = cur["channel_online"] == 1
+    cur.loc[online, "amount"] = cur.loc[online, "amount"] * 2  # the online segment's amounts double
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    files = ["--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"), "--all-hours"]
+    out = _cli(*files, "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"))
+    assert out.returncode == 3, out.stdout + out.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    seg = {s["segment"]: s for s in result["segments"]}
+    assert seg["channel=online"]["status"] in ("medium", "high") and seg["channel=online"]["drifted"] == ["amount"]
+    assert seg["channel=pos"]["status"] in ("none", "low") and seg["channel=atm"]["drifted"] == []
+    assert result["multivariate"]["auc"] > 0.5 and "amount" in result["multivariate"]["top_features"]
+    assert result["quality"]["status"] in ("none", "low")
+    flat = " ".join(out.stdout.split())
+    assert "multivariate (domain classifier)" in flat and "segment channel=online" in flat
+    assert "data quality" in (tmp_path / "r.html").read_text()
+    skipped = _cli(*files, "--no-multivariate", "--json", str(tmp_path / "s.json"))
+    assert skipped.returncode == 3
+    assert json.loads((tmp_path / "s.json").read_text())["multivariate"] is None
+
+
+def test_cli_a_broken_feed_fails_the_check_and_says_so(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    ref, cur = _feed(3000, rng), _feed(3000, rng)
+    cur.loc[:600, "txn_count_5m"] = np.nan
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    out = _cli("--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"),
+               "--all-hours", "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 3, out.stdout + out.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["quality"]["status"] == "high" and result["quality"]["feed_broken"]
+    assert result["actions"][0].startswith("data quality: fix the feed")
+
+
+def test_monitor_multivariate_drift_triggers_and_a_broken_feed_does_not() -> None:
+    from drift.monitor import MonitorSettings, decide
+
+    cfg = MonitorSettings()
+    assert decide(_ev(multivariate_severity="medium"), cfg) == ["drift"]
+    assert decide(_ev(multivariate_severity="none"), cfg) == []
+    assert decide(_ev(drifted_key_features=["amount"], quality_status="high", feed_broken=True), cfg) == []
+    # (values out of range only: a real shift shows them too)
+    assert decide(_ev(drifted_key_features=["amount"], quality_status="high", feed_broken=False), cfg) == ["drift"]
+    assert decide(_ev(recent_recall=0.3, champion_recall=0.6, feed_broken=True), cfg) == ["performance"]
+
+
+# -- performance estimated before labels (CBPE) ----------------------------------------------
+
+def test_expected_auc_equals_the_pairwise_definition_with_ties() -> None:
+    from drift.estimate import expected_auc
+
+    p = RNG.random(150) * 0.6
+    s = np.round(p, 1)  # many ties
+    num = den = 0.0
+    for i in range(len(p)):
+        for j in range(len(p)):
+            if i != j:
+                w = p[i] * (1 - p[j])
+                den += w
+                num += w * (1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0)
+    assert expected_auc(p, s) == pytest.approx(num / den, rel=1e-12)
+
+
+def test_estimates_from_calibrated_scores_match_the_realized_metrics() -> None:
+    """Labels drawn from the scores themselves (calibration holds): the estimate is within a
+    few points of the realized metrics and its 95 % interval covers them about 95 % of the time."""
+    from sklearn.metrics import roc_auc_score
+
+    from drift.estimate import estimate
+
+    n = 20_000
+    p = RNG.beta(0.3, 20, n)
+    flagged = p >= 0.05
+    est = estimate(p, flagged, budget=0.01, seed=1)
+    covered, errors = 0, []
+    for _ in range(100):
+        y = RNG.random(n) < p
+        recall = (y & flagged).sum() / y.sum()
+        errors.append(recall - est["recall"]["value"])
+        covered += est["recall"]["ci95"][0] <= recall <= est["recall"]["ci95"][1]
+        assert abs(roc_auc_score(y, p) - est["auc"]["value"]) < 0.04
+        assert abs((y & flagged).sum() / flagged.sum() - est["precision"]["value"]) < 0.03
+    assert abs(np.mean(errors)) < 0.01  # unbiased
+    assert 0.88 <= covered / 100 <= 1.0
+    assert est["recall_at_budget"]["value"] < est["recall"]["value"]  # 1 % flagged vs ~7 %
+
+
+def test_the_estimate_cannot_see_a_shift_that_breaks_calibration() -> None:
+    """Where it fails (and the report says so): new fraud the model scores low. The realized
+    recall falls; the estimate, reading only the scores, does not."""
+    from drift.estimate import estimate
+
+    n = 20_000
+    p = RNG.beta(0.3, 20, n)
+    flagged = p >= 0.05
+    y = RNG.random(n) < p
+    hidden = (~flagged) & (RNG.random(n) < 0.02)  # frauds at low scores: the champion is blind to them
+    realized = ((y | hidden) & flagged).sum() / (y | hidden).sum()
+    est = estimate(p, flagged)
+    assert est["recall"]["value"] - realized > 0.2
+
+
+def test_performance_reports_the_estimate_before_and_beside_the_labels() -> None:
+    from drift.performance import performance
+
+    n = 4000
+    p = RNG.beta(0.5, 15, n)
+    scores = pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "score": p,
+                           "decision": np.where(p >= 0.1, "review", "approve"),
+                           "scored_at": 1_767_225_600_000 + np.arange(n) * 1000})
+    champion = {"auc": 0.9, "recall": 0.6, "fraud_rate": 0.03, "scenarios": [], "source": "test"}
+    before = performance(scores, None, champion)
+    assert before["rows_labelled"] == 0 and before["estimated"]["rows"] == n
+    assert len(before["windows"]) == 4 and all(w["estimated"]["rows"] == n // 4 for w in before["windows"])
+    y = RNG.random(n) < p
+    truth = pd.DataFrame({"event_id": scores["event_id"][: n // 2], "is_fraud": y[: n // 2], "scenario": "x"})
+    after = performance(scores, truth, champion)
+    assert after["rows_labelled"] == n // 2 and after["estimated"]["rows"] == n  # every score, labelled or not
+    assert [w["rows"] for w in after["windows"]] == [1000, 1000, 0, 0]  # labelled rows per window
+    assert abs(after["recall"] - after["estimated"]["recall"]["value"]) < 0.1
+
+
+def test_monitor_estimated_performance_is_an_opt_in_early_trigger() -> None:
+    from drift.monitor import MonitorSettings, decide
+
+    low = _ev(estimated_recall=0.2, estimated_recall_ci95=[0.15, 0.3], champion_recall=0.8)
+    assert decide(low, MonitorSettings()) == []
+    assert decide(low, MonitorSettings(estimate_trigger=True)) == ["performance_estimated"]
+    close = _ev(estimated_recall=0.5, estimated_recall_ci95=[0.35, 0.65], champion_recall=0.8)
+    assert decide(close, MonitorSettings(estimate_trigger=True)) == []
