@@ -19,6 +19,7 @@ BENCHMARKS = {
     "loop": "bench.loop",
     "hotkey": "bench.hotkey",
     "soak": "bench.soak",
+    "estimate": "bench.estimate",
 }
 
 
