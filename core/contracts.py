@@ -30,6 +30,9 @@ SCORES = "scores"
 CURRENCIES = frozenset({"EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "CAD", "AUD", "BRL"})
 #: Merchant category codes treated as high risk (gambling, money orders, crypto/quasi-cash,
 #: wire transfers, jewellery, electronics resale). Documented in README.
+#: a transaction's categories published with its score (``ScoreRecord.request``) and kept in the
+#: drift reference: drift's data quality finds categories the reference never had (a new MCC)
+REQUEST_FIELDS = ("mcc", "country", "channel")
 HIGH_RISK_MCCS = frozenset({"7995", "4829", "6051", "6211", "5944", "5732", "7801", "7802"})
 
 EventId = Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
@@ -118,6 +121,9 @@ class ScoreRecord(msgspec.Struct, frozen=True, kw_only=True):
     explored: bool = False
     label_probability: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
     shadow: ShadowScore | None = None
+    #: the transaction's categories (``REQUEST_FIELDS``), for drift's data quality
+    request: dict[Annotated[str, msgspec.Meta(max_length=32)], Annotated[str, msgspec.Meta(max_length=64)]] | None = (
+        None)
 
 
 class PropensityShadow(msgspec.Struct, frozen=True, kw_only=True):

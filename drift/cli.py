@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.contracts import REQUEST_FIELDS
 from core.settings import StackSettings
 from drift import quality, report, stats
 from drift.multivariate import HIGH_AUC, MEDIUM_AUC, domain_classifier
@@ -153,7 +154,8 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
     to_arrays = lambda df, cols: {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in cols}  # noqa: E731
     # the reference's feature columns the current data lacks or breaks: data quality
     judged = [c for c in ref.columns if c in numeric] if not args.features else shared
-    issues = quality.check(ref, cur, judged)
+    issues = quality.check(ref, cur, judged) + quality.check_categories(ref, cur, list(REQUEST_FIELDS))
+    issues.sort(key=lambda i: -stats.SEVERITIES.index(i.severity))
     ref_a, cur_a = to_arrays(ref, shared), to_arrays(cur, shared)
     try:
         rows = stats.compare(shared, ref_a, cur_a, args.significance_level, args.correction,

@@ -18,6 +18,9 @@ that rate at ``P_VALUE`` (1e-4) and it affects at least 1 % of rows; high from 1
 - ``out_of_range``: values of any other column below the reference's minimum or above its
   maximum; null rate 2 / (reference rows + 1), the chance that a new draw of the same
   distribution falls outside the range of the reference's;
+- ``new_category`` (``check_categories``): a value of the request's category columns (MCC,
+  country, channel) that the reference never had, against the Good-Turing share of unseen
+  values;
 - ``constant``: a column at one value in every current row while it varies in the reference
   (a stuck sensor, a default filled in): medium when the reference's share of that value, to the
   power of the current rows, is under ``P_VALUE``.
@@ -121,6 +124,34 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) ->
                                        f"always {cur_v[0]:g} in the current data (varies in the reference; "
                                        f"{q:.0%} of its rows have it)", len(cur_v), 1.0))
     issues.sort(key=lambda i: -SEVERITIES.index(i.severity))
+    return issues
+
+
+def check_categories(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> list[QualityIssue]:
+    """``new_category``: values of the request's category columns (an MCC, a country, a
+    channel; strings) that the reference never had. Many codes are rare, so an unchanged feed
+    shows unseen ones at about the share of the reference's values seen only once (Good and
+    Turing's estimate of the unseen mass): that is the null rate of the binomial test. A new
+    category is a new pattern more often than a broken feed, so it does not hold the monitor's
+    drift trigger back (not in ``FEED_BREAKING``)."""
+    issues = []
+    for c in columns:
+        if c not in reference.columns or c not in current.columns:
+            continue
+        ref, cur = reference[c].dropna().astype(str), current[c].dropna().astype(str)
+        if not len(ref) or not len(cur):
+            continue
+        counts = ref.value_counts()
+        new = ~cur.isin(counts.index)
+        k = int(new.sum())
+        if not k:
+            continue
+        singletons = int((counts == 1).sum())
+        null_rate = max(1, singletons) / (len(ref) + 1)
+        top = cur[new].value_counts().head(5)
+        shown = ", ".join(f"{v} ({n})" for v, n in top.items())
+        issues.append(QualityIssue(c, "new_category", _severity(k, len(cur), null_rate),
+                                   f"{k} rows with values the reference never had: {shown}", k, k / len(cur)))
     return issues
 
 

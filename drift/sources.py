@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import kafka
-from core.contracts import Click, InvalidEvent, decode, decode_propensity, decode_score
+from core.contracts import REQUEST_FIELDS, Click, InvalidEvent, decode, decode_propensity, decode_score
 from core.settings import StackSettings
 
 
@@ -107,8 +107,10 @@ def _read_since(conn: kafka.Kafka, topic: str, since_ms: int, row: Callable[[byt
 
 def _fraud_row(value: bytes) -> dict:
     rec = decode_score(value)
+    request = rec.get("request") or {}
     return {**rec.get("features", {}), "score": rec.get("fraud_probability"), "model_version": rec.get("model_version"),
-            "event_id": rec.get("event_id"), "decision": rec.get("decision"), "scored_at": rec.get("scored_at")}
+            "event_id": rec.get("event_id"), "decision": rec.get("decision"), "scored_at": rec.get("scored_at"),
+            **{f: request[f] for f in REQUEST_FIELDS if isinstance(request.get(f), str)}}
 
 
 def _propensity_row(value: bytes) -> dict:

@@ -193,5 +193,7 @@ class Scorer:
                     "label_probability": cfg.explore_share if explored else 1.0,
                     "model_name": model.name, "model_version": model.version,
                     "features": dict(zip(model.features, p.row, strict=True)),
+                    # the request's categories (drift checks their data quality: a new MCC)
+                    "request": {"mcc": t.mcc, "country": t.country, "channel": t.channel},
                     "shadow": rec["shadow"], "latency_ms": rec["latency_ms"]})
         return out

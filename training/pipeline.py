@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.model_selection import StratifiedKFold
 
+from core.contracts import REQUEST_FIELDS
 from core.rules import RULES
 from core.settings import StackSettings
 from training import calibration, evaluate, export, feedback, gate, ground_truth, models, search, splits, tracking
@@ -95,7 +96,8 @@ def drift_reference(df: pd.DataFrame, features: list[str], test: np.ndarray, p_t
     at_test[np.asarray(test)] = np.arange(len(test))
     where = at_test[picked]
     score = np.where(where >= 0, np.asarray(p_test, dtype=float)[np.maximum(where, 0)], np.nan)
-    return df.iloc[picked][["event_id", "event_time", *features]].assign(score=score).reset_index(drop=True)
+    request = [c for c in REQUEST_FIELDS if c in df.columns]  # (their categories: drift's data quality)
+    return df.iloc[picked][["event_id", "event_time", *features, *request]].assign(score=score).reset_index(drop=True)
 
 
 def _downsample(idx: np.ndarray, y: np.ndarray, ratio: float | None, seed: int) -> np.ndarray:

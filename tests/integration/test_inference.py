@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
 from core import feast_store
+from core.contracts import decode_score
 from core.model_inputs import MODEL_FEATURES
 from core.settings import StackSettings
 from inference.app import create_app
@@ -287,6 +288,9 @@ def test_scores_are_published(served: tuple, kafka_bootstrap: str) -> None:
     def check(rec: dict) -> None:
         assert set(rec["features"]) == set(MODEL_FEATURES) and 0 <= rec["fraud_probability"] <= 1
         assert rec["label_probability"] == 1.0 and rec["explored"] is False  # no exploration set
+        # the request's categories travel along (drift's data quality), and the contract keeps them
+        assert set(rec["request"]) == {"mcc", "country", "channel"}, rec
+        assert decode_score(json.dumps(rec).encode())["request"] == rec["request"]
 
     assert want <= published(kafka_bootstrap, topic, want, check)
 

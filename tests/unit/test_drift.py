@@ -683,3 +683,24 @@ def test_monitor_estimated_performance_is_an_opt_in_early_trigger() -> None:
     assert decide(low, MonitorSettings(estimate_trigger=True)) == ["performance_estimated"]
     close = _ev(estimated_recall=0.5, estimated_recall_ci95=[0.35, 0.65], champion_recall=0.8)
     assert decide(close, MonitorSettings(estimate_trigger=True)) == []
+
+
+def test_new_request_categories_are_judged_against_the_reference_s_unseen_mass() -> None:
+    """A new MCC now and then is what an unchanged feed shows (many codes are rare: Good-Turing);
+    a code the reference never had on 5 % of transactions is not. It is a new pattern, not a
+    broken feed."""
+    from drift import quality
+
+    codes = [f"{5000 + i}" for i in range(300)]
+    weights = 1 / np.arange(1, 301)  # a long tail of rare codes
+    weights /= weights.sum()
+    ref = pd.DataFrame({"mcc": RNG.choice(codes, 5000, p=weights), "country": RNG.choice(["DE", "FR", "NL"], 5000)})
+    cur = pd.DataFrame({"mcc": RNG.choice(codes, 3000, p=weights), "country": RNG.choice(["DE", "FR", "NL"], 3000)})
+    same = quality.check_categories(ref, cur, ["mcc", "country", "channel"])
+    assert all(i.severity in ("none", "low") for i in same), same
+    cur.loc[:149, "mcc"] = "9999"  # 5 %: a code never seen
+    cur.loc[:299, "country"] = "ZZ"  # 10 %
+    found = {i.column: i for i in quality.check_categories(ref, cur, ["mcc", "country"])}
+    assert found["mcc"].check == "new_category" and found["mcc"].severity == "medium" and "9999" in found["mcc"].detail
+    assert found["country"].severity == "high"
+    assert not quality.feed_broken(list(found.values()))

@@ -69,6 +69,9 @@ def test_the_drift_reference_is_the_last_day_with_out_of_sample_scores() -> None
     short = df.assign(event_time=np.arange(n) * 10_000)  # 28 h
     ref = drift_reference(short, ["x"], test, p_test, 2_000, seed=3)
     assert len(ref) == 1_000 and ref["x"].min() == 9_000 and ref["score"].notna().all()
+    # the request's categories are kept (drift's data quality finds new ones)
+    with_mcc = drift_reference(df.assign(mcc="5411", country="DE"), ["x"], test, p_test, 100, seed=3)
+    assert (with_mcc["mcc"] == "5411").all() and (with_mcc["country"] == "DE").all() and "channel" not in with_mcc
 
 
 def _day(rng: np.random.Generator, hours: np.ndarray) -> pd.DataFrame:
