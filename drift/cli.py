@@ -233,6 +233,9 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
 
 #: fewest rows on each side for the domain classifier and for a segment
 MIN_DOMAIN_ROWS = 200
+#: a segment's statistics on at most this many rows a side (a sample: material shifts are
+#: judged by effect size, which needs no more)
+MAX_SEGMENT_ROWS = 50_000
 #: the segments judged on their own: by channel and by MCC risk group (from the model's flags)
 SEGMENTS: dict[str, Any] = {
     "channel=online": lambda df: df["channel_online"] == 1,
@@ -257,6 +260,9 @@ def segment_drift(ref: pd.DataFrame, cur: pd.DataFrame, shared: list[str], args:
             continue
         if len(r) < MIN_DOMAIN_ROWS or len(c) < MIN_DOMAIN_ROWS:
             continue
+        n_r, n_c = len(r), len(c)
+        r, c = (df.sample(MAX_SEGMENT_ROWS, random_state=args.seed) if len(df) > MAX_SEGMENT_ROWS else df
+                for df in (r, c))
         cols = [f for f in shared if r[f].nunique() > 1 or c[f].nunique() > 1]
         ra, ca = ({f: pd.to_numeric(df[f], errors="coerce").to_numpy(dtype=float) for f in cols} for df in (r, c))
         try:
@@ -265,7 +271,7 @@ def segment_drift(ref: pd.DataFrame, cur: pd.DataFrame, shared: list[str], args:
         except ValueError:  # a feature with no values in the segment
             continue
         status, _ = stats.overall(rows, None)
-        out.append({"segment": name, "rows_reference": len(r), "rows_current": len(c), "status": status,
+        out.append({"segment": name, "rows_reference": n_r, "rows_current": n_c, "status": status,
                     "drifted": [x.feature for x in rows if x.effective in ("medium", "high")]})
     return out
 

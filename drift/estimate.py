@@ -44,6 +44,12 @@ def expected_auc(p: np.ndarray, score: np.ndarray) -> float | None:
     return num / den if den > 0 else None
 
 
+#: the intervals are drawn on at most this many rows (a random sample; the values use every
+#: row): draws x rows booleans must fit in memory, and a sample's intervals are wider, so
+#: conservative
+MAX_DRAW_ROWS = 50_000
+
+
 def estimate(p: np.ndarray, flagged: np.ndarray, budget: float | None = None, draws: int = 400,
              seed: int = 0) -> dict[str, Any]:
     """Estimated precision, recall, false-positive rate and AUC of rows with calibrated fraud
@@ -62,6 +68,12 @@ def estimate(p: np.ndarray, flagged: np.ndarray, budget: float | None = None, dr
         top[np.argsort(-p, kind="stable")[:k]] = True
         out["budget"] = budget
     rng = np.random.default_rng(seed)
+    values = _values(p, flagged, top)
+    if n > MAX_DRAW_ROWS:  # the intervals from a sample (wider: conservative), the values from all
+        keep = np.sort(rng.choice(n, MAX_DRAW_ROWS, replace=False))
+        p, flagged, top = p[keep], flagged[keep], (top[keep] if top is not None else None)
+        n = MAX_DRAW_ROWS
+        out["interval_rows"] = n
     y = rng.random((draws, n)) < p  # one labelling per row of y
     frauds = y.sum(1)
     caught = (y & flagged).sum(1)
@@ -75,19 +87,26 @@ def estimate(p: np.ndarray, flagged: np.ndarray, budget: float | None = None, dr
         ci = [float(np.percentile(sample, 2.5)), float(np.percentile(sample, 97.5))] if len(sample) else None
         return {"value": point, "ci95": ci}
 
-    e_fraud, e_caught = float(p.sum()), float(p[flagged].sum())
-    e_flagged, e_legit = int(flagged.sum()), float((1 - p).sum())
-    out["recall"] = summary(e_caught / e_fraud if e_fraud > 0 else None, ratio(caught, frauds))
-    out["precision"] = summary(e_caught / e_flagged if e_flagged else None, ratio(caught, np.full(draws, e_flagged)))
-    out["false_positive_rate"] = summary(float((1 - p[flagged]).sum()) / e_legit if e_legit > 0 else None,
-                                         ratio(fp, n - frauds))
+    out["recall"] = summary(values["recall"], ratio(caught, frauds))
+    out["precision"] = summary(values["precision"], ratio(caught, np.full(draws, int(flagged.sum()))))
+    out["false_positive_rate"] = summary(values["false_positive_rate"], ratio(fp, n - frauds))
     if top is not None:
-        out["recall_at_budget"] = summary(float(p[top].sum()) / e_fraud if e_fraud > 0 else None,
-                                          ratio((y & top).sum(1), frauds))
+        out["recall_at_budget"] = summary(values["recall_at_budget"], ratio((y & top).sum(1), frauds))
     # AUC of each draw from the ranks (the scores are fixed, only the labels vary)
     ranks = rankdata(p)
     n_pos = frauds.astype(float)
     auc = np.where((n_pos > 0) & (n_pos < n),
                    (y @ ranks - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * (n - n_pos), 1), np.nan)
-    out["auc"] = summary(expected_auc(p, p), auc)
+    out["auc"] = summary(values["auc"], auc)
     return out
+
+
+def _values(p: np.ndarray, flagged: np.ndarray, top: np.ndarray | None) -> dict[str, float | None]:
+    """The expected confusion matrix's metrics over every row."""
+    e_fraud, e_caught = float(p.sum()), float(p[flagged].sum())
+    e_flagged, e_legit = int(flagged.sum()), float((1 - p).sum())
+    return {"recall": e_caught / e_fraud if e_fraud > 0 else None,
+            "precision": e_caught / e_flagged if e_flagged else None,
+            "false_positive_rate": float((1 - p[flagged]).sum()) / e_legit if e_legit > 0 else None,
+            "recall_at_budget": (float(p[top].sum()) / e_fraud if e_fraud > 0 else None) if top is not None else None,
+            "auc": expected_auc(p, p)}

@@ -704,3 +704,17 @@ def test_new_request_categories_are_judged_against_the_reference_s_unseen_mass()
     assert found["mcc"].check == "new_category" and found["mcc"].severity == "medium" and "9999" in found["mcc"].detail
     assert found["country"].severity == "high"
     assert not quality.feed_broken(list(found.values()))
+
+
+def test_a_large_window_draws_its_intervals_on_a_sample_and_its_values_on_every_row() -> None:
+    from drift import estimate as est_mod
+
+    n = est_mod.MAX_DRAW_ROWS * 3
+    p = RNG.beta(0.3, 20, n)
+    flagged = p >= 0.05
+    big = est_mod.estimate(p, flagged, budget=0.01, draws=100)
+    assert big["rows"] == n and big["interval_rows"] == est_mod.MAX_DRAW_ROWS
+    e_recall = p[flagged].sum() / p.sum()
+    assert big["recall"]["value"] == pytest.approx(e_recall, rel=1e-12)  # from every row
+    low, high = big["recall"]["ci95"]
+    assert low < e_recall < high and high - low < 0.1
