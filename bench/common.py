@@ -85,10 +85,9 @@ def bench_stack(need: tuple[str, ...] = ("redis", "kafka")) -> Iterator[BenchSta
         yield BenchStack(default.model_copy(update={"redis_db": 14}), shared=True)
         return
     with tempfile.TemporaryDirectory(prefix="streamfeat-bench-") as tmp:
-        settings = StackSettings(
-            kafka_port=health.free_port(), kafka_controller_port=health.free_port(),
-            redis_port=health.free_port(), mlflow_port=health.free_port(),
-            data_dir=Path(tmp), topic_partitions=6)
+        kafka, controller, redis, mlflow = health.free_ports(4)
+        settings = StackSettings(kafka_port=kafka, kafka_controller_port=controller, redis_port=redis,
+                                 mlflow_port=mlflow, data_dir=Path(tmp), topic_partitions=6)
         lifecycle.up(settings, say=lambda _m: None, only=need)
         try:
             yield BenchStack(settings, shared=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +120,20 @@ class StackSettings(BaseSettings):
             raise ValueError("not a duration: give one like 2d, 36h or 90m, or 0 for none") from None
         return value.strip()
 
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackSettings:
+        """Two services on one port: the second cannot start (one clear error instead)."""
+        seen: dict[int, str] = {}
+        for name in type(self).model_fields:
+            service = name.removesuffix("_controller_port").removesuffix("_port")
+            if name.endswith("_port") and not getattr(self, f"{service}_host", None):  # (not a remote server's)
+                port = getattr(self, name)
+                if port in seen:
+                    raise ValueError(f"STACK_{seen[port].upper()} and STACK_{name.upper()} are both {port}: "
+                                     "every service needs a port of its own")
+                seen[port] = name
+        return self
+
     @property
     def kafka_bootstrap(self) -> str:
         return f"{self.kafka_host or self.host}:{self.kafka_port}"
@@ -169,6 +183,8 @@ def settings_error(exc: Exception, prefix: str = "STACK_") -> str:
     if not errors:
         return str(exc).splitlines()[0]
     first = errors[0]
-    name = prefix + ".".join(str(p) for p in first.get("loc", ())).upper()
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if not first.get("loc"):  # a check across settings: its message names them
+        return f"{str(first.get('msg', 'invalid')).removeprefix('Value error, ')}{more}"
+    name = prefix + ".".join(str(p) for p in first.get("loc", ())).upper()
     return f"{name}={first.get('input')!s}: {first.get('msg', 'invalid')}{more}"

@@ -136,31 +136,33 @@ class RedisLayout:
         self._state_field = _mmh3(f"{view}:state")
         self._last_field = _mmh3(f"{view}:last_event_time")
         self._ts_field = f"_ts:{view}"
-        self._value = Value
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        self._timestamp = Timestamp
+        self._ts_field_bytes = self._ts_field.encode()
 
     def commands(self, entity_id: str, blob: bytes, last_ms: int, ttl: int | None) -> bytes:
         """HSET of the entity's fields (and EXPIRE with a ttl), in Redis's wire protocol."""
-        key = self.key(entity_id)
-        fields = self.fields(blob, last_ms)
-        parts = [b"*8\r\n$4\r\nHSET\r\n", _bulk(key)]
-        for name, value in fields.items():
-            parts += (_bulk(name.encode() if isinstance(name, str) else name), _bulk(value))
+        key = _bulk(self.key(entity_id))
+        seconds, ms = divmod(last_ms, 1000)
+        ts = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(ms * 1_000_000) if ms else b"")
+        out = b"".join((b"*8\r\n$4\r\nHSET\r\n", key, _bulk(self._ts_field_bytes), _bulk(ts),
+                        _bulk(self._state_field), _bulk(b"\x0a" + _varint(len(blob)) + blob),
+                        _bulk(self._last_field), _bulk(b"\x20" + _varint(last_ms))))
         if ttl:
-            parts += (b"*3\r\n$6\r\nEXPIRE\r\n", _bulk(key), _bulk(str(int(ttl)).encode()))
-        return b"".join(parts)
+            out += b"*3\r\n$6\r\nEXPIRE\r\n" + key + _bulk(str(int(ttl)).encode())
+        return out
 
     def key(self, entity_id: str) -> bytes:
         raw = entity_id.encode()
         return b"".join((self._head, struct.pack("<I", len(raw)), raw, self._project))
 
     def fields(self, blob: bytes, last_ms: int) -> dict[Any, bytes]:
+        """The protobufs spelled out (a third of the cost of building and serializing messages):
+        ``Timestamp`` (seconds = 1, nanos = 2, zeros omitted) and Feast's ``Value`` oneof
+        (bytes_val = 1, int64_val = 4, always present); tests/unit/test_online_layout.py checks
+        them against the protobuf library's bytes."""
         seconds, ms = divmod(last_ms, 1000)
-        return {self._ts_field: self._timestamp(seconds=seconds, nanos=ms * 1_000_000).SerializeToString(),
-                self._state_field: self._value(bytes_val=blob).SerializeToString(),
-                self._last_field: self._value(int64_val=last_ms).SerializeToString()}
+        ts = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(ms * 1_000_000) if ms else b"")
+        return {self._ts_field: ts, self._state_field: b"\x0a" + _varint(len(blob)) + blob,
+                self._last_field: b"\x20" + _varint(last_ms)}
 
 
 def online_server_id(store: Any) -> str | None:
@@ -196,6 +198,20 @@ class FeastPushSink:
         df = pd.DataFrame({self.join_key: cards, "state": list(states), "last_event_time": list(last),
                            "event_timestamp": pd.to_datetime(list(last), unit="ms", utc=True)})
         self.store.push(self.push_source, df, to=PushMode.ONLINE)
+
+
+def _varint(n: int) -> bytes:
+    """A protobuf varint (a negative int64 as its 64-bit two's complement, 10 bytes)."""
+    if n < 0:
+        n += 1 << 64
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _bulk(value: bytes) -> bytes:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -39,14 +40,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def local_settings(data_dir: Path) -> StackSettings:
     """A stack on free ports in its own data dir, sharing the Kafka jar cache."""
+    names = ("kafka_port", "kafka_controller_port", "redis_port", "mlflow_port", "api_port", "worker_metrics_port",
+             "scorer_metrics_port", "learner_metrics_port", "monitor_metrics_port", "prometheus_port",
+             "feast_ui_port")
+    ports: dict[str, Any] = dict(zip(names, health.free_ports(len(names)), strict=True))  # (distinct: one each)
     return StackSettings(
-        kafka_port=health.free_port(), kafka_controller_port=health.free_port(),
-        redis_port=health.free_port(), mlflow_port=health.free_port(),
-        api_port=health.free_port(), worker_metrics_port=health.free_port(),
-        scorer_metrics_port=health.free_port(), learner_metrics_port=health.free_port(),
-        monitor_metrics_port=health.free_port(), prometheus_port=health.free_port(),
-        feast_ui_port=health.free_port(),
-        data_dir=data_dir, kafka_heap="512m",
+        **ports, data_dir=data_dir, kafka_heap="512m",
         topic_partitions=3, health_timeout_s=120,
     )
 

@@ -49,7 +49,7 @@ def own_env(tmp_path: Path):
     shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STACK_", "STREAMING_", "INFERENCE_", "MLFLOW_", "KAFKA_", "REDIS_", "MONITOR_"))}
-    env.update({f"STACK_{p}": str(health.free_port()) for p in PORTS})
+    env.update({f"STACK_{p}": str(port) for p, port in zip(PORTS, health.free_ports(len(PORTS)), strict=True)})
     env.update({"STACK_DATA_DIR": str(tmp_path / "data"), "STACK_FEATURE_REPO": str(repo),
                 "STACK_TOPIC_PARTITIONS": "3", "STACK_KAFKA_HEAP": "512m", "STACK_HEALTH_TIMEOUT_S": "180",
                 "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})

@@ -39,9 +39,10 @@ def test_bad_input_is_one_error_line_without_traceback(args: list[str], needle: 
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really a parquet file")
     paths = {"bad": str(tmp_path / "bad.parquet"), "missing": str(tmp_path / "missing.parquet"), "tmp": str(tmp_path)}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "MLFLOW_", "KAFKA_", "REDIS_"))}
+    mlflow, kafka, redis = health.free_ports(3)
     env.update({"PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(tmp_path / "data"),
-                "STACK_MLFLOW_PORT": str(health.free_port()), "STACK_KAFKA_PORT": str(health.free_port()),
-                "STACK_REDIS_PORT": str(health.free_port()), "STACK_REDIS_TIMEOUT_S": "0.5"})
+                "STACK_MLFLOW_PORT": str(mlflow), "STACK_KAFKA_PORT": str(kafka),
+                "STACK_REDIS_PORT": str(redis), "STACK_REDIS_TIMEOUT_S": "0.5"})
     proc = subprocess.run([sys.executable, *(a.format(**paths) for a in args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr

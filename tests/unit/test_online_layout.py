@@ -27,7 +27,7 @@ def feast_fields(view: str, blob: bytes, last_ms: int) -> dict:
 
 
 @given(entity_id=st.text(max_size=40), blob=st.binary(max_size=300),
-       last_ms=st.integers(min_value=0, max_value=4_102_444_800_000))
+       last_ms=st.one_of(st.integers(min_value=0, max_value=4_102_444_800_000), st.sampled_from([0, 1, 999, 1000])))
 def test_keys_and_fields_are_feasts(entity_id: str, blob: bytes, last_ms: int) -> None:
     layout = RedisLayout("proj_x", "card_window_state", "card_id")
     want_key = _redis_key("proj_x", EntityKey(join_keys=["card_id"], entity_values=[Value(string_val=entity_id)]), 3)
@@ -54,3 +54,16 @@ def test_commands_are_redis_wire_protocol(entity_id: str, blob: bytes, last_ms: 
     if ttl:
         want += b"".join(pack("EXPIRE", key, str(ttl)))
     assert layout.commands(entity_id, blob, last_ms, ttl) == want
+
+
+@given(n=st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1), blob=st.binary(max_size=2_000))
+def test_the_spelled_out_protobufs_are_the_librarys(n: int, blob: bytes) -> None:
+    from streaming.sinks import _varint
+
+    assert b"\x20" + _varint(n) == Value(int64_val=n).SerializeToString()
+    assert b"\x0a" + _varint(len(blob)) + blob == Value(bytes_val=blob).SerializeToString()
+    if n >= 0:
+        seconds, nanos = divmod(n, 1_000_000_000)
+        want = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
+        got = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
+        assert got == want

@@ -29,6 +29,27 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
         StackSettings()
 
 
+def test_two_services_on_one_port_are_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import settings_error
+
+    monkeypatch.setenv("STACK_API_PORT", "6066")  # the stream worker's metrics port
+    with pytest.raises(ValidationError) as err:
+        StackSettings()
+    assert settings_error(err.value) == ("STACK_API_PORT and STACK_WORKER_METRICS_PORT are both 6066: every "
+                                         "service needs a port of its own")
+    monkeypatch.setenv("STACK_API_PORT", "6379")  # Redis's port, but Redis runs elsewhere: fine
+    monkeypatch.setenv("STACK_REDIS_HOST", "redis.internal")
+    assert StackSettings().api_port == 6379
+
+
+def test_free_ports_are_distinct() -> None:
+    from stack import health
+
+    ports = health.free_ports(40)
+    low, _ = health._ephemeral_range()  # noqa: SLF001
+    assert len(set(ports)) == 40 and all(1024 <= p < low for p in ports)
+
+
 def test_redis_persists_with_aof_every_second_and_no_snapshots(tmp_path: Path) -> None:
     conf = redis_conf(StackSettings(data_dir=tmp_path, redis_port=7001)).splitlines()
     assert "appendonly yes" in conf and "appendfsync everysec" in conf
