@@ -14,7 +14,7 @@
   domain classifier, 2-fold cross-fitted, on 10,000 sampled rows a side). Baseline: the same
   classifier on every row with a 70/30 split (what one writes first, no sampling).
 - ``drift_check_1m``: the whole check but I/O: the three above, the five segments' statistics
-  (at most 50,000 sampled rows a side each) and the performance estimate on 1M scores
+  (at most 20,000 sampled rows a side each) and the performance estimate on 1M scores
   (intervals drawn on a 50,000-row sample); against the three naive baselines; goal under 5 s.
 
 Env: BENCH_DRIFT_ROWS (default 1,000,000).

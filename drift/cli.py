@@ -235,7 +235,7 @@ def check(args: argparse.Namespace, settings: StackSettings) -> dict[str, Any]:
 MIN_DOMAIN_ROWS = 200
 #: a segment's statistics on at most this many rows a side (a sample: material shifts are
 #: judged by effect size, which needs no more)
-MAX_SEGMENT_ROWS = 50_000
+MAX_SEGMENT_ROWS = 20_000
 #: the segments judged on their own: by channel and by MCC risk group (from the model's flags)
 SEGMENTS: dict[str, Any] = {
     "channel=online": lambda df: df["channel_online"] == 1,
@@ -253,18 +253,21 @@ def segment_drift(ref: pd.DataFrame, cur: pd.DataFrame, shared: list[str], args:
     shift of a small segment can hide in the whole. Reported, not added to the overall status
     (five more looks at the same data would raise its false alarms)."""
     out = []
+    rng = np.random.default_rng(args.seed)
     for name, pick in SEGMENTS.items():
         try:
-            r, c = ref[pick(ref).to_numpy(bool)], cur[pick(cur).to_numpy(bool)]
+            at_r, at_c = np.flatnonzero(pick(ref).to_numpy(bool)), np.flatnonzero(pick(cur).to_numpy(bool))
         except KeyError:  # (the flags are not columns of this model)
             continue
-        if len(r) < MIN_DOMAIN_ROWS or len(c) < MIN_DOMAIN_ROWS:
+        n_r, n_c = len(at_r), len(at_c)
+        if n_r < MIN_DOMAIN_ROWS or n_c < MIN_DOMAIN_ROWS:
             continue
-        n_r, n_c = len(r), len(c)
-        r, c = (df.sample(MAX_SEGMENT_ROWS, random_state=args.seed) if len(df) > MAX_SEGMENT_ROWS else df
-                for df in (r, c))
-        cols = [f for f in shared if r[f].nunique() > 1 or c[f].nunique() > 1]
-        ra, ca = ({f: pd.to_numeric(df[f], errors="coerce").to_numpy(dtype=float) for f in cols} for df in (r, c))
+        # (sampled before anything is copied)
+        r, c = (df.iloc[np.sort(rng.choice(at, MAX_SEGMENT_ROWS, replace=False)) if len(at) > MAX_SEGMENT_ROWS
+                        else at] for df, at in ((ref, at_r), (cur, at_c)))
+        ra, ca = ({f: pd.to_numeric(df[f], errors="coerce").to_numpy(dtype=float) for f in shared} for df in (r, c))
+        # (a feature with no values on a side in this segment is not judged in it)
+        cols = [f for f in shared if np.isfinite(ra[f]).any() and np.isfinite(ca[f]).any()]
         try:
             rows = stats.compare(cols, ra, ca, args.significance_level, args.correction,
                                  wasserstein_threshold=args.wasserstein_threshold, js_threshold=args.js_threshold)
