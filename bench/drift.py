@@ -15,7 +15,9 @@
   classifier on every row with a 70/30 split (what one writes first, no sampling).
 - ``drift_check_1m``: the whole check but I/O: the three above, the five segments' statistics
   (at most 20,000 sampled rows a side each) and the performance estimate on 1M scores
-  (intervals drawn on a 50,000-row sample); against the three naive baselines; goal under 5 s.
+  (intervals drawn on a 50,000-row sample); against the naive versions of the five; goal under 5 s.
+- ``drift_segments_1m``, ``drift_estimate_1m``: those two parts alone, against the naive scipy
+  loop on every row of each segment, and the same 400 draws in a Python loop with sklearn.
 
 Env: BENCH_DRIFT_ROWS (default 1,000,000).
 """
@@ -131,12 +133,18 @@ def run(console: Any) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     segments = segment_drift(ref_df, cur_df, cols, seg_args)
     s_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive_segments(ref_df, cur_df, cols)
+    s_slow = time.perf_counter() - t0
     p = rng.beta(0.3, 20, rows)  # a window of 1M calibrated scores
     t0 = time.perf_counter()
     est = estimate(p, p >= 0.05, budget=0.01)
     e_fast = time.perf_counter() - t0
-    console.print(f"  segments {s_fast:.2f} s ({len(segments)}); performance estimate on {rows:,} scores "
-                  f"{e_fast:.2f} s")
+    t0 = time.perf_counter()
+    naive_estimate(p, p >= 0.05)
+    e_slow = time.perf_counter() - t0
+    console.print(f"  segments {s_fast:.2f} s ({len(segments)}) vs every row {s_slow:.2f} s; performance estimate "
+                  f"on {rows:,} scores {e_fast:.2f} s vs a loop of draws {e_slow:.2f} s")
     common = {"rows": rows, "features": len(cols), "threads": os.cpu_count()}
     return [write_result(
         "drift_1m", "wall time of every drift test on 1M x 30 features", fast, "s", False,
@@ -152,14 +160,39 @@ def run(console: Any) -> list[dict[str, Any]]:
                      d_fast, "s", False, "the same classifier on every row, 70/30 split", d_slow,
                      {**common, "auc": domain.auc, "auc_interval": [domain.low, domain.high],
                       "naive_auc": naive_auc, "top_features": domain.top_features}),
+        write_result("drift_segments_1m", "wall time of the five segments' statistics (20k sampled rows a side)",
+                     s_fast, "s", False, "the naive scipy loop on every row of each segment", s_slow,
+                     {**common, "segments": len(segments)}),
+        write_result("drift_estimate_1m", "wall time of the performance estimate on 1M scores (intervals on 50k)",
+                     e_fast, "s", False, "the same 400 draws on the same 50k rows in a Python loop with sklearn",
+                     e_slow, {**common, "interval_rows": est.get("interval_rows")}),
         write_result("drift_check_1m", "wall time of the whole check (statistics, quality, domain classifier, "
                      "segments, performance estimate) on 1M x 30 features", fast + q_fast + d_fast + s_fast + e_fast,
-                     "s", False, "the naive versions of statistics, quality and classifier (segments and the "
-                     "estimate not counted)", baseline + q_slow + d_slow,
+                     "s", False, "the naive versions of the five", baseline + q_slow + d_slow + s_slow + e_slow,
                      {**common, "goal_s": 5.0, "segments": len(segments),
                       "parts_s": {"statistics": fast, "quality": q_fast, "domain_classifier": d_fast,
                                   "segments": s_fast, "performance_estimate": e_fast},
                       "estimate_interval_rows": est.get("interval_rows")})]
+
+
+def naive_segments(ref: Any, cur: Any, cols: list[str]) -> None:
+    """Each segment's rows filtered with pandas, then the naive scipy loop on all of them."""
+    for flag, value in (("channel_online", 1), ("channel_atm", 1), ("channel_online", 0), ("mcc_high_risk", 1),
+                        ("mcc_high_risk", 0)):
+        r, c = ref[ref[flag] == value], cur[cur[flag] == value]
+        naive(cols, {k: r[k].to_numpy() for k in cols}, {k: c[k].to_numpy() for k in cols})
+
+
+def naive_estimate(p: np.ndarray, flagged: np.ndarray, draws: int = 400, rows: int = 50_000) -> None:
+    """The same label draws on the same sample size, one draw at a time with sklearn's metrics."""
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    keep = rng.choice(len(p), rows, replace=False)
+    q, f = p[keep], flagged[keep]
+    for _ in range(draws):
+        y = rng.random(rows) < q
+        recall_score(y, f), precision_score(y, f, zero_division=0), roc_auc_score(y, q)
 
 
 def naive_quality(ref: Any, cur: Any, cols: list[str]) -> int:

@@ -23,7 +23,7 @@ that rate at ``P_VALUE`` (1e-4) and it affects at least 1 % of rows; high from 1
   values;
 - ``constant``: a column at one value in every current row while it varies in the reference
   (a stuck sensor, a default filled in): medium when the reference's share of that value, to the
-  power of the current rows, is under ``P_VALUE``.
+  power of the current rows, is under ``P_VALUE`` (and there are at least 20 rows).
 
 Thresholds are deliberately coarse: these are failures of the feed, not subtle shifts.
 """
@@ -120,7 +120,7 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) ->
         if len(cur_v) >= 2 and cur_v.min() == cur_v.max() and ref_v.min() != ref_v.max():
             q = float(np.mean(ref_v == cur_v[0]))
             chance = q ** len(cur_v)
-            issues.append(QualityIssue(c, "constant", "medium" if chance < P_VALUE else "low",
+            issues.append(QualityIssue(c, "constant", "medium" if chance < P_VALUE and len(cur_v) >= 20 else "low",
                                        f"always {cur_v[0]:g} in the current data (varies in the reference; "
                                        f"{q:.0%} of its rows have it)", len(cur_v), 1.0))
     issues.sort(key=lambda i: -SEVERITIES.index(i.severity))
