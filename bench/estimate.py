@@ -29,40 +29,18 @@ import numpy as np
 
 from bench.common import bench_stack, write_result
 from core import feast_store
-from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, FraudFeedback, decode
+from core.contracts import decode
 
 #: the test periods, in time order, and the scenario each is generated under
 PERIODS = ("none", "amount_shift", "travel_surge", "fraud_surge")
 
 
 def _generate(rows: int) -> tuple[list[bytes], dict[str, tuple[bool, str]], list[tuple[int, str]]]:
-    from dataclasses import replace
+    from bench.feedback import generate
 
-    from streaming.generators.transactions import GenConfig, TransactionStream
-
-    stream = TransactionStream(GenConfig(seed=5, users=max(2000, rows // 20), events_per_s=max(1.0, rows / 100_000),
-                                         feedback_delay_ms=0, start_ms=1_790_000_000_000))
-    events: list[bytes] = []
-    truth: dict[str, tuple[bool, str]] = {}
     # the scenario changes at 60 %, 70 %, 80 % and 90 % of the rows: (first event index, scenario)
     cuts = [(int(rows * (0.6 + 0.1 * i)), s) for i, s in enumerate(PERIODS)]
-    todo = list(cuts)
-
-    def take(rec: Any) -> None:
-        if rec.topic == TRANSACTIONS:
-            events.append(rec.value)
-        elif rec.topic == FRAUD_FEEDBACK:
-            fb = decode(rec.value, FraudFeedback)
-            truth[fb.event_id] = (fb.is_fraud, fb.scenario)
-
-    for rec in stream:
-        if todo and len(events) >= todo[0][0]:
-            stream.cfg = replace(stream.cfg, drift_scenario=todo.pop(0)[1])
-        take(rec)
-        if len(events) >= rows:
-            break
-    for rec in stream.drain():
-        take(rec)
+    events, truth = generate(rows, seed=5, scenarios=cuts)
     return events, truth, cuts
 
 

@@ -36,14 +36,20 @@ from core import feast_store
 from core.contracts import FRAUD_FEEDBACK, TRANSACTIONS, FraudFeedback, decode
 
 
-def _generate(rows: int) -> tuple[list[bytes], dict[str, tuple[bool, str]]]:
+def generate(rows: int, seed: int = 3, scenarios: list[tuple[int, str]] | tuple = ()
+             ) -> tuple[list[bytes], dict[str, tuple[bool, str]]]:
+    """``rows`` transactions of the live generator (raw records) and its ground truth (event id
+    -> (is fraud, scenario)); ``scenarios``: (from the n-th transaction, drift scenario), in order."""
+    from dataclasses import replace
+
     from streaming.generators.transactions import GenConfig, TransactionStream
 
     # the live generator's density: one purchase per card every hour or so
-    stream = TransactionStream(GenConfig(seed=3, users=max(2000, rows // 20), events_per_s=max(1.0, rows / 100_000),
+    stream = TransactionStream(GenConfig(seed=seed, users=max(2000, rows // 20), events_per_s=max(1.0, rows / 100_000),
                                          feedback_delay_ms=0, start_ms=1_790_000_000_000))
     events: list[bytes] = []
     truth: dict[str, tuple[bool, str]] = {}
+    todo = list(scenarios)
 
     def take(rec: Any) -> None:
         if rec.topic == TRANSACTIONS:
@@ -53,6 +59,8 @@ def _generate(rows: int) -> tuple[list[bytes], dict[str, tuple[bool, str]]]:
             truth[fb.event_id] = (fb.is_fraud, fb.scenario)
 
     for rec in stream:
+        if todo and len(events) >= todo[0][0]:
+            stream.cfg = replace(stream.cfg, drift_scenario=todo.pop(0)[1])
         take(rec)
         if len(events) >= rows:
             break
@@ -112,7 +120,7 @@ def run(console: Any) -> list[dict[str, Any]]:
         root = Path(tmp)
         settings = feast_store.isolated_copy(stack.settings, root)
         t0 = time.perf_counter()
-        events, truth = _generate(rows)
+        events, truth = generate(rows)
         backfill.run(iter(events), len(events), OfflineLog(feast_store.offline_dir(settings, "")), ProcessorConfig(),
                      progress=False)
         ds = load(settings)

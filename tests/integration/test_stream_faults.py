@@ -130,7 +130,9 @@ def test_a_full_offline_disk_stalls_the_worker_and_loses_nothing(
         # (not "all events consumed": while the disk is full Quix replays each dropped
         # checkpoint from the committed offsets, so how far it reads between retries varies)
         wait_for(lambda: worker.metric("stream_sink_stalled") == 1, 120, "the offline sink to stall", [worker])
-        time.sleep(3)  # several retry cycles: still nothing acked
+        failed = worker.metric("stream_sink_errors_total")
+        wait_for(lambda: worker.metric("stream_sink_errors_total") >= failed + 2, 60, "two more failed retries",
+                 [worker])  # several retry cycles: still nothing acked
         assert worker.metric("stream_sink_stalled") == 1
         assert _committed(kafka_bootstrap, worker.env["STREAMING_APP_ID"], topics[0]) == 0
         offline = feast_store.offline_dir(repo, "")
