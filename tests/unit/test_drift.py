@@ -582,7 +582,8 @@ def test_monitor_multivariate_drift_triggers_and_a_broken_feed_does_not() -> Non
     from drift.monitor import MonitorSettings, decide
 
     cfg = MonitorSettings()
-    assert decide(_ev(multivariate_severity="medium"), cfg) == ["drift"]
+    assert decide(_ev(multivariate_severity="high"), cfg) == ["drift"]
+    assert decide(_ev(multivariate_severity="medium"), cfg) == []  # reported, not retrained on
     assert decide(_ev(multivariate_severity="none"), cfg) == []
     assert decide(_ev(drifted_key_features=["amount"], quality_status="high", feed_broken=True), cfg) == []
     # (values out of range only: a real shift shows them too)
