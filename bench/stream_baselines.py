@@ -1,12 +1,13 @@
 """Baseline Faust agents for the stream benchmarks, run as their own worker processes:
 
 - ``noop``: decode and validate each record, nothing else: the framework's ceiling;
+- ``noop-take``: the same through ``Stream.noack_take`` batches (the worker's way);
 - ``naive``: the same window state, but every event pushed to Feast on its own
   (``FeatureStore.push`` of a one-row DataFrame), no coalescing, no micro-batching;
 - ``quix-noop``: a Quix Streams application that decodes and validates each record: the Quix
   engine's ceiling.
 
-``python -m bench.stream_baselines {noop,naive,quix-noop}``; settings as for
+``python -m bench.stream_baselines {noop,noop-take,naive,quix-noop}``; settings as for
 ``python -m streaming worker``.
 """
 
@@ -46,6 +47,10 @@ def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> 
     app.run()
 
 
+#: events per batch of the ``noop-take`` agent (as the worker's ``STREAMING_TAKE_MAX``)
+TAKE_MAX = 1_000
+
+
 def main(mode: str) -> None:
     stack, cfg = StackSettings(), StreamingSettings()
     single_process()  # as the worker's metrics (core/prom.py)
@@ -78,6 +83,18 @@ def main(mode: str) -> None:
 
     push = FeastPushSink(store)
 
+    async def noop_take(stream):  # type: ignore[no-untyped-def]
+        # the same, taking batches (``noack_take``), as the worker does: acked after each batch
+        async for batch in stream.noack_take(TAKE_MAX, within=0.1):
+            for event in batch:
+                try:
+                    decode(event.value, Transaction)
+                except InvalidEvent:
+                    pass
+                events.inc()
+            for event in batch:
+                await stream.ack(event)
+
     async def naive(stream):  # type: ignore[no-untyped-def]
         async for value in stream:
             events.inc()
@@ -91,7 +108,7 @@ def main(mode: str) -> None:
             one.put(txn.card_id, state.pack(), state.last_ts, 0)
             push.write(one)
 
-    app.agent(topic, name=f"bench-{mode}")({"noop": noop, "naive": naive}[mode])
+    app.agent(topic, name=f"bench-{mode}")({"noop": noop, "noop-take": noop_take, "naive": naive}[mode])
     logging.getLogger("feast").setLevel(logging.WARNING)
     from prometheus_client import start_http_server
 

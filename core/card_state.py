@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from bisect import bisect_left, bisect_right
 from hashlib import blake2b
-from typing import Self
+from typing import Any, Self
 
 import msgspec
 
@@ -32,7 +32,7 @@ class EventState:
     in ``PAYLOAD`` (one list each). Subclasses only name their columns."""
 
     PAYLOAD: tuple[str, ...] = ()
-    __slots__ = ("ts", "key", "last_ts", "trimmed_last_ts", "dropped")
+    __slots__ = ("ts", "key", "last_ts", "trimmed_last_ts", "dropped", "cache")
 
     def __init__(self) -> None:
         self.ts: list[int] = []
@@ -44,6 +44,10 @@ class EventState:
         #: largest event time among trimmed events (for "seconds since last"); 0 when none
         self.trimmed_last_ts = 0
         self.dropped = 0
+        #: sliding aggregates of a busy entity's windows kept between events (never packed; see
+        #: ``core.features.WindowCache``): None until the stream enables it, dropped by an
+        #: insert before its newest event (out of order), shifted by a trim
+        self.cache: Any = None
 
     def _columns(self) -> list[list]:
         return [self.ts, self.key, *[getattr(self, n) for n in self.PAYLOAD]]
@@ -73,11 +77,14 @@ class EventState:
         for col, value in zip(self._columns(), (ts, key, *payload), strict=True):
             col.insert(i, value)
         self.last_ts = max(self.last_ts, ts)
+        if self.cache is not None and i < len(self.ts) - 1:
+            self.cache = None  # (an event before others: the sliding windows start again)
         return i
 
     def with_event(self, ts: int, key: int, *payload: object) -> tuple[Self, int]:
         """A copy holding one more event (this state is untouched), and that event's position."""
         view = copy.copy(self)
+        view.cache = None
         for name in ("ts", "key", *self.PAYLOAD):
             setattr(view, name, list(getattr(self, name)))
         return view, view.insert(ts, key, *payload)
@@ -85,6 +92,7 @@ class EventState:
     def without(self, ts: int, key: int) -> Self:
         """A copy without the event (ts, key) (this state is untouched; ``last_ts`` kept)."""
         view = copy.copy(self)
+        view.cache = None
         i = self.prefix_len(ts, key, inclusive=False)
         for name in ("ts", "key", *self.PAYLOAD):
             col = getattr(self, name)
@@ -99,6 +107,8 @@ class EventState:
             return
         self.dropped += max(0, len(self.ts) - expired - max_events)
         self.trimmed_last_ts = max(self.trimmed_last_ts, self.ts[n - 1])
+        if self.cache is not None:
+            self.cache.trim(self, n)  # (before the events go: it forgets what it counted of them)
         for col in self._columns():
             del col[:n]
 

@@ -11,7 +11,7 @@ import msgspec
 
 from core.card_state import CardState, EventState, event_key
 from core.contracts import HIGH_RISK_MCCS, Click, Transaction
-from core.features import event_row_features
+from core.features import WindowCache, event_row_features
 from core.user_features import ACTIONS, UserState, user_features
 
 Features = dict[str, float]
@@ -32,6 +32,9 @@ class EntitySpec:
     push_source: str
     event_dataset: str  # offline: the raw events
     feature_dataset: str  # offline: before/after features per event
+    #: sliding window aggregates a busy entity's state keeps between events (``process``
+    #: sets ``EventState.cache`` from ``VECTOR_FROM`` events on); None: none
+    window_cache: Callable[[], Any] | None = None
 
 
 def _user_rows(state: UserState, i: int) -> Features:
@@ -43,7 +46,7 @@ CARD = EntitySpec(
     name="card", event_type=Transaction, join_key="card_id", state_type=CardState,
     payload=lambda t: (t.amount, t.country, t.merchant_id, t.mcc in HIGH_RISK_MCCS),
     row_features=event_row_features, online_view="card_window_state", push_source="card_state_push",
-    event_dataset="transactions", feature_dataset="card_txn_features",
+    event_dataset="transactions", feature_dataset="card_txn_features", window_cache=WindowCache,
 )
 USER = EntitySpec(
     name="user", event_type=Click, join_key="user_id", state_type=UserState,

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from core import features
 from core.card_state import DAY_MS, EventState, event_key
 from core.contracts import SCHEMA_VERSION, InvalidEvent, decode_versioned
 from streaming.entities import CARD, EntitySpec, event_row
@@ -170,6 +171,8 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         return Result(Outcome.TOO_LATE, [feature_row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
                       dirty=False, correct_from=pending, key=key)
     i = state.insert(ts, key, *spec.payload(event))
+    if state.cache is None and spec.window_cache is not None and len(state) >= features.VECTOR_FROM:
+        state.cache = spec.window_cache()  # (a busy entity: its windows slide from here on)
     horizon = min(state.last_ts, ingest) - cfg.retention_ms
     n_later = len(state) - 1 - i
     # At its event cap an entity's windows already miss the events the cap dropped, and exact

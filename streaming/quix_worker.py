@@ -177,14 +177,19 @@ class QuixFeatureWorker:
                          staged=StagedOffline(self.offline))
         topic = self.app.topic(topic_name, key_deserializer="bytes", value_deserializer="bytes")
         sdf = self.app.dataframe(topic)
-        sdf = sdf.update(self._handler_for(p), stateful=True, metadata=True)
+        # The state store is ours to open per entity (``state_of``): a stateful ``update``
+        # would build a State for every record, though one per entity per checkpoint is used.
+        sdf.register_store()
+        sdf = sdf.update(self._handler_for(p, sdf), metadata=True)
         sdf.sink(_CheckpointSink(self, p))
         p.sdf = sdf
         return p
 
     # -- per record --------------------------------------------------------------------
-    def _handler_for(self, p: QuixPipeline) -> Any:
-        def handle(value: bytes, key: bytes | None, timestamp: int, headers: Any, state: Any) -> None:
+    def _handler_for(self, p: QuixPipeline, sdf: Any) -> Any:
+        context = sdf.processing_context
+
+        def handle(value: bytes, key: bytes | None, timestamp: int, headers: Any) -> None:
             ctx = message_context()
             p.events_in.inc()
             produced = float(timestamp or now_ms())
@@ -192,6 +197,9 @@ class QuixFeatureWorker:
             def state_of(entity_id: str) -> Any:  # decoded once per checkpoint, kept in p.live
                 held = p.live.get(entity_id)
                 if held is None:
+                    # (what Quix's stateful functions get: the record's key prefixes the state)
+                    state = context.checkpoint.get_store_transaction(stream_id=sdf.stream_id,
+                                                                     partition=ctx.partition).as_state(prefix=key)
                     st = p.spec.state_type.unpack(state.get(STATE_KEY))
                     held = p.live[entity_id] = (st, state, ctx.partition, produced)
                 return held[0]

@@ -231,3 +231,74 @@ def test_equal_amounts_give_no_huge_z_score() -> None:
     state.insert(t, event_key("e-00000009"), 0.36, "DE", "m1", False)
     row = event_row_features(state, 3)
     assert row["amount_zscore_24h"] == 0.0 and abs(row["after_amount_zscore_24h"]) < 10
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")), deadline=None)
+@given(st.lists(st.integers(0, 3 * 86_400_000), max_size=6), st.integers(0, 4 * 86_400_000),
+       st.integers(0, 3 * 86_400_000))
+def test_the_quiet_path_gives_the_general_paths_values(offsets: list[int], trimmed: int, gap: int) -> None:
+    """A card with no event in the 24 h before t takes a shortcut (``_window``'s quiet path):
+    the same values, types and column order as the general path, with or without older
+    events still held (lateness) or trimmed ones."""
+    from core import features
+
+    state = CardState()
+    for n, off in enumerate(sorted(offsets)):
+        state.insert(T0 + off, event_key(f"e-{n}"), 10.0 + n, "DE", f"m{n}", n % 2 == 0)
+    state.trimmed_last_ts = T0 - trimmed if trimmed else 0
+    t = (state.last_ts or T0) + 86_400_000 + gap  # every held event is 24 h or more before t
+    for end in range(len(state) + 1):
+        quick, quick_sets = features._window(state, t, end)
+        general, general_sets = features._window(state, t, end, quiet_path=False)
+        assert list(quick) == list(general)
+        assert [(v, type(v)) for v in quick.values()] == [(v, type(v)) for v in general.values()]
+        assert quick_sets == general_sets
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(946_684_800_000, 4_102_444_800_000))
+def test_the_calendar_features_agree_with_datetime(t_ms: int) -> None:
+    from datetime import UTC, datetime
+
+    from core.features import calendar
+
+    when = datetime.fromtimestamp(t_ms / 1000.0, tz=UTC)
+    assert calendar(t_ms) == (when.hour, int(when.weekday() >= 5))
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")) // 2, deadline=None)
+@given(st.integers(0, 2**32), st.integers(20, 150), st.sampled_from([6, 12, 5_000]), st.booleans())
+def test_a_busy_cards_sliding_windows_give_the_same_rows_as_recounting(seed: int, n: int, cap: int,
+                                                                       burst: bool) -> None:
+    """``WindowCache`` (a busy card's amounts array and distinct counts moved along from one
+    event to the next) against the same run without it: every row equal to the bit, through
+    bursts, gaps past every window, out-of-order events (which restart it), replays and trims
+    to the event cap (which shift it)."""
+    import dataclasses
+    from unittest import mock
+
+    from core import features
+
+    rng = random.Random(seed)
+    ts, txns = T0, []
+    for i in range(n):
+        ts += rng.choice([0, 1, 700, 20_000, 60_000] if burst else [0, 1_000, 59_999, 300_000, 3_600_000, 90_000_000])
+        txns.append(txn(i, ts, amount=round(rng.uniform(1, 2000), 2), country=rng.choice("ABCDE"),
+                        merchant=f"m{rng.randrange(8)}", mcc=rng.choice(["5411", "5411", "7995"])))
+    order = sorted(range(n), key=lambda k: k + rng.choice([0, 0, 0, 0, 0, 0, 1.5, 4.5]))
+    order += [rng.randrange(n) for _ in range(3)]  # replays
+    cfg = ProcessorConfig(allowed_lateness_ms=120_000, max_events_per_card=cap)
+
+    def rows(spec: object) -> tuple[list[dict], int]:
+        state, out, cached = CardState(), [], 0
+        for k in order:
+            res = process(state, txns[k], cfg, revision=1, spec=spec, ingest_ms=txns[k].event_time)
+            out += res.feature_rows
+            cached += state.cache is not None
+        return out, cached
+
+    with mock.patch.object(features, "VECTOR_FROM", 4):
+        got, cached = rows(CARD)
+        want, none = rows(dataclasses.replace(CARD, window_cache=None))
+    assert none == 0 and cached > 0
+    assert got == want
