@@ -86,6 +86,11 @@ class Proc:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_s(self) -> float:
+        """CPU seconds the process has used (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -98,6 +103,7 @@ class Proc:
 def measure(procs: list[Proc], total: int, until_s: float | None = None, offline: bool = False) -> dict:
     """Rate from the first consumed event to the last (or until ``until_s`` seconds)."""
     t_first = n_first = None
+    cpu_first = 0.0
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         for p in procs:
@@ -107,13 +113,15 @@ def measure(procs: list[Proc], total: int, until_s: float | None = None, offline
         n = sum(v.get("stream_events_in_total", 0.0) for v in scraped)
         now = time.monotonic()
         if t_first is None and n > 0:
-            t_first, n_first = now, n
+            t_first, n_first, cpu_first = now, n, sum(p.cpu_s() for p in procs)
         if t_first is not None:
             rows = sum(v.get("stream_offline_rows_total", 0.0) for v in scraped)
             done = n >= total and (not offline or rows >= 2 * total)
             if done or (until_s and now - t_first >= until_s):
+                cpu = sum(p.cpu_s() for p in procs) - cpu_first
                 return {"events": n - n_first, "seconds": now - t_first,
                         "rate": (n - n_first) / max(now - t_first, 1e-9),
+                        "cpu_us_per_event": round(cpu / max(n - n_first, 1) * 1e6, 1),
                         "peak_rss_mb": [round(p.peak_rss_mb(), 1) for p in procs]}
         time.sleep(0.25)
     raise RuntimeError("benchmark did not finish in 30 minutes")
@@ -130,6 +138,7 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     results = {}
     quix = {"STREAMING_ENGINE": "quix"}
     runs = [("noop", ["bench.stream_baselines", "noop"], 1, {}),
+            ("noop_take", ["bench.stream_baselines", "noop-take"], 1, {}),
             ("quix_noop", ["bench.stream_baselines", "quix-noop"], 1, {}),
             ("full", ["streaming", "worker"], 1, {}),
             ("full_quix", ["streaming", "worker"], 1, quix),
@@ -149,10 +158,13 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
         finally:
             for p in procs:
                 p.stop()
-        console.print(f"  {results[name]['rate']:,.0f} events/s, peak RSS {results[name]['peak_rss_mb']} MB")
+        console.print(f"  {results[name]['rate']:,.0f} events/s, {results[name]['cpu_us_per_event']} us CPU per "
+                      f"event, peak RSS {results[name]['peak_rss_mb']} MB")
     params = {"events": EVENTS, "cards": int(USERS * 1.3), "partitions": PARTITIONS,
               **{f"{name}_events_s": round(r["rate"]) for name, r in results.items()},
               **{f"peak_rss_mb_{name}": r["peak_rss_mb"] for name, r in results.items()},
+              # the workers' CPU (all threads) per event consumed: where a 2-core machine's time goes
+              **{f"cpu_us_per_event_{name}": r["cpu_us_per_event"] for name, r in results.items()},
               "cards_seen": cards_seen,
               "measure": "events consumed / seconds from the first to the last event (offline log "
                          "flushed), worker start-up excluded"}

@@ -24,6 +24,10 @@ class StreamingSettings(BaseSettings):
     #: flush pending online writes at least this often (and at max_batch_rows)
     flush_interval_s: float = Field(0.1, gt=0)
     max_batch_rows: int = Field(5_000, ge=1)
+    #: the Faust engine takes records in batches of at most this many (``Stream.noack_take``),
+    #: or what arrived within ``take_within_s``
+    take_max: int = Field(500, ge=1)
+    take_within_s: float = Field(0.01, gt=0)
     #: offline parquet files are written at most this often (bigger files, same guarantees)
     offline_flush_interval_s: float = Field(2.0, gt=0)
     allowed_lateness_ms: int = Field(60_000, ge=0)
