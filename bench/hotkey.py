@@ -121,7 +121,8 @@ def run(console: Console) -> list[dict[str, Any]]:
                   f"({rows_now} rows, {BUDGET} per flush); 30 s late at the 5,000-event cap: {cap_before:.0f} ms "
                   f"before ({cap_rows_before} rows inline), "
                   f"{cap_now:.1f} ms now ({cap_rows} row: corrections skipped and counted)")
-    params = {"per_event": table, "ratio_5000_vs_10_events": ratios, "flush_every_events": FLUSH_EVERY, "corrections_per_flush": BUDGET,
+    params = {"per_event": table, "ratio_5000_vs_10_events": ratios, "flush_every_events": FLUSH_EVERY,
+              "corrections_per_flush": BUDGET,
               "late": {"before_ms": round(stall_before, 1), "before_rows": rows_before,
                        "now_ms": round(stall_now, 1), "now_rows": rows_now},
               "late_at_cap": {"late_ms": 30_000, "before_ms": round(cap_before, 1), "before_rows": cap_rows_before,

@@ -35,6 +35,9 @@ class WorkerMetrics:
         self.corrections_pending = Gauge("stream_corrections_pending", "Entities whose out-of-order corrections "
                                          "are not yet all in the offline log (no record is acked meanwhile)",
                                          registry=r)
+        self.skipped_revoked = Counter("stream_records_skipped_revoked_total", "Records of a batch taken before "
+                                       "a rebalance whose partition was revoked meanwhile (left to its new owner; "
+                                       "Faust engine)", registry=r)
         self.offline_rows = Counter("stream_offline_rows_total", "Rows appended offline", ["dataset"],
                                     registry=r)
         self.freshness = Histogram("stream_feature_freshness_seconds",

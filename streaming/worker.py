@@ -3,6 +3,12 @@ window state in a changelog-backed Faust table, write features online (Feast/Red
 offline (parquet), dead-letter bad records. Run it with ``python -m streaming worker``;
 several workers share one consumer group.
 
+Records come in batches (``Stream.noack_take``: up to ``take_max`` of them, or what arrived
+within ``take_within_s``): the agent's step (a coroutine resumption, the flush checks) runs
+once per batch, Faust's consumer and stream still handle each record; a batch taken
+before a rebalance may hold records of partitions revoked meanwhile, which are skipped (not
+processed, not acked: their new owner processes them).
+
 Delivery: at-least-once with idempotent effects. Events are acked (so their offsets can be
 committed) only after the online writes, the offline rows and the table's changelog records
 that cover them are durable, in that order. A replay after a crash finds its events in the
@@ -148,7 +154,7 @@ class FeatureWorker:
     def _agent_for(self, p: Pipeline) -> Any:
         async def agent(stream: Any) -> None:
             # In batches (``noack_take``: up to take_max records, or what came within take_within_s):
-            # Faust's per-event machinery runs once per batch instead of once per record.
+            # the agent resumes once per batch instead of once per record.
             async for events in stream.noack_take(self.cfg.take_max, within=self.cfg.take_within_s):
                 owned = self._owned
                 for event in events:
@@ -157,6 +163,8 @@ class FeatureWorker:
                     if event.message.tp in owned:
                         self._handle(p, event)
                         self._unacked.append((stream, event))
+                    else:
+                        self.metrics.skipped_revoked.inc()
                 if len(self._unacked) >= self.cfg.max_unacked_records:
                     await self.flush(final=True)  # backpressure: write and ack before consuming on
                 elif len(p.dirty) >= self.cfg.max_batch_rows:
