@@ -52,6 +52,8 @@ def policy(app_id: str = "streamfeat-features") -> dict[str, list[Grant]]:
     - ``scorer``: reads transactions, writes scores and dead letters;
     - ``api``: writes scores (its decisions) and propensity scores, nothing else;
     - ``generator``: writes the event and feedback topics, reads decisions (approved mode);
+    - ``seeder`` (the first run's simulated past, stack/seed.py): writes the event and feedback
+      topics and may only look at the worker group's committed offsets (to wait for it);
     - ``learner``: reads scores and feedback;
     - ``monitor`` (the loop, training, drift checks, backfill): reads every pipeline topic.
     """
@@ -65,6 +67,8 @@ def policy(app_id: str = "streamfeat-features") -> dict[str, list[Grant]]:
         "api": _topics(("scores", "propensity-scores"), WRITE),
         "generator": [*_topics(("transactions", "clicks", "fraud-feedback"), WRITE),
                       *_topics(("scores",), READ), Grant("group", "generator-", READ, prefixed=True)],
+        "seeder": [*_topics(("transactions", "clicks", "fraud-feedback"), WRITE),
+                   Grant("group", app_id, DESCRIBE)],
         "learner": [*_topics(("scores", "fraud-feedback"), READ),
                     Grant("group", "online-learner", READ, prefixed=True)],
         "monitor": [*_topics(TOPICS, READ), *(Grant("group", p, READ, prefixed=True)

@@ -44,6 +44,22 @@ DETAILS = {"stream-worker": lifecycle.stream_detail, "inference-api": lifecycle.
            "online-learner": lifecycle.learner_detail}
 
 
+def alert_lines(found: list[dict] | None) -> list[str]:
+    """What `make status` says of Prometheus's alerts (its /api/v1/alerts list, None when it
+    does not answer): how many fire, the names of those pending, then one line per firing alert
+    with its severity and summary."""
+    if found is None:
+        return ["alerts: Prometheus does not answer"]
+    firing = [a for a in found if a.get("state") == "firing"]
+    pending = sorted({str(a.get("labels", {}).get("alertname")) for a in found if a.get("state") != "firing"})
+    lines = [f"alerts: {len(firing)} firing" + (f"; pending: {', '.join(pending)}" if pending else "")]
+    for a in firing:
+        labels = a.get("labels", {})
+        lines.append(f"  [red]{labels.get('alertname')}[/] ({labels.get('severity', '-')}): "
+                     f"{a.get('annotations', {}).get('summary', '')}")
+    return lines
+
+
 def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     table = Table(title="streamfeat local stack")
     for col in ("service", "port", "state", "pid", "uptime", "health", "detail"):
@@ -60,18 +76,9 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
     prometheus = f"http://{settings.host}:{settings.prometheus_port}"
     console.print(f"MLflow UI: {settings.mlflow_uri}   Feast UI: http://{settings.host}:{settings.feast_ui_port}"
                   f"/p/{settings.feast_project}/feature-view   Prometheus: {prometheus}/alerts")
-    found = lifecycle.alerts(settings)
-    if found is None:
-        console.print("alerts: Prometheus does not answer")
-    else:
-        firing = [a for a in found if a.get("state") == "firing"]
-        pending = sorted({str(a.get("labels", {}).get("alertname")) for a in found if a.get("state") != "firing"})
-        console.print(f"alerts: {len(firing)} firing" + (f"; pending: {', '.join(pending)}" if pending else ""),
-                      highlight=False)
-        for a in firing:
-            labels = a.get("labels", {})
-            console.print(f"  [red]{labels.get('alertname')}[/] ({labels.get('severity', '-')}): "
-                          f"{a.get('annotations', {}).get('summary', '')}", highlight=False)
+    console.print(f"dashboards: {prometheus}/consoles/index.html (stream, scoring API, models and drift)")
+    for line in alert_lines(lifecycle.alerts(settings)):
+        console.print(line, highlight=False)
     from drift.monitor import last_decisions
 
     decisions = last_decisions(settings)

@@ -125,7 +125,7 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
         if first and "kafka" in names:
             _ensure_started(settings, sup, first, set(), say)
             wait_healthy(settings, first, sup, say)
-            seed.ensure_history(settings, say)
+            seed.ensure_history(seed.as_seeder(settings), say)
         rest = [s for s in apps if s not in first]
         _ensure_started(settings, sup, rest, set(), say)
         wait_healthy(settings, rest, sup, say)

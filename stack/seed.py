@@ -40,6 +40,12 @@ WORKER_GROUP = "streamfeat-features"
 WORLD_SEED = 42
 
 
+def as_seeder(settings: StackSettings) -> StackSettings:
+    """The settings of the seed's own Kafka user (core/kafka.py: ``seeder`` writes the event and
+    feedback topics and may only look at the worker group's offsets), as compose runs it."""
+    return settings.model_copy(update={"kafka_user": "seeder", "kafka_password": None})
+
+
 def marker(settings: StackSettings) -> Path:
     return settings.data_dir / "seed.json"
 
@@ -143,3 +149,40 @@ def ensure_history(settings: StackSettings, say: Say, console: Console | None = 
             f"{sent.get('fraud-feedback', 0):,} ground-truth records in {record['seconds']:.0f} s")
     path.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stack.seed``: what ``make up`` does between the stream worker and the rest,
+    for docker compose (its ``seed`` job) or by hand."""
+    import sys
+
+    from pydantic import ValidationError
+
+    from core.settings import settings_error
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stack.seed",
+        description="Give a stack with no history a simulated past, once: STACK_SEED_HISTORY (default 2d, "
+                    "0 to skip) of transactions, clicks and ground truth at the live generators' rate "
+                    "(STACK_GENERATOR_RATE) and users (STACK_GENERATOR_USERS), ending now, through Kafka; "
+                    "returns once the stream worker (group streamfeat-features) has committed all of it. "
+                    "Recorded in <STACK_DATA_DIR>/seed.json: a later run does nothing, and neither does a "
+                    "run on a stack whose transactions topic already holds records.")
+    parser.parse_args(argv)
+    try:
+        settings = StackSettings()
+        ensure_history(settings, lambda msg: print(msg, flush=True))
+    except ValidationError as exc:
+        print(f"error: {settings_error(exc)}", file=sys.stderr)
+        return 1
+    except (StackError, KafkaException, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; seed.json records the seed as started", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

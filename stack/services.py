@@ -155,12 +155,16 @@ def prometheus_service(settings: StackSettings) -> Service:
     settings.conf_dir.mkdir(parents=True, exist_ok=True)
     conf = settings.conf_dir / "prometheus.yml"
     conf.write_text(prometheus_conf(settings))
+    from stack import consoles
+
+    pages, libraries = consoles.write(settings.conf_dir)  # make up's dashboards (stack/consoles.py)
     url = f"http://{settings.host}:{settings.prometheus_port}"
     return Service(
         name="prometheus",
         command=[binary, f"--config.file={conf}", f"--storage.tsdb.path={data}",
                  f"--web.listen-address={settings.host}:{settings.prometheus_port}",
-                 "--storage.tsdb.retention.time=7d", f"--web.external-url={url}"],
+                 "--storage.tsdb.retention.time=7d", f"--web.external-url={url}",
+                 f"--web.console.templates={pages}", f"--web.console.libraries={libraries}"],
         ports=[(settings.prometheus_port, "STACK_PROMETHEUS_PORT")],
         probe=lambda: health.http(f"{url}/-/ready"),
     )

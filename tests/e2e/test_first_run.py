@@ -78,7 +78,14 @@ def test_from_nothing_to_a_served_monitored_model(own_env: dict[str, str]) -> No
     assert "seed: " in up.stdout and "stack healthy" in up.stdout
 
     _prometheus_sees_everything_and_alerts_on_dead_letters(own_env)
+    # ...and make status names it (pending or firing; the bad records stay in the rule's 5 min
+    # window for minutes)
+    status = _run(commands[3], own_env, 120)
+    assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-3000:]
+    alerts_part = status.stdout[status.stdout.index("\nalerts: "):]
+    assert re.search(r"pending: .*StreamDeadLetterRate|StreamDeadLetterRate \(\w+\): ", alerts_part), alerts_part
     _the_feast_ui_shows_the_feature_views_in_a_browser(own_env, Path(own_env["STACK_DATA_DIR"]).parent)
+    _the_dashboards_draw_live_graphs(own_env, Path(own_env["STACK_DATA_DIR"]).parent)
 
     t0 = time.monotonic()
     train = _run(commands[2], own_env, 900)
@@ -186,3 +193,42 @@ def _the_feast_ui_shows_the_feature_views_in_a_browser(env: dict[str, str], out:
     pixels = image.imread(shot)
     assert pixels.shape[:2] == (900, 1400)
     assert float(np.std(pixels[:, :, :3])) > 0.05  # text, tables and the logo: not a blank page
+
+
+def _the_dashboards_draw_live_graphs(env: dict[str, str], out: Path) -> None:
+    """make up's dashboards (Prometheus console pages made from the Grafana dashboards) in
+    headless Chromium: the stream page draws the seeded stream's events, lag, freshness and the
+    dead letters just raised as graphs (no query refused), and the overview lists every
+    scraped service as up."""
+    import numpy as np
+    from matplotlib import image
+
+    from stack import consoles
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium not found: make install (scripts/bootstrap.sh) installs Debian's"
+    base = f"http://127.0.0.1:{env['STACK_PROMETHEUS_PORT']}/consoles"
+    browser = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--virtual-time-budget=20000", "--window-size=1400,1600"]
+    index = subprocess.run([*browser, "--dump-dom", f"{base}/index.html"], capture_output=True, text=True,
+                           timeout=120).stdout
+    for job in ("stream-worker", "inference-api", "drift-monitor"):
+        assert re.search(rf"<td>{job}</td>\s*<td>yes</td>", index), (job, index[-3000:])
+    stream = next(b for b in consoles.boards() if b.page == "stream.html")
+    dom = subprocess.run([*browser, "--dump-dom", f"{base}/stream.html"], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "Error loading data" not in dom and dom.count("prom_graph_loading") == 0, dom[-3000:]
+    drawn = []
+    for i, panel in enumerate(stream.panels):
+        assert f"<h4>{panel.title}</h4>" in dom, panel.title
+        start = dom.index(f'id="panel-{i}"')
+        end = dom.find(f'id="panel-{i + 1}"', start)
+        if "<svg" in dom[start:end if end > 0 else None]:
+            drawn.append(panel.title)
+    for title in ("Events in per second, by topic", "Consumer lag (records)", "Feature freshness p50 / p99",
+                  "Dead letters per second, by reason"):
+        assert title in drawn, (title, drawn)
+    shot = out / "dashboard-stream.png"
+    subprocess.run([*browser, f"--screenshot={shot}", f"{base}/stream.html"], capture_output=True, timeout=120)
+    pixels = image.imread(shot)
+    assert pixels.shape[:2] == (1600, 1400) and float(np.std(pixels[:, :, :3])) > 0.05

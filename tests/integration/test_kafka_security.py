@@ -97,6 +97,37 @@ def test_each_service_sees_and_does_only_what_the_policy_grants(sasl: StackSetti
     assert err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
 
 
+def test_the_seeder_writes_events_and_only_looks_at_the_worker_offsets(sasl: StackSettings) -> None:
+    """The first run's seed (stack/seed.py, compose's seed job) runs as ``seeder``: it writes
+    events, cannot read them or forge decisions, and reads the worker group's committed offsets
+    (to wait for the worker), which a service that only reads the events cannot."""
+    from confluent_kafka import TopicPartition
+
+    from core.contracts import CLICKS, TRANSACTIONS
+    from stack import seed
+    from stack.errors import StackError
+
+    seeder = seed.as_seeder(sasl)
+    assert seeder.kafka_user == "seeder"
+    assert produce_error(seeder, TRANSACTIONS) is None
+    err = produce_error(seeder, "scores")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    err = consume_error(seeder, TRANSACTIONS, seed.WORKER_GROUP)
+    assert err is not None and err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                              KafkaError.GROUP_AUTHORIZATION_FAILED), err
+    # the worker commits an offset for its group; the seeder sees it
+    worker = Consumer(kafka.client_config(as_user(sasl, "worker"), {"group.id": seed.WORKER_GROUP}))
+    try:
+        high = worker.get_watermark_offsets(TopicPartition(TRANSACTIONS, 0), timeout=10)[1]
+        worker.commit(offsets=[TopicPartition(TRANSACTIONS, 0, 1)], asynchronous=False)
+    finally:
+        worker.close()
+    held, committed = seed._offsets(seeder, (TRANSACTIONS, CLICKS), seed.WORKER_GROUP, wait_s=30)
+    assert held >= 1 and committed >= 1, (held, committed, high)
+    with pytest.raises(StackError, match="cannot read the stream worker's offsets"):
+        seed._offsets(as_user(sasl, "scorer"), (TRANSACTIONS,), seed.WORKER_GROUP, wait_s=2)
+
+
 def test_the_policy_is_applied_exactly(sasl: StackSettings) -> None:
     """An ACL someone added by hand for a service user is removed by the next apply (make up /
     stack init); a second apply changes nothing."""

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from core.settings import REPO_ROOT, StackSettings
@@ -130,3 +131,58 @@ def test_the_dashboards_query_only_metrics_the_services_export() -> None:
     assert provider["options"]["path"] == "/etc/grafana/provisioning/dashboards"
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in compose["services"]["grafana"]["volumes"]
+
+
+def test_make_up_serves_the_same_dashboards_as_prometheus_consoles(tmp_path: Path) -> None:
+    """make up's Prometheus gets one console page per Grafana dashboard, with every panel's
+    title, queries (so the check above covers them) and legends; the flags point at them."""
+    import json
+
+    from stack import consoles
+    from stack.services import prometheus_service
+
+    pages, libraries = consoles.write(tmp_path)
+    boards = {p.stem: json.loads(p.read_text()) for p in DASHBOARDS.glob("*.json")}
+    assert {p.name for p in pages.iterdir()} == {"index.html"} | {f"{b}.html" for b in boards}
+    index = (pages / "index.html").read_text()
+    assert '{{ range query "up"' in index and '{{ range query "ALERTS"' in index
+    for name, board in boards.items():
+        page = (pages / f"{name}.html").read_text()
+        assert page.startswith('{{ template "head"') and page.rstrip().endswith('{{ template "tail" }}')
+        assert f'href="{name}.html"' in index and f'href="{name}.html"' in (libraries / "streamfeat.lib").read_text()
+        assert page.count("new PromConsole.Graph(") == len(board["panels"])
+        for panel in board["panels"]:
+            assert f"<h4>{panel['title']}</h4>" in page
+            for target in panel["targets"]:
+                assert json.dumps(target["expr"]) in page, target["expr"]
+                legend = re.sub(r"\{\{(\w+)\}\}", r"[[\1]]", target.get("legendFormat") or panel["title"])
+                assert json.dumps(legend) in page, legend
+    # a Grafana-only "{{" in a query cannot go in a Go template: refused, not served broken
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "x.json").write_text(json.dumps({"title": "x", "panels": [
+        {"title": "t", "gridPos": {"x": 0, "y": 0}, "targets": [{"expr": "up{job=\"{{job}}\"}"}]}]}))
+    with pytest.raises(ValueError, match="console template"):
+        consoles.write(tmp_path / "conf2", odd)
+    settings = StackSettings(data_dir=tmp_path / "data")
+    command = prometheus_service(settings).command
+    assert f"--web.console.templates={settings.conf_dir / 'consoles'}" in command
+    assert f"--web.console.libraries={settings.conf_dir / 'console_libraries'}" in command
+
+
+def test_make_status_names_firing_and_pending_alerts() -> None:
+    """`make status`'s alerts part, from Prometheus's /api/v1/alerts answer as it comes."""
+    from stack.cli import alert_lines
+
+    assert alert_lines(None) == ["alerts: Prometheus does not answer"]
+    assert alert_lines([]) == ["alerts: 0 firing"]
+    found = [
+        {"labels": {"alertname": "StreamDeadLetterRate", "severity": "warning"}, "state": "firing",
+         "annotations": {"summary": "2.4% of records dead-lettered"}},
+        {"labels": {"alertname": "ApiErrorRate", "severity": "critical"}, "state": "pending", "annotations": {}},
+        {"labels": {"alertname": "ModelAge"}, "state": "pending"},
+        {"labels": {"alertname": "ModelAge"}, "state": "pending"},  # one per instance: named once
+    ]
+    assert alert_lines(found) == [
+        "alerts: 1 firing; pending: ApiErrorRate, ModelAge",
+        "  [red]StreamDeadLetterRate[/] (warning): 2.4% of records dead-lettered"]

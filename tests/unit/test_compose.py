@@ -47,7 +47,7 @@ def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
 
 @pytest.mark.security
 def test_services_restart_and_run_unprivileged_from_a_runtime_image() -> None:
-    one_shot = {"secrets", "init"}
+    one_shot = {"secrets", "init", "seed"}
     for name, svc in COMPOSE["services"].items():
         assert (svc.get("restart") == "unless-stopped") != (name in one_shot), name
     docker = (REPO_ROOT / "Dockerfile").read_text()
@@ -106,7 +106,7 @@ def test_kafka_is_the_local_sasl_broker_with_a_user_per_service(tmp_path: Path,
     # a password per service user, on the shared secrets volume; the admin's on its own
     assert {p.stem for p in (tmp_path / "data" / "secrets" / "kafka").iterdir()} == set(kafka.policy())
     assert (tmp_path / "admin" / "admin.password").exists()
-    for name, user in KAFKA_USERS.items():
+    for name, user in {**KAFKA_USERS, "seed": "seeder"}.items():
         assert _compose_env(name)["STACK_KAFKA_USER"] == user, name
         assert _compose_env(name)["STACK_KAFKA_SASL"] == "true"
     # MLflow asks for a user; only the trainers are its admin
@@ -140,3 +140,37 @@ def test_app_services_build_the_one_dockerfile() -> None:
     built = [n for n, s in COMPOSE["services"].items() if "build" in s]
     assert built and all(COMPOSE["services"][n]["build"] == "." for n in built)
     assert (REPO_ROOT / "Dockerfile").exists()
+
+
+def test_compose_seeds_a_history_like_make_up() -> None:
+    """The seed job runs what `make up` runs between the stream worker and the rest (stack/seed.py)
+    once the worker has started, and every service that would see the seeded past out of order
+    (the live generators) or react to it (scorer, learner, monitor) starts only after it."""
+    svc = COMPOSE["services"]
+    seed = svc["seed"]
+    assert seed["command"] == ["python", "-m", "stack.seed"]
+    assert seed["depends_on"] == {"init": {"condition": "service_completed_successfully"},
+                                  "stream-worker": {"condition": "service_started"}}
+    assert seed["environment"]["STACK_SEED_HISTORY"] == "${STACK_SEED_HISTORY:-2d}"
+    assert StackSettings().seed_history == "2d"
+    assert "feast-data:/data" in seed["volumes"]  # seed.json: done once per stack
+    after = {n for n, s in svc.items() if isinstance(s.get("depends_on"), dict) and s["depends_on"].get("seed") == {
+        "condition": "service_completed_successfully"}}
+    assert after == {"generator", "generator-clicks", "stream-scorer", "online-learner", "drift-monitor"}
+    for name in after:  # what the x-app anchor gave them is kept
+        assert svc[name]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    # the generators' world and rate are the seed's (settings defaults = the compose command)
+    gen = svc["generator"]["command"]
+    settings = StackSettings()
+    assert float(gen[gen.index("--rate") + 1]) == settings.generator_rate
+    assert int(gen[gen.index("--users") + 1]) == settings.generator_users
+    import argparse
+
+    from stack.seed import WORLD_SEED
+    from streaming.generators import cli as generators
+
+    parser = argparse.ArgumentParser()
+    generators.add_arguments(parser)
+    for name in ("generator", "generator-clicks"):
+        args = parser.parse_args(svc[name]["command"][4:])
+        assert args.world_seed == WORLD_SEED, name
