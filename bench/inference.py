@@ -136,9 +136,17 @@ def run(console: Any) -> list[dict[str, Any]]:
         loadgen = _loadgen(settings.cache_dir)
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings),
                "INFERENCE_SCORES_TOPIC": f"bench-scores-{uuid.uuid4().hex[:6]}", "INFERENCE_ADMIN_TOKEN": BENCH_KEY}
+        # the API publishes every score: its topic must exist (the broker does not auto-create topics;
+        # a missing one was dropped records and a slower producer in earlier runs)
+        from stack.topics import ensure_topics
+
+        ensure_topics(settings.kafka_bootstrap, [env["INFERENCE_SCORES_TOPIC"], "propensity-scores"], partitions=1)
         table: dict[str, list[dict[str, Any]]] = {}
-        for mode in ("onnx", "native", "onnx_2_workers"):
+        for mode in ("onnx", "onnx_route", "native", "onnx_2_workers"):
             port = health.free_port()
+            # onnx_route: the same service with POST /v1/score answered by the FastAPI route
+            # (INFERENCE_FAST_PATH=false), the path before inference/fastpath.py
+            env["INFERENCE_FAST_PATH"] = "false" if mode == "onnx_route" else "true"
             server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log",
                             workers=2 if mode == "onnx_2_workers" else 1)
             try:
@@ -168,7 +176,17 @@ def run(console: Any) -> list[dict[str, Any]]:
     params = {"rates": rates, "seconds_per_rate": seconds, "table": table, "workers": 1,
               "goals": "p99 <= 5 ms at 1000 req/s; >= 3000 req/s sustained by one instance"}
     two = table["onnx_2_workers"]
+    route = table["onnx_route"]
     return [
+        write_result("inference_fast_path", "highest achieved req/s over the offered rates, POST /v1/score "
+                     "through inference/fastpath.py", max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,
+                     "the FastAPI route (INFERENCE_FAST_PATH=false), same run",
+                     max(r["achieved_rps"] for r in route),
+                     {"rates": rates, "seconds_per_rate": seconds,
+                      "fast": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                               for r in table["onnx"]},
+                      "route": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                                for r in route}}),
         write_result("inference_max_rate_2_workers", "highest tested rate with p99 <= 10 ms and no errors",
                      best(two), "req/s", True, "one worker, same run", best(table["onnx"]),
                      {"rates": rates, "seconds_per_rate": seconds,

@@ -23,6 +23,7 @@ from core.prom import single_process
 from core.settings import StackSettings
 from inference import auth, propensity, scoring
 from inference.auth import ApiKey
+from inference.fastpath import ScoreFastPath
 from inference.model import ModelHolder
 from inference.schemas import (
     BatchResponse,
@@ -215,8 +216,6 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     app.state.holder, app.state.metrics, app.state.settings = holder, metrics, cfg
     app.state.propensity_holder = prop_holder
 
-    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
-
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_r: Request, exc: ServiceUnavailable) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=503)
@@ -376,7 +375,32 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
                 "propensity_model_version": prop_holder.current.version if prop_holder.current else None,
                 "propensity_message": prop_holder.last_error}
 
-    return app
+    inner: Any = app
+    if cfg.fast_path:
+        async def fast_score(txn: Transaction, caller: ApiKey) -> bytes:
+            return orjson.dumps(await observed("score", lambda: state["scorer"].score(
+                [txn], source=f"api:{caller.name}")[0]), option=orjson.OPT_SERIALIZE_NUMPY)
+
+        app.state.fast_path = {}
+        inner = ScoreFastPath(app, path="/v1/score", model=Transaction, keyring=keyring, scope_name="score",
+                              score=fast_score, counts=app.state.fast_path)
+    # the body limit outermost, for every route; the fast path in front of FastAPI's own
+    # middleware stack (errors, telemetry), which it does not need
+    return Served(app, BodyLimit(inner, limit=cfg.max_body_bytes))  # type: ignore[return-value]
+
+
+class Served:
+    """The ASGI app uvicorn serves: ``asgi`` (the body limit, the fast path, then FastAPI),
+    and otherwise the FastAPI app itself (``.state``, ``.openapi()``, ``.router``)."""
+
+    def __init__(self, app: FastAPI, asgi: Any) -> None:
+        self.fastapi, self.asgi = app, asgi
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.asgi(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fastapi, name)
 
 
 def factory() -> FastAPI:

@@ -2,8 +2,10 @@
 
 Two guarantees, chosen by the caller:
 
-- best effort (the API): never blocks a request; the Kafka client's bounded queue, and a full
-  queue or a failed delivery drops the record and counts it (``inference_scores_dropped_total``);
+- best effort (the API): never blocks or fails a request; the Kafka client's bounded queue, and
+  a full queue, a record the client refuses at once (e.g. the topic does not exist) or a failed
+  delivery drops the record and counts it (``inference_scores_dropped_total`` by reason:
+  ``queue_full``, ``produce_failed``, ``delivery_failed``);
 - at-least-once (the stream scorer, ``reliable=True``): ``acks=all`` with idempotence, a full
   queue waits instead of dropping, and :meth:`barrier` tells whether everything handed over
   since the last barrier was acknowledged, so the scorer commits its input offsets only then.
@@ -16,7 +18,7 @@ import threading
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from core import kafka
 
@@ -27,6 +29,7 @@ class ScorePublisher:
     def __init__(self, conn: kafka.Kafka, topic: str, queue: int, on_drop: Any, reliable: bool = False) -> None:
         self.topic, self.on_drop, self.reliable = topic, on_drop, reliable
         self.failed = 0  # deliveries failed since the last barrier (reliable mode)
+        self._warned = 0
         extra = ({"acks": "all", "enable.idempotence": True, "message.timeout.ms": 60_000} if reliable else
                  {"acks": "1", "message.timeout.ms": 30_000})
         self.producer = Producer(kafka.client_config(conn, {
@@ -52,6 +55,14 @@ class ScorePublisher:
                     self.on_drop("queue_full")
                     return
                 self.producer.poll(0.1)  # backpressure: wait for room, never drop
+            except KafkaException as exc:
+                if self.reliable:  # the scorer stops before committing: its input is replayed
+                    raise
+                if self._warned < 3:
+                    self._warned += 1
+                    log.warning("scores producer refused a record for %s (dropped, counted): %s", self.topic, exc)
+                self.on_drop("produce_failed")
+                return
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:

@@ -46,6 +46,9 @@ class InferenceSettings(BaseSettings):
     #: and other requests keep answering meanwhile
     request_timeout_s: float = Field(1.0, gt=0, le=60)
     io_threads: int = Field(8, ge=1, le=256)
+    #: POST /v1/score answered by inference/fastpath.py (same checks, without FastAPI's
+    #: per-request machinery); false: by the FastAPI route, as before (the benchmark's baseline)
+    fast_path: bool = True
     reasons: int = Field(3, ge=0, le=10)
     #: a request whose event_time differs from the server's time by more than this is flagged
     #: (response, inference_event_time_skew_total); it never chooses the read time

@@ -785,3 +785,63 @@ def test_promotion_is_a_compare_and_set(served: tuple) -> None:
     record = registry.signed_champion(name, registry.Verifier.of(settings))
     assert record is not None and record["version"] == other and record["previous"] == current
     registry.promote(settings, name, current, "restore", expected=other)
+
+
+def test_the_fast_path_answers_exactly_like_the_route(served: tuple) -> None:
+    """POST /v1/score is answered by inference/fastpath.py; the FastAPI route (INFERENCE_FAST_PATH
+    off) gives the same answers: the same score for the same request, and word for word the same
+    refusals (bad input, bad JSON, NaN, other content types, missing or wrong keys)."""
+    client, settings, name, topic = served
+    assert client.app.state.fast_path == {"answered": client.app.state.fast_path["answered"],
+                                          "to_route": client.app.state.fast_path["to_route"]}
+    cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic,
+                            propensity_model_name=_propensity(name), publish_scores=False, fast_path=False)
+    body = _body(_offline(settings, 1).to_dict("records")[0])
+    raw = orjson.dumps(body)
+    cases: list[tuple[dict[str, Any], bytes | None]] = [
+        ({}, raw),
+        ({"content-type": "application/json; charset=utf-8"}, raw),
+        ({}, orjson.dumps({**body, "surprise": 1})),
+        ({}, orjson.dumps({**body, "amount": -5})),
+        ({}, orjson.dumps({**body, "currency": "XXX"})),
+        ({}, orjson.dumps({k: v for k, v in body.items() if k != "card_id"})),
+        ({}, raw.replace(f'"amount":{body["amount"]}'.encode(), b'"amount":NaN')),
+        ({}, b"{not json"),
+        ({}, b""),
+        ({}, b"[1, 2]"),
+        ({"content-type": "text/plain"}, raw),
+        ({"content-type": "application/merge-patch+json"}, raw),
+        ({"Authorization": ""}, raw),
+        ({"Authorization": "Basic abc"}, raw),
+        ({"Authorization": "Bearer wrong-key-0123456789"}, raw),
+    ]
+    with TestClient(create_app(settings, cfg), headers=AUTH) as route:
+        assert not hasattr(route.app.state, "fast_path")
+        before = dict(client.app.state.fast_path)
+        for headers, content in cases:
+            headers = {"content-type": "application/json", **headers}
+            fast, slow = (c.post("/v1/score", content=content, headers=headers) for c in (client, route))
+            assert fast.status_code == slow.status_code, (headers, content, fast.text, slow.text)
+            assert fast.headers.get("content-type") == slow.headers.get("content-type")
+            assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")
+            if fast.status_code != 200:
+                assert fast.json() == slow.json(), (headers, content)
+                continue
+            a, b = fast.json(), slow.json()
+            assert set(a) == set(b)
+            for volatile in ("latency_ms", "scored_at", "feature_age_ms", "features_stale", "event_time_skew_ms"):
+                a.pop(volatile), b.pop(volatile)
+            # scored at the server's time: only time-since features may move between the two calls
+            assert abs(a.pop("fraud_probability") - b.pop("fraud_probability")) < 0.05
+            assert [r["name"] for r in a.pop("reasons")] == [r["name"] for r in b.pop("reasons")]
+            assert a == b
+        after = dict(client.app.state.fast_path)
+        # one difference, on purpose: the fast path checks the key before it reads the body
+        # (the route parses the JSON first and answers 422 to anyone)
+        junk = {"content-type": "application/json", "Authorization": "Bearer wrong-key-0123456789"}
+        assert client.post("/v1/score", content=b"{not json", headers=junk).status_code == 403
+        assert route.post("/v1/score", content=b"{not json", headers=junk).status_code == 422
+    # the two good requests were answered by the fast path, the ten refusals of input by the
+    # route (the key refusals by the fast path itself, with the route's words)
+    assert after["answered"] - before["answered"] == 2
+    assert after["to_route"] - before["to_route"] == 10

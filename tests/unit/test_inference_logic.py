@@ -140,3 +140,26 @@ def test_the_one_pass_view_equals_two_window_passes() -> None:
                 assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-9), (k, got[k], v)
 
     check()
+
+
+def test_a_record_the_kafka_client_refuses_is_dropped_and_counted_not_a_failed_request() -> None:
+    """Best effort (the API): a record librdkafka refuses at once (here: over message.max.bytes;
+    live: a topic that does not exist) is dropped and counted, never a 500; at-least-once (the
+    stream scorer) raises instead, so that it does not commit."""
+    from confluent_kafka import KafkaException
+
+    from inference.publisher import ScorePublisher
+
+    drops: list[str] = []
+    huge = {"blob": "x" * 2_000_000}
+    best = ScorePublisher("127.0.0.1:1", "scores", 100, drops.append)
+    reliable = ScorePublisher("127.0.0.1:1", "scores", 100, drops.append, reliable=True)
+    try:
+        best.publish("card-1", huge)
+        assert drops == ["produce_failed"]
+        with pytest.raises(KafkaException):
+            reliable.publish("card-1", huge)
+        assert drops == ["produce_failed"]
+    finally:
+        for p in (best, reliable):
+            p.close(timeout_s=0.1)
