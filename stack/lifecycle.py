@@ -120,12 +120,16 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
     initialise(settings, say, kafka="kafka" in names, redis="redis" in names, mlflow="mlflow" in names)
     if apps:
         # the stream worker first: a stack with no history gets its simulated past before the
-        # live generators (and the consumers of scores and feedback) start (stack/seed.py)
-        first = [s for s in apps if s.name == "stream-worker"]
-        if first and "kafka" in names:
+        # live generators (and the consumers of scores and feedback) start (stack/seed.py); the
+        # API and the Feast UI consume nothing, so they start with it (the API down for the
+        # seed's minutes would raise ApiDown on every first run)
+        first = [s for s in apps if s.name in ("stream-worker", "inference-api", "feast-ui")]
+        if any(s.name == "stream-worker" for s in first) and "kafka" in names:
             _ensure_started(settings, sup, first, set(), say)
             wait_healthy(settings, first, sup, say)
             seed.ensure_history(seed.as_seeder(settings), say)
+        else:
+            first = []  # nothing to seed: everything starts together below
         rest = [s for s in apps if s not in first]
         _ensure_started(settings, sup, rest, set(), say)
         wait_healthy(settings, rest, sup, say)

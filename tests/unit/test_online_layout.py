@@ -13,6 +13,7 @@ from feast.utils import make_tzaware
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.connection import PythonRespSerializer
 
 from streaming.sinks import RedisLayout
 
@@ -44,8 +45,6 @@ def test_other_serialization_versions_are_refused() -> None:
        ttl=st.sampled_from([None, 0, 691_200]))
 def test_commands_are_redis_wire_protocol(entity_id: str, blob: bytes, last_ms: int, ttl: int | None) -> None:
     """The sink sends the commands as one buffer: the bytes redis-py itself would send."""
-    from redis.connection import PythonRespSerializer
-
     layout = RedisLayout("p", "card_window_state", "card_id")
     pack = PythonRespSerializer(6000, lambda v: v.encode() if isinstance(v, str) else v).pack
     key = layout.key(entity_id)
