@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs clean test test-unit test-integration test-security test-faults bench lint
+.PHONY: help install up down status logs clean test test-unit test-cli test-integration test-security test-faults bench lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -33,11 +33,14 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi; exit $$rc
 endef
 
-test: install ## every test, fast layers first (unit, integration, e2e); starts its own Kafka/Redis/MLflow on free ports
-	$(call run_pytest,tests/unit tests/integration tests/e2e $(PYTEST_ARGS))
+test: install ## every test, fast layers first (unit, cli, integration, e2e); starts its own Kafka/Redis/MLflow on free ports
+	$(call run_pytest,tests/unit tests/cli tests/integration tests/e2e $(PYTEST_ARGS))
 
-test-unit: install ## unit tests only (no services)
+test-unit: install ## unit tests only: pure logic in process, no services (about a minute)
 	$(call run_pytest,tests/unit $(PYTEST_ARGS))
+
+test-cli: install ## the CLIs run as processes on files: exit codes, reports, one-line errors (no services)
+	$(call run_pytest,tests/cli $(PYTEST_ARGS))
 
 test-integration: install ## integration and e2e tests against real services
 	$(call run_pytest,tests/integration tests/e2e $(PYTEST_ARGS))

@@ -1,18 +1,17 @@
-"""Drift statistics and the drift_check CLI on files (no services)."""
+"""Drift statistics, the monitor's decisions and reports, in process (no services; the
+drift_check CLI run as a process is tested in tests/cli/test_drift_cli.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core.settings import REPO_ROOT
 from drift import stats
+from tests.support.drift_data import feed, scored
 
 RNG = np.random.default_rng(7)
 
@@ -190,83 +189,6 @@ def test_thirty_unchanged_features_at_a_million_rows_stay_quiet() -> None:
     assert max(r.effect for r in rows) < 0.01
 
 
-def _frames(tmp: Path, shift: float) -> tuple[Path, Path]:
-    n = 3000
-    ref = pd.DataFrame({"amount": RNG.lognormal(3, 1, n), "txn_count_5m": RNG.poisson(1, n),
-                        "is_weekend": (RNG.random(n) < 0.3).astype(int), "score": RNG.beta(1, 30, n),
-                        "event_id": [f"e{i}" for i in range(n)]})
-    cur = ref.copy()
-    cur["amount"] = RNG.lognormal(3 + shift, 1, n)
-    cur["score"] = RNG.beta(1 + 10 * shift, 30, n)
-    ref.to_parquet(tmp / "ref.parquet")
-    cur.to_csv(tmp / "cur.csv", index=False)
-    return tmp / "ref.parquet", tmp / "cur.csv"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "drift_check.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
-
-
-def test_cli_exit_codes_json_and_html(tmp_path: Path) -> None:
-    ref, cur = _frames(tmp_path, 0.0)
-    same = _cli("--reference", str(ref), "--current", str(cur), "--json", str(tmp_path / "a.json"))
-    assert same.returncode == 0, same.stderr
-    ref, cur = _frames(tmp_path, 1.0)
-    out = _cli("--reference", str(ref), "--current", str(cur), "--json", str(tmp_path / "b.json"),
-               "--html", str(tmp_path / "b.html"), "--significance-level", "0.01", "--max-samples", "2000")
-    assert out.returncode == 3, out.stdout + out.stderr
-    result = json.loads((tmp_path / "b.json").read_text())
-    by = {f["feature"]: f for f in result["features"]}
-    assert by["amount"]["effective"] == "high" and by["is_weekend"]["test"] == "chi2"
-    assert by["amount"]["effect_measure"] == "wasserstein" and by["amount"]["material"]
-    assert by["is_weekend"]["effect_measure"] == "jensen_shannon" and not by["is_weekend"]["material"]
-    assert result["thresholds"] == {"wasserstein": 0.1, "jensen_shannon": 0.1}
-    assert result["prediction"]["psi_band"] == "critical" and result["status"] == "high"
-    assert result["reference"]["rows"] == 2000
-    page = (tmp_path / "b.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "amount" in page and "<th>effect</th>" in page
-    assert "amount" in out.stdout and "overall" in out.stdout and "material" in out.stdout
-
-
-def test_cli_a_shift_psi_calls_healthy_fails_the_gate_unless_the_threshold_says_otherwise(tmp_path: Path) -> None:
-    """Amounts 30 % higher at 3,000 rows: PSI healthy, the effect size material, exit 3; with
-    --wasserstein-threshold above its effect it is capped at low again, exit 0."""
-    ref = pd.DataFrame({"amount": RNG.lognormal(3, 1, 3000)})
-    cur = pd.DataFrame({"amount": 1.3 * RNG.lognormal(3, 1, 3000)})
-    ref.to_parquet(tmp_path / "ref.parquet")
-    cur.to_parquet(tmp_path / "cur.parquet")
-    files = ["--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet")]
-    out = _cli(*files, "--json", str(tmp_path / "a.json"))
-    row = json.loads((tmp_path / "a.json").read_text())["features"][0]
-    assert row["psi_band"] == "healthy" and row["material"] and row["effect"] > 0.15, row
-    assert out.returncode == 3, out.stdout + out.stderr
-    assert _cli(*files, "--wasserstein-threshold", "0.5").returncode == 0
-
-
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--reference", "nope.parquet", "--current", "nope.csv"], "file not found"),
-    (["--features", "nonexistent"], "mismatched columns"),
-    (["--significance-level", "2"], "significance-level"),
-    (["--wasserstein-threshold", "0"], "wasserstein-threshold"),
-    (["--js-threshold", "-1"], "js-threshold"),
-])
-def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path, args: list[str], needle: str) -> None:
-    ref, cur = _frames(tmp_path, 0.0)
-    base = [] if "--reference" in args else ["--reference", str(ref), "--current", str(cur)]
-    out = _cli(*base, *args)
-    assert out.returncode == 1
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], out.stderr
-
-
-def test_cli_empty_current_window_is_an_error(tmp_path: Path) -> None:
-    ref, _ = _frames(tmp_path, 0.0)
-    pd.DataFrame({"amount": []}).to_parquet(tmp_path / "empty.parquet")
-    out = _cli("--reference", str(ref), "--current", str(tmp_path / "empty.parquet"))
-    assert out.returncode == 1 and "empty" in out.stderr
-
-
 def _ev(**kw) -> object:
     from drift.monitor import Evidence
 
@@ -316,25 +238,11 @@ def test_online_learner_validates_before_it_learns_and_reports_per_scenario() ->
     assert join.evicted == 1 and join.add_feedback("s0", False, "legit") is None
 
 
-def _scored(n: int, fraud: int, caught: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    is_fraud = np.zeros(n, bool)
-    is_fraud[rng.choice(n, fraud, replace=False)] = True
-    flagged = np.zeros(n, bool)
-    flagged[np.flatnonzero(is_fraud)[:caught]] = True
-    score = np.where(flagged, 0.9, np.where(is_fraud, 0.3, rng.random(n) * 0.4))
-    scores = pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "score": score,
-                           "decision": np.where(flagged, "decline", "approve"), "scored_at": np.arange(n) * 1000})
-    truth = pd.DataFrame({"event_id": scores["event_id"], "is_fraud": is_fraud,
-                          "scenario": np.where(is_fraud, "card_testing", "legit")})
-    return scores, truth
-
-
 def test_performance_drift_judges_recall_against_the_champion() -> None:
     from drift.performance import performance
 
     champion = {"auc": 0.97, "recall": 0.8, "fraud_rate": 0.02, "scenarios": ["card_testing"], "source": "t"}
-    scores, truth = _scored(5000, 100, 40)
+    scores, truth = scored(5000, 100, 40)
     perf = performance(scores, truth.iloc[:4000], champion)  # feedback for 4000 of 5000 so far
     assert perf["rows_labelled"] == 4000 and perf["fraud"] == int(truth.iloc[:4000]["is_fraud"].sum())
     assert perf["recall"] == pytest.approx(scores.iloc[:4000]["decision"].eq("decline").sum() / perf["fraud"])
@@ -342,28 +250,12 @@ def test_performance_drift_judges_recall_against_the_champion() -> None:
     assert lo < perf["recall"] < hi and perf["recall_drop"] > 0.2
     assert perf["severity"] in ("medium", "high") and len(perf["windows"]) == 4
     assert sum(w["rows"] for w in perf["windows"]) == 4000
-    same = performance(*_scored(5000, 100, 80), champion)
+    same = performance(*scored(5000, 100, 80), champion)
     assert same["severity"] == "none" and abs(same["recall_drop"]) < 0.05
-    few = performance(*_scored(5000, 8, 1), champion)
+    few = performance(*scored(5000, 8, 1), champion)
     assert few["severity"] == "none" and "fraud labels" in few["note"] and "recall_drop" not in few
     none = performance(scores, None, champion)
     assert none["rows_labelled"] == 0 and none["severity"] == "none"
-
-
-def test_cli_reports_performance_from_a_labelled_current_file(tmp_path: Path) -> None:
-    ref, _ = _frames(tmp_path, 0.0)
-    scores, truth = _scored(3000, 60, 30)
-    cur = pd.read_parquet(ref).drop(columns=["event_id"]).assign(**{c: scores[c] for c in ("event_id", "score")},
-                                                                  is_fraud=truth["is_fraud"])
-    cur.to_parquet(tmp_path / "labelled.parquet")
-    out = _cli("--reference", str(ref), "--current", str(tmp_path / "labelled.parquet"), "--threshold", "0.5",
-               "--json", str(tmp_path / "p.json"), "--html", str(tmp_path / "p.html"))
-    assert out.returncode in (0, 3), out.stderr
-    perf = json.loads((tmp_path / "p.json").read_text())["performance"]
-    assert perf["rows_labelled"] == 3000 and perf["recall"] == pytest.approx(0.5)
-    assert "no champion" in perf["note"]  # a file reference has no champion metrics to compare with
-    assert "performance on fraud feedback" in out.stdout
-    assert "Performance on fraud feedback" in (tmp_path / "p.html").read_text()
 
 
 def test_refused_or_failed_retrains_in_a_row_back_off_the_cooldown_per_model() -> None:
@@ -456,18 +348,10 @@ def test_purchase_labels_are_the_training_labels_of_matured_scores() -> None:
 
 # -- data quality, multivariate and segment drift --------------------------------------------
 
-def _feed(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    online = (rng.random(n) < 0.3).astype(int)
-    return pd.DataFrame({"amount": rng.lognormal(3, 1, n), "txn_count_5m": rng.poisson(1, n).astype(float),
-                         "velocity_score": rng.random(n), "channel_online": online,
-                         "channel_atm": ((rng.random(n) < 0.2) & (online == 0)).astype(int),
-                         "mcc_high_risk": (rng.random(n) < 0.1).astype(int), "hour_of_day": rng.integers(0, 24, n)})
-
-
 def test_data_quality_finds_each_kind_of_broken_feed_and_nothing_in_a_healthy_one() -> None:
     from drift import quality
 
-    ref, cur = _feed(5000, RNG), _feed(5000, RNG)
+    ref, cur = feed(5000, RNG), feed(5000, RNG)
     cols = list(ref.columns)
     assert [i for i in quality.check(ref, cur, cols) if i.severity != "low"] == []
     broken = cur.copy()
@@ -496,9 +380,9 @@ def test_data_quality_does_not_judge_what_chance_explains_in_a_small_sample() ->
     what an unchanged feed shows; 3 rows of an impossible hour are not."""
     from drift import quality
 
-    ref = _feed(800, RNG)
+    ref = feed(800, RNG)
     ref["txn_count_1m"] = (RNG.random(800) < 0.1).astype(float)
-    cur = _feed(40, RNG).assign(txn_count_1m=0.0)
+    cur = feed(40, RNG).assign(txn_count_1m=0.0)
     cur.loc[0, "amount"] = ref["amount"].max() * 2
     cur.loc[1, "velocity_score"] = np.nan
     cols = list(ref.columns)
@@ -538,44 +422,6 @@ def test_the_domain_classifier_stays_quiet_on_the_same_population() -> None:
         cur = {c: RNG.normal(size=1500) for c in cols}
         alarms += domain_classifier(cols, ref, cur, seed=seed).severity != "none"
     assert alarms == 0
-
-
-def test_cli_reports_quality_multivariate_and_segments(tmp_path: Path) -> None:
-    rng = np.random.default_rng(11)
-    ref, cur = _feed(3000, rng), _feed(3000, rng)
-    online = cur["channel_online"] == 1
-    cur.loc[online, "amount"] = cur.loc[online, "amount"] * 2  # the online segment's amounts double
-    ref.to_parquet(tmp_path / "ref.parquet")
-    cur.to_parquet(tmp_path / "cur.parquet")
-    files = ["--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"), "--all-hours"]
-    out = _cli(*files, "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"))
-    assert out.returncode == 3, out.stdout + out.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
-    seg = {s["segment"]: s for s in result["segments"]}
-    assert seg["channel=online"]["status"] in ("medium", "high") and seg["channel=online"]["drifted"] == ["amount"]
-    assert seg["channel=pos"]["status"] in ("none", "low") and seg["channel=atm"]["drifted"] == []
-    assert result["multivariate"]["auc"] > 0.5 and "amount" in result["multivariate"]["top_features"]
-    assert result["quality"]["status"] in ("none", "low")
-    flat = " ".join(out.stdout.split())
-    assert "multivariate (domain classifier)" in flat and "segment channel=online" in flat
-    assert "data quality" in (tmp_path / "r.html").read_text()
-    skipped = _cli(*files, "--no-multivariate", "--json", str(tmp_path / "s.json"))
-    assert skipped.returncode == 3
-    assert json.loads((tmp_path / "s.json").read_text())["multivariate"] is None
-
-
-def test_cli_a_broken_feed_fails_the_check_and_says_so(tmp_path: Path) -> None:
-    rng = np.random.default_rng(12)
-    ref, cur = _feed(3000, rng), _feed(3000, rng)
-    cur.loc[:600, "txn_count_5m"] = np.nan
-    ref.to_parquet(tmp_path / "ref.parquet")
-    cur.to_parquet(tmp_path / "cur.parquet")
-    out = _cli("--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"),
-               "--all-hours", "--json", str(tmp_path / "r.json"))
-    assert out.returncode == 3, out.stdout + out.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert result["quality"]["status"] == "high" and result["quality"]["feed_broken"]
-    assert result["actions"][0].startswith("data quality: fix the feed")
 
 
 def test_monitor_multivariate_drift_triggers_and_a_broken_feed_does_not() -> None:
