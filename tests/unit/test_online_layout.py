@@ -66,3 +66,31 @@ def test_the_spelled_out_protobufs_are_the_librarys(n: int, blob: bytes) -> None
         want = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
         got = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
         assert got == want
+
+
+class _Chunks:
+    """A socket that hands out the given chunks, then end of stream."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._sock, self.chunks = self, list(chunks)
+
+    def recv(self, _size: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+def test_one_line_replies_are_counted_across_chunks_and_errors_raised() -> None:
+    import redis
+
+    from streaming.sinks import _read_line_replies
+
+    _read_line_replies(_Chunks(b":1\r\n:0", b"\r", b"\n:1\r\n"), 3)  # a line end split between chunks
+    with pytest.raises(redis.ResponseError, match="^WRONGTYPE Operation"):
+        _read_line_replies(_Chunks(b":1\r\n-WRONGTYPE Operation against a key\r\n:1\r\n"), 3)
+    with pytest.raises(redis.ResponseError, match="^OOM"):
+        _read_line_replies(_Chunks(b"-OOM command not allowed\r\n"), 1)
+    with pytest.raises(redis.ConnectionError, match="closed the connection"):
+        _read_line_replies(_Chunks(b":1\r\n"), 2)
+    with pytest.raises(redis.ConnectionError, match="expected 1 one-line replies"):
+        _read_line_replies(_Chunks(b":1\r\n:1\r\n"), 1)
+    with pytest.raises(redis.ConnectionError, match="unexpected reply"):
+        _read_line_replies(_Chunks(b"$1\r\n"), 1)
