@@ -20,6 +20,7 @@ BENCHMARKS = {
     "hotkey": "bench.hotkey",
     "soak": "bench.soak",
     "estimate": "bench.estimate",
+    "scale": "bench.scale",
 }
 
 

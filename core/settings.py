@@ -99,6 +99,9 @@ class StackSettings(BaseSettings):
     #: 0: none), at the live generator's rate and users and in its world, so that a model can
     #: be trained at once and drift compares like with like (stack/seed.py)
     seed_history: str = "2d"
+    #: where batch work (backfill) runs: in-process, local:N (a local Dask cluster of N worker
+    #: processes) or tcp://host:port (a Dask scheduler); the commands' --cluster overrides it
+    cluster: str = "in-process"
     data_dir: Path = REPO_ROOT / ".data"
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"
@@ -108,6 +111,13 @@ class StackSettings(BaseSettings):
     #: the public half.
     model_signing_key_file: Path | None = None
     model_verify_key_file: Path | None = None
+
+    @field_validator("cluster")
+    @classmethod
+    def _a_cluster(cls, value: str) -> str:
+        from core.cluster import parse
+
+        return str(parse(value))
 
     @field_validator("seed_history")
     @classmethod

@@ -20,6 +20,7 @@ CASES = [
     (["-m", "streaming", "generate", "--count", "10"], "not reachable"),
     (["-m", "streaming", "backfill", "--parquet", "{missing}"], "no such file"),
     (["-m", "streaming", "backfill", "--parquet", "{bad}"], "cannot read"),
+    (["-m", "streaming", "backfill", "--parquet", "{bad}", "--cluster", "local:many"], "in-process, local:N"),
     (["-m", "streaming", "features", "card", "c1", "--at", "yesterday-ish"], "at"),
     (["-m", "streaming", "generate", "--rate", "-5"], "rate"),
     (["-m", "streaming", "generate", "--history", "2d", "--rate", "5"], "--history simulates the past"),
@@ -53,7 +54,8 @@ def test_bad_input_is_one_error_line_without_traceback(args: list[str], needle: 
 
 
 @pytest.mark.parametrize(("var", "value", "needle"), [("STACK_SEED_HISTORY", "soon", "not a duration"),
-                                                      ("STACK_KAFKA_PORT", "abc", "valid integer")])
+                                                      ("STACK_KAFKA_PORT", "abc", "valid integer"),
+                                                      ("STACK_CLUSTER", "everywhere", "tcp://host:port")])
 def test_a_bad_stack_setting_is_one_error_line(var: str, value: str, needle: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
     env.update({"PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(tmp_path / "data"), var: value})

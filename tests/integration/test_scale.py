@@ -1,0 +1,121 @@
+"""Batch work past one process (issue 18): the backfill gives the same rows in-process, on a
+local Dask cluster and on a Dask scheduler started here (real ``dask scheduler`` and
+``dask worker`` processes), from Kafka and from the parquet log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import cluster
+from core.settings import REPO_ROOT
+from stack import health
+from stack.topics import ensure_topics
+from streaming import backfill
+from streaming.entities import CARD
+from streaming.processor import ProcessorConfig
+from streaming.sinks import OfflineLog, latest_feature_rows, read_dataset
+from tests.support.stream import LATENESS_MS, Expected, generate, produce
+
+CFG = ProcessorConfig(LATENESS_MS)
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A Dask scheduler and one worker process, as a deployment runs them."""
+    port = health.free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard",
+                                   "--memory-limit", "2GiB"], env=env, cwd=REPO_ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _rows(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events, latest feature rows) of an offline root, ordered, without revision numbers."""
+    events = read_dataset(root, CARD.event_dataset)
+    events = events.drop(columns=["event_timestamp"]).sort_values("event_id").reset_index(drop=True)
+    rows = latest_feature_rows(read_dataset(root, CARD.feature_dataset))
+    cols = [c for c in rows.columns if c not in ("revision", "event_timestamp")]
+    return events, rows[cols].sort_values(["card_id", "event_key"]).reset_index(drop=True)
+
+
+def _same(a: Path, b: Path) -> None:
+    for x, y in zip(_rows(a), _rows(b), strict=True):
+        assert len(x) > 0
+        pd.testing.assert_frame_equal(x, y)
+
+
+def test_backfill_is_the_same_in_process_on_a_local_cluster_and_on_a_scheduler(
+        kafka_bootstrap: str, scheduler: str, tmp_path: Path) -> None:
+    topic = f"bf-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=3)
+    records = generate(4000, seed=11, late_rate=0.03, max_delay_ms=120_000, bad_rate=0.003, fraud_rate=0.01)
+    exp = Expected.of(records)
+    assert exp.too_late > 0 and exp.bad > 0
+    produce(kafka_bootstrap, topic, records)
+
+    # today's single-process path: one iterator over every partition
+    events, total = backfill.from_topic(kafka_bootstrap, topic, timestamps=True)
+    single = backfill.run(events, total, OfflineLog(tmp_path / "single"), CFG, progress=False)
+    assert single["invalid"] == exp.bad and single["too_late"] == exp.too_late
+
+    counts = {}
+    for where in ("in-process", "local:2", scheduler):
+        out = tmp_path / where.replace("/", "_").replace(":", "_")
+        tasks = backfill.plan("transactions", out, CFG, conn=kafka_bootstrap, topic=topic)
+        assert sorted(t.partition for t in tasks) == [0, 1, 2]  # a task per partition
+        with cluster.connect(where) as place:
+            assert (place.client is None) == (where == "in-process")
+            counts[where] = backfill.run_tasks(place, tasks)
+        assert counts[where] == single, where
+        _same(tmp_path / "single", out)
+        # each task wrote its own files
+        writers = {f.name.split("-")[3] for f in (out / CARD.feature_dataset).rglob("*.parquet")}
+        assert writers == {"p0", "p1", "p2"}
+
+    # from the parquet log, split into buckets of cards: the same rows as one task
+    raw = tmp_path / "single" / CARD.event_dataset
+    one = backfill.plan("transactions", tmp_path / "pq-one", CFG, parquet=raw)
+    three = backfill.plan("transactions", tmp_path / "pq-three", CFG, parquet=raw, buckets=3)
+    assert len(one) == 1 and [t.bucket for t in three] == [(0, 3), (1, 3), (2, 3)]
+    with cluster.connect("in-process") as place:
+        whole = backfill.run_tasks(place, one)
+    with cluster.connect(scheduler) as place:
+        split = backfill.run_tasks(place, three)
+    assert whole == split and whole["too_late"] == 0  # (event-time order: nothing late)
+    _same(tmp_path / "pq-one", tmp_path / "pq-three")
+
+
+def test_the_backfill_cli_runs_on_a_local_cluster(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"bf-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=3)
+    records = generate(600, seed=19)
+    produce(kafka_bootstrap, topic, records)
+    host, _, port = kafka_bootstrap.rpartition(":")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_KAFKA_HOST": host, "STACK_KAFKA_PORT": port}
+    out = subprocess.run([sys.executable, "-m", "streaming", "backfill", "--topic", topic, "--output",
+                          str(tmp_path / "out"), "--cluster", "local:2"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"backfilled {len(records):,} events" in out.stderr and "3 task(s), local:2" in out.stderr
+    assert len(read_dataset(tmp_path / "out", CARD.event_dataset)) == len(records)
