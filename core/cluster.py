@@ -10,8 +10,8 @@ three places.
   import this project (``pip install .`` or ``PYTHONPATH``) and reach Kafka and the output
   path (a shared file system or an object store).
 
-Code submits work with ``compute`` (a ``dask.compute`` on the chosen place) and so does not
-care which one it is.
+Code hands its independent tasks to ``Place.results`` and so does not care which place it
+is.
 """
 
 from __future__ import annotations
@@ -73,29 +73,30 @@ class Place:
             return 1
         return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
 
-    def compute(self, *tasks: Any) -> tuple:
-        import dask
-
-        if self.client is None:
-            return dask.compute(*tasks, scheduler="sync")
-        return self.client.compute(list(tasks), sync=True)  # type: ignore[no-any-return]
-
-    def map(self, fn: Any, items: list[Any], progress: bool = False, desc: str = "tasks") -> list[Any]:
-        """``fn(item)`` for each item as one task each; results in the items' order. A task
-        that fails raises its error here (after the others are cancelled)."""
+    def results(self, fn: Any, items: list[Any], progress: bool = False, desc: str = "tasks") -> Iterator[Any]:
+        """``fn(item)`` for each item as one task each, yielded as they finish (in-process: in
+        order, one after the other), with a bar counting finished tasks. A task that fails
+        raises its error here, and the tasks not yet finished are cancelled."""
         from tqdm import tqdm
 
-        if self.client is None:
-            return [fn(item) for item in tqdm(items, desc=desc, unit="task", disable=not progress)]
-        from distributed import as_completed
-
-        futures = self.client.map(fn, items, pure=False)
+        bar = tqdm(total=len(items), desc=desc, unit="task", disable=not progress)
         try:
-            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="task", disable=not progress):
-                pass
-            return self.client.gather(futures)  # type: ignore[no-any-return]
+            if self.client is None:
+                for item in items:
+                    yield fn(item)
+                    bar.update()
+                return
+            from distributed import as_completed
+
+            futures = self.client.map(fn, items, pure=False)
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+                    bar.update()
+            finally:
+                self.client.cancel(futures)
         finally:
-            self.client.cancel(futures)
+            bar.close()
 
 
 @contextmanager

@@ -232,9 +232,9 @@ def run_tasks(place: Any, tasks: list[Task], progress: bool = False) -> dict[str
     """Every task on ``place`` (core.cluster.Place); the counts summed. In this process each
     task shows its own event bar, on a cluster one bar counts the finished tasks."""
     if place.client is None:
-        results = [run_task(task, progress) for task in tasks]
+        results = (run_task(task, progress) for task in tasks)
     else:
-        results = place.map(run_task, tasks, progress=progress, desc="backfill tasks")
+        results = place.results(run_task, tasks, progress=progress, desc="backfill tasks")
     total: dict[str, int] = {}
     for counts in results:
         for k, v in counts.items():

@@ -10,7 +10,9 @@ import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from core import cluster
 from core.durations import duration_ms
 from core.settings import StackSettings
 
@@ -358,6 +360,14 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
         raise TrainingError(f"{name} v{mv.version} is a {task} model; pass --task {task}")
     if not args.high > args.medium > 0:
         raise TrainingError(f"tiers need high > medium > 0, got {args.high} and {args.medium}")
+    url = args.db or f"sqlite:///{(settings.data_dir / 'scores.db').resolve()}"
+    where = cluster.parse(args.cluster or settings.cluster)
+    if fraud and args.max_samples is None:
+        return _score_by_day(args, settings, mv, name, table, url, where)
+    if where.kind != "in-process" or args.parquet:
+        raise TrainingError("--cluster and --parquet score the fraud task a day at a time, every row in the range: "
+                            "drop --max-samples" if fraud else "personalization scoring runs in-process only (no "
+                            "--cluster, no --parquet)")
     ds = (load if fraud else load_clicks)(settings, start_ms=args.start, end_ms=args.end,
                                            max_samples=args.max_samples)
     sess = export.session(mv.onnx)
@@ -375,13 +385,52 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
         out = pd.DataFrame({"event_id": f["event_id"], "user_id": f["user_id"], "session_id": f["session_id"],
                             "event_time": when, "purchase_probability": p, "tier": tier})
     out = out.assign(model_name=name, model_version=mv.version, scored_at=pd.Timestamp.now(tz="UTC"))
-    url = args.db or f"sqlite:///{(settings.data_dir / 'scores.db').resolve()}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         out.to_sql(table, conn, if_exists="append", index=False, chunksize=10_000)
     counts = pd.Series(tier).value_counts().to_dict()
     print(f"wrote {len(out):,} scores of {name} v{mv.version} to {safe_url(url)} table {table}: "
           + ", ".join(f"{k} {counts.get(k, 0):,}" for k in ("high", "medium", "low")))
+    return 0
+
+
+def _score_by_day(args: argparse.Namespace, settings: StackSettings, mv: Any, name: str, table: str, url: str,
+                  where: Any) -> int:
+    """Fraud scores of every transaction in the range, a day of the log per task
+    (training/batch.py), on the chosen place; into the database as each day finishes, or
+    (``--parquet``) written by the tasks themselves."""
+    import time
+
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from core import feast_store
+    from training import batch
+
+    root = feast_store.offline_dir(settings, "")
+    started, rows, tiers, days = time.monotonic(), 0, {"high": 0, "medium": 0, "low": 0}, 0
+    engine = None if args.parquet else sa.create_engine(url)
+    with cluster.connect(where) as place:
+        for out in batch.score(place, root, mv.onnx, mv.features, mv.threshold, args.high, args.medium,
+                               args.start, args.end, Path(args.parquet).resolve() if args.parquet else None,
+                               f"{name}-v{mv.version}", progress=sys.stderr.isatty()):
+            days += 1
+            if engine is None:
+                rows += out.attrs.get("rows", 0)
+                for k, v in out.attrs.get("tiers", {}).items():
+                    tiers[k] += v
+                continue
+            if out.empty:
+                continue
+            out = out.assign(model_name=name, model_version=mv.version, scored_at=pd.Timestamp.now(tz="UTC"))
+            with engine.begin() as conn:
+                out.to_sql(table, conn, if_exists="append", index=False, chunksize=10_000)
+            rows += len(out)
+            for k, v in out["risk_tier"].value_counts().items():
+                tiers[str(k)] += int(v)
+    dest = args.parquet if engine is None else f"{safe_url(url)} table {table}"
+    print(f"wrote {rows:,} scores of {name} v{mv.version} to {dest} ({days} day(s) on {where}, "
+          f"{time.monotonic() - started:.1f} s): " + ", ".join(f"{k} {v:,}" for k, v in tiers.items()))
     return 0
 
 
@@ -439,6 +488,10 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--table", help="default fraud_scores (propensity_scores for personalization)")
     sc.add_argument("--high", type=float, default=0.70, help="high-risk tier from this probability")
     sc.add_argument("--medium", type=float, default=0.40, help="medium-risk tier from this probability")
+    sc.add_argument("--cluster", help="where fraud scoring runs, a day of the offline log per task: in-process, "
+                    "local:N (a local Dask cluster) or tcp://host:port (a Dask scheduler); default STACK_CLUSTER")
+    sc.add_argument("--parquet", help="write the scores as parquet under this folder (date=YYYY-MM-DD/"
+                    "<model>-v<version>.parquet, one per day, written by the tasks) instead of the database")
     data_args(sc)
     return top
 

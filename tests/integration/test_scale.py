@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from core import cluster
-from core.settings import REPO_ROOT
+from core.settings import REPO_ROOT, StackSettings
 from stack import health
 from stack.topics import ensure_topics
 from streaming import backfill
@@ -119,3 +119,76 @@ def test_the_backfill_cli_runs_on_a_local_cluster(kafka_bootstrap: str, tmp_path
     assert out.returncode == 0, out.stderr
     assert f"backfilled {len(records):,} events" in out.stderr and "3 task(s), local:2" in out.stderr
     assert len(read_dataset(tmp_path / "out", CARD.event_dataset)) == len(records)
+
+
+def _multi_day_log(root: Path) -> None:
+    """About 3,000 transactions over two to three days (through the backfill, as the stream
+    writes them), plus one crafted event whose id is another card's a day later."""
+    import msgspec
+
+    from core.contracts import Transaction, decode
+    from streaming.entities import event_row
+    from streaming.generators.transactions import GenConfig, TransactionStream
+
+    stream = TransactionStream(GenConfig(seed=31, users=400, events_per_s=0.03, fraud_rate=0.03,
+                                         start_ms=1_790_000_000_000))
+    events = []
+    for rec in stream:
+        if rec.topic == "transactions":
+            events.append(decode(rec.value, Transaction))
+            if len(events) >= 3000:
+                break
+    raw = root / "raw"
+    OfflineLog(raw).append(CARD.event_dataset, [event_row(e) for e in events])
+    txns, total = backfill.from_parquet(raw / CARD.event_dataset)
+    backfill.run(iter(txns), total, OfflineLog(root / "log"), CFG, progress=False)
+    # (the parquet backfill keeps one event per id: the crafted one is processed on its own)
+    crafted = msgspec.structs.replace(events[0], card_id="card-crafted", event_time=events[0].event_time + 86_400_000)
+    backfill.run(iter([crafted]), 1, OfflineLog(root / "log"), CFG, progress=False)
+
+
+def test_batch_scoring_a_day_per_task_equals_scoring_the_training_rows(
+        feast_repo: StackSettings, scheduler: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from training import batch, calibration, export, models
+    from training.dataset import load
+
+    _multi_day_log(tmp_path)
+    root = tmp_path / "log"
+    days = batch.days(root)
+    assert len(days) >= 2, days
+    ds = load(feast_repo, offline_root=root)  # (the crafted id's two rows are left out there)
+    assert ds.summary["ambiguous_event_id_rows"] == 2
+    y = (ds.frame["txn_count_5m"] >= 2).to_numpy(np.int8)  # any labels: the scores are what is compared
+    fitted = models.fit("logistic_regression", ds.X, y, None, None)
+    cal, _ = calibration.choose(fitted.predict(ds.X), y)
+    onnx = export.build(fitted, len(ds.features), cal, {"model_type": "logistic_regression"}).SerializeToString()
+    want = pd.Series(export.score(export.session(onnx), ds.X), index=ds.frame["event_id"]).sort_index()
+
+    for where in ("in-process", "local:2", scheduler):
+        with cluster.connect(where) as place:
+            parts = list(batch.score(place, root, onnx, ds.features, 0.5, 0.7, 0.4))
+        assert len(parts) == len(days)
+        got = pd.concat(parts).set_index("event_id").sort_index()
+        assert got.index.equals(want.index), where
+        np.testing.assert_allclose(got["fraud_probability"], want, rtol=0, atol=1e-6)
+        p = got["fraud_probability"]
+        assert ((got["risk_tier"] == "high") == (p >= 0.7)).all()
+        assert ((got["decision"] == "review") == (p >= 0.5)).all()
+
+    # written by the tasks as parquet, a file per day; a time range keeps to its days
+    with cluster.connect("local:2") as place:
+        written = list(batch.score(place, root, onnx, ds.features, 0.5, 0.7, 0.4, parquet=tmp_path / "out",
+                                   name="m-v1"))
+    assert sum(w.attrs["rows"] for w in written) == len(want)
+    files = sorted((tmp_path / "out").rglob("*.parquet"))
+    assert [f.parent.name for f in files] == [f"date={d}" for d in days] and {f.name for f in files} == {"m-v1.parquet"}
+    back = pd.concat([pd.read_parquet(f) for f in files]).set_index("event_id").sort_index()
+    np.testing.assert_allclose(back["fraud_probability"], want, rtol=0, atol=1e-6)
+    second = int(pd.Timestamp(days[1], tz="UTC").value // 1_000_000)
+    with cluster.connect("in-process") as place:
+        late = pd.concat(batch.score(place, root, onnx, ds.features, 0.5, 0.7, 0.4, start_ms=second))
+    # (the crafted id's first use is before the range: within it, it is ambiguous no more, for both)
+    assert sorted(late["event_id"]) == sorted(load(feast_repo, offline_root=root, start_ms=second).frame["event_id"])
+    assert len(late) == int((ds.frame["event_time"] >= second).sum()) + 1
