@@ -23,7 +23,7 @@ from core.prom import single_process
 from core.settings import StackSettings
 from inference import auth, propensity, scoring
 from inference.auth import ApiKey
-from inference.fastpath import ScoreFastPath
+from inference.fastpath import ScoreFastPath, answer
 from inference.model import ModelHolder
 from inference.schemas import (
     BatchResponse,
@@ -92,11 +92,8 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def _refuse(self, send: Any) -> None:
-        body = orjson.dumps({"detail": f"body larger than {self.limit} bytes"})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, 413, orjson.dumps({"detail": f"body larger than {self.limit} bytes"}),
+                     {"connection": "close"})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

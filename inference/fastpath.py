@@ -49,8 +49,9 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-async def _answer(send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None,
-                  content_type: tuple[bytes, bytes] = _JSON) -> None:
+async def answer(send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None,
+                 content_type: tuple[bytes, bytes] = _JSON) -> None:
+    """A whole response, sent as plain ASGI messages (here and by the API's body limit)."""
     raw = [content_type, (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -80,7 +81,7 @@ class ScoreFastPath:
         try:
             caller = self.keyring.check(_bearer(scope["headers"]), self.scope_name)
         except HTTPException as exc:  # what FastAPI's handler answers for the route's dependency
-            await _answer(send, exc.status_code, orjson.dumps({"detail": exc.detail}), exc.headers)
+            await answer(send, exc.status_code, orjson.dumps({"detail": exc.detail}), exc.headers)
             return
         chunks = []
         more = True
@@ -101,14 +102,14 @@ class ScoreFastPath:
         try:
             out = await self.score(txn, caller)
         except Unavailable as exc:
-            await _answer(send, 503, orjson.dumps({"detail": exc.detail}))
+            await answer(send, 503, orjson.dumps({"detail": exc.detail}))
             return
         except Exception:
             log.exception("POST %s failed", self.path)
-            await _answer(send, 500, b"Internal Server Error",
+            await answer(send, 500, b"Internal Server Error",
                           content_type=(b"content-type", b"text/plain; charset=utf-8"))
             return
-        await _answer(send, 200, out)
+        await answer(send, 200, out)
 
 
 def _replay(body: bytes, receive: Any) -> Any:

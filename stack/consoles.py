@@ -125,6 +125,10 @@ INDEX = """{{ template "head" (args "streamfeat") }}
 
 
 def _page(board: Board) -> str:
+    # a console template is a Go template: no literal "{{" may come from a query, legend or title
+    for text in (board.title, *(s for p in board.panels for s in (p.title, *p.exprs, *p.legends))):
+        if "{{" in text or "}}" in text:
+            raise ValueError(f"{board.title}: '{{{{' or '}}}}' cannot go in a console template: {text}")
     parts = [f'{{{{ template "head" (args {json.dumps(board.title)}) }}}}', f"<h1>{html.escape(board.title)}</h1>"]
     for i, panel in enumerate(board.panels):
         suffix, formatter = UNITS.get(panel.unit, ("", "humanizeNoSmallPrefix"))
@@ -140,13 +144,7 @@ def _page(board: Board) -> str:
                      f'<div id="panel-{i}" class="sf-graph"></div>'
                      f"<script>new PromConsole.Graph({script});</script></div>")
     parts.append('{{ template "tail" }}')
-    # a console template is a Go template: no literal "{{" may come from a query or title
-    text = "\n".join(parts)
-    for panel in board.panels:
-        for expr in panel.exprs:
-            if "{{" in expr or "}}" in expr:
-                raise ValueError(f"{board.title}: a query with '{{{{' cannot go in a console template: {expr}")
-    return text + "\n"
+    return "\n".join(parts) + "\n"
 
 
 def write(conf_dir: Path, directory: Path = DASHBOARDS) -> tuple[Path, Path]:
