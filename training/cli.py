@@ -351,6 +351,11 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     fraud = args.task == "fraud"
     name = args.name or tracking.REGISTERED[args.task]
     table = args.table or ("fraud_scores" if fraud else "propensity_scores")
+    where = cluster.parse(args.cluster or settings.cluster)
+    if (where.kind != "in-process" or args.parquet) and (not fraud or args.max_samples is not None):
+        raise TrainingError("--cluster and --parquet score the fraud task a day at a time, every row in the range: "
+                            "drop --max-samples" if fraud else "personalization scoring runs in-process only (no "
+                            "--cluster, no --parquet)")
     tracking.connect(settings, print)
     mv = tracking.load(name, None if args.version else args.alias, args.version)
     if mv is None:
@@ -361,13 +366,8 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     if not args.high > args.medium > 0:
         raise TrainingError(f"tiers need high > medium > 0, got {args.high} and {args.medium}")
     url = args.db or f"sqlite:///{(settings.data_dir / 'scores.db').resolve()}"
-    where = cluster.parse(args.cluster or settings.cluster)
     if fraud and args.max_samples is None:
         return _score_by_day(args, settings, mv, name, table, url, where)
-    if where.kind != "in-process" or args.parquet:
-        raise TrainingError("--cluster and --parquet score the fraud task a day at a time, every row in the range: "
-                            "drop --max-samples" if fraud else "personalization scoring runs in-process only (no "
-                            "--cluster, no --parquet)")
     ds = (load if fraud else load_clicks)(settings, start_ms=args.start, end_ms=args.end,
                                            max_samples=args.max_samples)
     sess = export.session(mv.onnx)

@@ -30,6 +30,8 @@ CASES = [
     (["training/train.py", "--model-type", "nope"], "nope"),
     (["training/train.py", "--model-type", "xgboost"], "no MLflow tracking server answers"),
     (["-m", "training", "score", "--db", "sqlite:///{tmp}/s.db"], "MLflow"),
+    (["-m", "training", "score", "--max-samples", "10", "--cluster", "local:2"], "drop --max-samples"),
+    (["-m", "training", "score", "--task", "personalization", "--parquet", "{tmp}"], "in-process only"),
     (["-m", "stack.secrets", "--kafka-broker", "{tmp}/k"], "STACK_KAFKA_SASL"),
     (["-m", "inference", "scorer", "--share", "5"], "share"),
 ]

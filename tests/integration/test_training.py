@@ -109,23 +109,20 @@ def test_the_gate_refuses_a_worse_model_and_promotes_a_better_one(data: tuple[St
         rows = conn.execute(sa.text("select risk_tier, fraud_probability, model_version from fraud_scores")).all()
     assert len(rows) == 500 and {r[2] for r in rows} == {"2"}
     assert all((r[0] == "high") == (r[1] >= 0.7) and (r[0] == "low") == (r[1] < 0.4) for r in rows)
-    # every row, a day of the log per task: in-process and on a local Dask cluster alike
-    by_day = {}
-    for where in ("in-process", "local:2"):
-        db_w = tmp_path / f"scores-{where.replace(':', '')}.db"
-        out = cli("score", "--name", name, "--db", f"sqlite:///{db_w}", "--cluster", where)
-        assert out.returncode == 0 and f"day(s) on {where}" in out.stdout, out.stderr
-        with sa.create_engine(f"sqlite:///{db_w}").connect() as conn:
-            by_day[where] = dict(conn.execute(sa.text("select event_id, fraud_probability from fraud_scores")).all())
-    assert len(by_day["in-process"]) >= N_TXNS * 0.95 and by_day["in-process"] == by_day["local:2"]
+    # every row, a day of the log per task: in-process into the database, on a local Dask
+    # cluster as parquet written by the tasks; the same scores
+    db_all = tmp_path / "all.db"
+    every = cli("score", "--name", name, "--db", f"sqlite:///{db_all}")
+    assert every.returncode == 0 and "day(s) on in-process" in every.stdout, every.stderr
+    with sa.create_engine(f"sqlite:///{db_all}").connect() as conn:
+        in_process = dict(conn.execute(sa.text("select event_id, fraud_probability from fraud_scores")).all())
+    assert len(in_process) >= N_TXNS * 0.95
     pq = cli("score", "--name", name, "--parquet", str(tmp_path / "pq"), "--cluster", "local:2")
-    assert pq.returncode == 0, pq.stderr
+    assert pq.returncode == 0 and "day(s) on local:2" in pq.stdout, pq.stderr
     import pandas as pd
 
     written = pd.concat(pd.read_parquet(f) for f in (tmp_path / "pq").rglob("*.parquet"))
-    assert dict(zip(written["event_id"], written["fraud_probability"], strict=True)) == by_day["in-process"]
-    both = cli("score", "--name", name, "--max-samples", "10", "--cluster", "local:2")
-    assert both.returncode == 1 and "drop --max-samples" in both.stderr.strip().splitlines()[-1], both.stderr
+    assert dict(zip(written["event_id"], written["fraud_probability"], strict=True)) == in_process
     pr = cli("promote", "--name", name, "1", "--reason", "rollback drill")
     assert pr.returncode == 0 and "was v2" in pr.stdout, pr.stderr
     champ = tracking.load(name, tracking.CHAMPION)
