@@ -36,3 +36,12 @@ def test_the_setting_is_checked_when_read(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("STACK_CLUSTER", "everywhere")
     with pytest.raises(ValueError, match="is not one of"):
         StackSettings()
+
+
+def test_a_scheduler_that_does_not_answer_is_a_clear_error() -> None:
+    from core.cluster import connect
+    from stack import health
+
+    address = f"tcp://127.0.0.1:{health.free_port()}"  # (nothing listens there)
+    with pytest.raises(ValueError, match=f"no Dask scheduler answers at {address}"), connect(address, timeout_s=1):
+        pass
