@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.dataset import _day, _read, check, txn_fields_frame
+from training.dataset import TXN_COLUMNS, _day, _read, check, join_transactions, txn_fields_frame
 from training.errors import DataError
 
 FEATURES = "card_txn_features"
 TRANSACTIONS = "transactions"
-TXN_COLUMNS = ["event_id", "event_key", "card_id", "event_time", "mcc", "amount", "channel", "merchant_id", "country"]
 
 
 def days(root: Path, start_ms: int | None = None, end_ms: int | None = None) -> list[str]:
@@ -75,13 +74,11 @@ def day_rows(root: Path, day: str, start_ms: int | None, end_ms: int | None,
     feats = _read(root / FEATURES, time_range=rng)  # (the date= partition prunes the other days)
     if feats.empty:
         return feats
-    feats = latest_feature_rows(feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]), "card_id")
     txns = _read(root / TRANSACTIONS, TXN_COLUMNS, rng)
     if txns.empty:
         raise DataError(f"no raw transactions under {root / TRANSACTIONS / f'date={day}'}: the offline log is "
                         "incomplete")
-    txns = txns.drop_duplicates(["card_id", "event_key"]).drop(columns=["event_time"])
-    df = feats.merge(txns, on=["card_id", "event_key"], how="inner", validate="one_to_one")
+    df = join_transactions(latest_feature_rows(feats, "card_id"), txns)
     if ambiguous:
         df = df[~df["event_id"].isin(ambiguous)]
     df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)

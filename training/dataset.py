@@ -139,13 +139,10 @@ def _fraud_rows(root: Path, start_ms: int | None, end_ms: int | None, max_sample
                             "`python -m streaming backfill --topic transactions`")
         n_raw = len(feats)
         feats = latest_feature_rows(feats, "card_id")
-        txns = _read(root / "transactions", ["event_id", "event_key", "card_id", "event_time", "mcc", "amount",
-                                             "channel", "merchant_id", "country"], (start, end_ms))
+        txns = _read(root / "transactions", TXN_COLUMNS, (start, end_ms))
         if txns.empty:
             raise DataError(f"no raw transactions under {root / 'transactions'}: the offline log is incomplete")
-        txns = txns.drop_duplicates(["card_id", "event_key"])
-        df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
-            txns.drop(columns=["event_time"]), on=["card_id", "event_key"], how="inner", validate="one_to_one")
+        df = join_transactions(feats, txns)
         lost = len(feats) - len(df)
         df, ambiguous = drop_ambiguous_event_ids(df)
         if max_samples is None or want is None or len(df) >= max_samples or start == start_ms:
@@ -154,6 +151,18 @@ def _fraud_rows(root: Path, start_ms: int | None, end_ms: int | None, max_sample
     if lost:
         log.warning("%d feature rows have no raw transaction (partial logs?); left out", lost)
     return df, n_raw, ambiguous
+
+
+#: the raw transaction fields a training row takes from the ``transactions`` log
+TXN_COLUMNS = ["event_id", "event_key", "card_id", "event_time", "mcc", "amount", "channel", "merchant_id", "country"]
+
+
+def join_transactions(feats: pd.DataFrame, txns: pd.DataFrame) -> pd.DataFrame:
+    """Each transaction's latest feature row (``feats``, de-duplicated already) joined on its
+    key with its raw fields (``txns``, replays dropped): the point-in-time rows."""
+    txns = txns.drop_duplicates(["card_id", "event_key"])
+    return feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
+        txns.drop(columns=["event_time"]), on=["card_id", "event_key"], how="inner", validate="one_to_one")
 
 
 def drop_ambiguous_event_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
