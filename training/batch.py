@@ -84,6 +84,7 @@ def day_rows(root: Path, day: str, start_ms: int | None, end_ms: int | None,
     df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
     for name, col in txn_fields_frame(df).items():
         df[name] = col
+    df.attrs["raw_rows"] = len(feats)  # (feature rows read, revisions included)
     return df
 
 

@@ -93,6 +93,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--val-size", type=_fraction, default=0.1)
     d.add_argument("--group-split", action="store_true",
                    help="keep every card (fraud) or user (personalization) on one side of each split")
+    d.add_argument("--cluster", help="where the fraud training set is built and xgboost/lightgbm train: in-process, "
+                   "local:N (a local Dask cluster) or tcp://host:port (a Dask scheduler), a day of the offline log "
+                   "per task; default STACK_CLUSTER (in-process)")
     d.add_argument("--cv-folds", type=int, default=3, help="stratified k-fold CV on the training rows (0: off)")
     d.add_argument("--downsample", type=float, help="keep N negatives per positive for training (evaluation untouched)")
     d.add_argument("--no-ground-truth", action="store_true", help="skip the fraud-feedback evaluation")
@@ -132,7 +135,8 @@ def config_from(args: argparse.Namespace):  # -> TrainConfig
         ground_truth=not args.no_ground_truth, feedback_topic=args.feedback_topic, seed=args.seed,
         min_auc=args.min_auc, max_ece=args.max_ece, labels=args.labels, label_maturity_ms=args.label_maturity,
         min_feedback_fraud=args.min_feedback_fraud, alert_budget=args.alert_budget, scores_topic=args.scores_topic,
-        output_dir=args.output_dir, verbose=args.verbose, min_positives=args.min_positives)
+        output_dir=args.output_dir, verbose=args.verbose, min_positives=args.min_positives,
+        cluster=getattr(args, "cluster", None))
 
 
 def summary(r) -> None:  # r: TrainResult
@@ -182,7 +186,10 @@ def summary(r) -> None:  # r: TrainResult
 def cmd_train(args: argparse.Namespace, settings: StackSettings) -> int:
     from training.pipeline import train
 
-    result = train(settings, config_from(args), say=print)
+    cfg = config_from(args)
+    if cfg.cluster is None and settings.cluster != cluster.IN_PROCESS:
+        cfg = cfg.model_copy(update={"cluster": settings.cluster})
+    result = train(settings, cfg, say=print)
     summary(result)
     return 0 if result.gate.passed or args.force else EXIT_GATE_REFUSED
 

@@ -67,6 +67,9 @@ class TrainConfig(BaseModel):
     #: rows of the drift reference, sampled over the whole dataset (scores on its test rows)
     reference_rows: int = 20_000
     output_dir: Path | None = None
+    #: where the fraud training set is built and the booster trained: in-process (None), local:N
+    #: or tcp://host:port (training/distributed.py)
+    cluster: str | None = None
     verbose: bool = False
 
 

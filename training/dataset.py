@@ -97,14 +97,19 @@ def feature_service_features(settings: StackSettings, name: str) -> list[str]:
     return [f.name for proj in service.feature_view_projections for f in proj.features]
 
 
-def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms: int | None = None,
-         end_ms: int | None = None, max_samples: int | None = None,
-         offline_root: Path | None = None) -> Dataset:
-    root = offline_root or feast_store.offline_dir(settings, "")
+def check_fraud_service(settings: StackSettings, feature_service: str) -> None:
+    """A DataError unless the feature service exposes every input of the fraud model."""
     served = feature_service_features(settings, feature_service)
     missing = [f for f in WINDOW_FEATURES + REQUEST_FEATURES if f not in served]
     if missing:
         raise DataError(f"feature service {feature_service!r} lacks model inputs: {', '.join(missing)}")
+
+
+def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms: int | None = None,
+         end_ms: int | None = None, max_samples: int | None = None,
+         offline_root: Path | None = None) -> Dataset:
+    root = offline_root or feast_store.offline_dir(settings, "")
+    check_fraud_service(settings, feature_service)
     df, n_raw, ambiguous = _fraud_rows(root, start_ms, end_ms, max_samples)
     if ambiguous:
         log.warning("%d rows carry an event id that also appears on another card; left out (ground truth joins "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +19,26 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.model_selection import StratifiedKFold
 
+from core import feast_store
 from core.contracts import REQUEST_FIELDS
+from core.model_inputs import MODEL_FEATURES
 from core.rules import RULES
 from core.settings import StackSettings
-from training import calibration, evaluate, export, feedback, gate, ground_truth, models, search, splits, tracking
+from training import (
+    calibration,
+    distributed,
+    evaluate,
+    export,
+    feedback,
+    gate,
+    ground_truth,
+    models,
+    search,
+    splits,
+    tracking,
+)
 from training.config import TrainConfig
-from training.dataset import Dataset, load, load_clicks
+from training.dataset import Dataset, check_fraud_service, load, load_clicks
 from training.errors import DataError, TrainingError
 from training.labels import Labels, describe, label, purchase_labels
 
@@ -229,18 +244,80 @@ def _pick_labels(cfg: TrainConfig, df: pd.DataFrame, X: np.ndarray, labels: Labe
                   f"combined {scores['combined']:.4f})")
 
 
+def _truth_label_mode(cfg: TrainConfig, mode: str, prep: distributed.Prepared) -> str:
+    what = f"fraud feedback (matured ground truth, {cfg.label_maturity_ms / 1000:.0f} s maturity)"
+    if mode == "combined":
+        young = prep.train_counts("combined")[0] - prep.train_counts("feedback")[0]
+        what = f"combined: matured ground truth + rule labels on {young:,} young rows"
+    return what
+
+
+def _pick_labels_on_dask(cfg: TrainConfig, place: Any, prep: distributed.Prepared, X: np.ndarray,  # noqa: N803
+                         tl: feedback.TruthLabels, weighted: bool) -> tuple[str, str]:
+    """_pick_labels with the fits on the cluster (the validation rows are the same for both)."""
+    scores = {}
+    for mode in ("feedback", "combined"):
+        y, sp = prep.split(mode)
+        f = distributed.fit(place, prep, mode, cfg.model_type, dict(cfg.params), cfg.seed, X[sp.val], y[sp.val],
+                            weighted)
+        yv = tl.y[sp.val]
+        scores[mode] = float(skm.average_precision_score(
+            yv, f.predict(X[sp.val]), sample_weight=tl.w[sp.val] if tl.w is not None else None)) \
+            if 0 < yv.sum() < len(yv) else float("nan")
+    best = "combined" if scores["combined"] > scores["feedback"] else "feedback"
+    return best, (f"labels auto: {best} (validation ground-truth PR-AUC feedback {scores['feedback']:.4f}, "
+                  f"combined {scores['combined']:.4f})")
+
+
 def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainResult:
-    import mlflow
+    """Train, evaluate, gate and register one model (module docstring). With ``cfg.cluster``
+    (local:N or a scheduler address) the fraud training set is built and the booster trained
+    on Dask (training/distributed.py); in-process otherwise."""
+    from core import cluster
 
     models.get(cfg.model_type)  # fail fast on a typo
+    try:
+        where = cluster.parse(cfg.cluster)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if where.kind == "in-process":
+        return _train(settings, cfg, say, None)
+    distributed.refuse(cfg)
+    with contextlib.ExitStack() as stack:
+        try:
+            place = stack.enter_context(cluster.connect(where))
+        except ValueError as exc:  # (a scheduler nobody answers at)
+            raise TrainingError(str(exc)) from None
+        say(f"  on Dask: {where}, {place.workers} worker(s)")
+        return _train(settings, cfg, say, place)
+
+
+def _train(settings: StackSettings, cfg: TrainConfig, say: Say, place: Any) -> TrainResult:
+    import mlflow
+
     t_all = time.perf_counter()
     timer = _Timer(say)
     uri = tracking.connect(settings, say)
     name = cfg.registered_name or tracking.REGISTERED[cfg.task]
 
     fraud = cfg.task == "fraud"
+    prep: distributed.Prepared | None = None
+    truth_df, tl = None, None
+    if place is not None:
+        with timer.step("ground truth from fraud-feedback"):
+            truth_df = ground_truth.read(settings, cfg.feedback_topic) if cfg.ground_truth else None
+            scores = ground_truth.stream_scores(settings, cfg.scores_topic) \
+                if truth_df is not None and cfg.scores_topic else None
+        if cfg.ground_truth and truth_df is None:
+            say("    Kafka not reachable: ground truth skipped (rule labels, rule-label gate)")
     with timer.step("loading point-in-time features from the offline store"):
-        if fraud:
+        if place is not None:
+            check_fraud_service(settings, cfg.feature_service)
+            root = feast_store.offline_dir(settings, "")
+            prep = distributed.prepare(place, root, cfg, truth_df, scores, progress=sys.stderr.isatty())
+            ds = Dataset(prep.frame, list(MODEL_FEATURES), str(root), prep.summary)
+            tl = prep.truth
+        elif fraud:
             ds: Dataset = load(settings, feature_service=cfg.feature_service, start_ms=cfg.start_ms,
                                end_ms=cfg.end_ms, max_samples=cfg.max_samples)
         else:
@@ -249,12 +326,19 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
                              max_samples=cfg.max_samples)
     df = ds.frame
     what = "transactions" if fraud else "clicks"
-    say(f"    {len(df):,} {what}, {ds.summary.get('cards', ds.summary.get('users')):,} "
+    say(f"    {ds.summary['rows']:,} {what}, {ds.summary.get('cards', ds.summary.get('users')):,} "
         f"{'cards' if fraud else 'users'}, {ds.summary['start']} .. {ds.summary['end']}")
+    if prep is not None:
+        say(f"    {ds.summary['days']} day task(s); held here: {len(df):,} rows (validation and test, and a sample "
+            f"of {ds.summary['sampled_train_rows']:,} training rows for the baseline, CV and feature statistics)")
     labels: Labels = label(df, cfg.fraud_rate) if fraud else purchase_labels(df, cfg.label_window_min * 60_000)
     X = ds.X
-    truth_df, tl = None, None
-    if cfg.ground_truth and fraud:
+    if prep is not None and tl is not None:
+        say(f"    ground truth: {tl.summary['fraud']} matured fraud, {tl.summary['with_feedback']:,} rows with "
+            f"feedback, {tl.summary['matured_silent']:,} matured without, {tl.summary['unknown_young']:,} too "
+            f"young to know (maturity {cfg.label_maturity_ms / 1000:.0f} s), "
+            f"{tl.summary['declined_unlabelled']:,} declined (unknowable)")
+    if cfg.ground_truth and fraud and prep is None:
         with timer.step("ground truth from fraud-feedback"):
             truth_df = ground_truth.read(settings, cfg.feedback_topic)
         if truth_df is None:
@@ -274,19 +358,34 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
                 f"young to know (maturity {cfg.label_maturity_ms / 1000:.0f} s), "
                 f"{tl.summary['declined_unlabelled']:,} declined (unknowable)")
     mode = _label_mode(cfg, tl, fraud)
+    weighted = tl is not None and tl.w is not None
     if mode == "auto":
         with timer.step("choosing labels: feedback or combined"):
-            mode, choice = _pick_labels(cfg, df, X, labels, tl)  # type: ignore[arg-type]
+            if prep is not None:
+                mode, choice = _pick_labels_on_dask(cfg, place, prep, X, tl, weighted)  # type: ignore[arg-type]
+            else:
+                mode, choice = _pick_labels(cfg, df, X, labels, tl)  # type: ignore[arg-type]
             say(f"    {choice}")
-    y, sp, label_mode = _labels_and_split(cfg, df, labels, tl, mode)
-    say(f"    labels: {label_mode}: {int(y[sp.train].sum())} positive of {len(sp.train):,} training rows"
-        + (f"; {describe(labels)}" if mode == "rules" else ""))
-    if y[sp.train].sum() < cfg.min_positives:
-        raise DataError(f"only {int(y[sp.train].sum())} positive labels (minimum {cfg.min_positives}): let the "
+    if prep is not None:
+        y, sp = prep.split(mode)
+        label_mode = labels.mode if mode == "rules" else _truth_label_mode(cfg, mode, prep)
+        n_train, n_pos = prep.train_counts(mode)
+        rate = n_pos / max(1, n_train)
+        rules_note = ("; rules fired: " + ", ".join(f"{k} {v}" for k, v in prep.fired.items())
+                      if mode == "rules" else "")
+    else:
+        y, sp, label_mode = _labels_and_split(cfg, df, labels, tl, mode)
+        n_train, n_pos, rate = len(sp.train), int(y[sp.train].sum()), labels.rate
+        rules_note = f"; {describe(labels)}" if mode == "rules" else ""
+    say(f"    labels: {label_mode}: {n_pos} positive of {n_train:,} training rows{rules_note}")
+    if n_pos < cfg.min_positives:
+        raise DataError(f"only {n_pos} positive labels (minimum {cfg.min_positives}): let the "
                         "generator run longer, backfill more data" + (", or label by --fraud-rate" if fraud else ""))
-    if fraud and mode == "rules" and not 0.0005 <= labels.rate <= 0.3:
-        say(f"  warning: label rate {labels.rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
-    for part, idx in (("train", sp.train), ("validation", sp.val), ("test", sp.test)):
+    if fraud and mode == "rules" and not 0.0005 <= rate <= 0.3:
+        say(f"  warning: label rate {rate:.3%} is far from the expected 0.05%..30%; check the rules or data")
+    if n_pos == n_train:
+        raise DataError("the train split has only fraud labels; more (matured) data is needed")
+    for part, idx in (("validation", sp.val), ("test", sp.test)) + ((("train", sp.train),) if prep is None else ()):
         if y[idx].sum() == 0:
             raise DataError(f"the {part} split has no fraud labels; use --split stratified or more data")
         if y[idx].sum() == len(idx):
@@ -311,8 +410,12 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
 
     # inverse-propensity weights of the feedback labels (explored declines stand for the rest)
     w_train = tl.w[train_idx] if (tl is not None and tl.w is not None and mode != "rules") else None
-    with timer.step(f"training {cfg.model_type}"):
-        fitted = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, params, cfg.seed, cfg.resample, w_train)
+    with timer.step(f"training {cfg.model_type}" + (f" on Dask ({n_train:,} rows)" if prep is not None else "")):
+        if prep is not None:
+            fitted = distributed.fit(place, prep, mode, cfg.model_type, params, cfg.seed, Xva, yva,
+                                     weighted and mode != "rules")
+        else:
+            fitted = models.fit(cfg.model_type, Xtr, ytr, Xva, yva, params, cfg.seed, cfg.resample, w_train)
     with timer.step("training the logistic-regression baseline"):
         base = models.fit("logistic_regression", Xtr, ytr, Xva, yva, {}, cfg.seed)
     with timer.step("calibration and threshold"):
@@ -331,7 +434,7 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     base_metrics = evaluate.compute(yte, p_base, base_thr)
     say(f"    test AUC {metrics['auc']:.4f} (baseline {base_metrics['auc']:.4f}), F1 {metrics['f1']:.4f} at "
         f"{threshold:.3f}, calibration {cal.method}")
-    with timer.step("cross-validation"):
+    with timer.step("cross-validation" + (f" (on the sample of {len(Xtr):,} training rows)" if prep else "")):
         cv = _cv(cfg, Xtr, ytr, _fixed_params(cfg, fitted, params), say)
 
     importance = fitted.importance()
@@ -371,11 +474,15 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         aligned = ground_truth.align(df["event_id"].iloc[sp.test], truth_df)
         truth_report = evaluate.ground_truth_report(aligned, labels.y[sp.test], p_test, threshold)
         # what the training rows showed: the monitor's "new fraud pattern" compares with these
-        seen = ground_truth.align(df["event_id"].iloc[sp.train], truth_df)
-        fraud_seen = seen[seen["is_fraud"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
-        truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
-                                    "fraud": len(fraud_seen),
-                                    "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
+        if prep is not None:  # (every training row, counted on the workers)
+            with_fb, n_fraud, scen = prep.seen[mode]
+            truth_report["training"] = {"rows_with_feedback": with_fb, "fraud": n_fraud, "scenarios": sorted(scen)}
+        else:
+            seen = ground_truth.align(df["event_id"].iloc[sp.train], truth_df)
+            fraud_seen = seen[seen["is_fraud"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+            truth_report["training"] = {"rows_with_feedback": int(seen["is_fraud"].notna().sum()),
+                                        "fraud": len(fraud_seen),
+                                        "scenarios": sorted(map(str, fraud_seen["scenario"].unique()))}
     # the ground-truth gate on the matured test rows, against the champion's scores there
     held = tl.known[sp.test] if tl is not None else np.zeros(0, dtype=bool)
     if tl is not None and not held.any():
@@ -407,12 +514,14 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
     with mlflow.start_run(experiment_id=exp_id) as run, timer.step("logging to MLflow"):
         result.run_id = run.info.run_id
         mlflow.set_tags({"model_type": cfg.model_type, "task": cfg.task, "gate": verdict.verdict,
-                         "feature_service": cfg.feature_service, "label_mode": label_mode, "labels": mode})
+                         "feature_service": cfg.feature_service, "label_mode": label_mode, "labels": mode,
+                         "cluster": str(cfg.cluster or "in-process")})
         mlflow.log_params({"model_type": cfg.model_type, "split": cfg.split, "test_size": cfg.test_size,
                            "val_size": cfg.val_size, "group_split": cfg.group_split, "fraud_rate": cfg.fraud_rate,
                            "cv_folds": cfg.cv_folds, "search": cfg.search, "calibration": cal.method,
                            "threshold": round(threshold, 6), "downsample": cfg.downsample,
-                           "resample": cfg.resample, "seed": cfg.seed, "train_rows": len(train_idx),
+                           "resample": cfg.resample, "seed": cfg.seed,
+                           "train_rows": n_train if prep is not None else len(train_idx),
                            **({"label_window_min": cfg.label_window_min} if not fraud else {}),
                            **{f"param_{k}": v for k, v in {**models.get(cfg.model_type).defaults, **params}.items()}})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
@@ -420,8 +529,10 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
         mlflow.log_metrics({f"cv_{k}_mean": m for k, (m, _) in cv.items() if np.isfinite(m)})
         mlflow.log_metrics({f"cv_{k}_std": s for k, (_, s) in cv.items() if np.isfinite(s)})
         if labels.names:
-            mlflow.log_metrics({f"rule_{k}": v for k, v in labels.rule_counts().items()})
-        mlflow.log_metrics({"label_rate": float(y[sp.train].mean()), "onnx_export_seconds": export_s,
+            fired = prep.fired if prep is not None else labels.rule_counts()
+            mlflow.log_metrics({f"rule_{k}": v for k, v in fired.items()})
+        label_rate = rate if prep is not None else float(y[sp.train].mean())
+        mlflow.log_metrics({"label_rate": label_rate, "onnx_export_seconds": export_s,
                             **{f"parity_{k}": v for k, v in parity.items()}})
         if truth_report.get("model"):
             mlflow.log_metrics({f"gt_model_{k}": v for k, v in truth_report["model"].items()})
@@ -436,7 +547,8 @@ def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainR
             "classification_report.txt": report,
             "gate.json": json.dumps(verdict.to_dict(), indent=2),
             "dataset.json": json.dumps(ds.summary, indent=2),
-            "label_rules.json": json.dumps({"mode": labels.mode, "counts": labels.rule_counts(),
+            "label_rules.json": json.dumps({"mode": labels.mode, "counts": prep.fired if prep is not None
+                                            else labels.rule_counts(),
                                             "weights": {r.name: r.weight for r in RULES if r.name in labels.names}},
                                            indent=2),
             "features.json": json.dumps(ds.features),

@@ -309,3 +309,30 @@ def test_a_shadow_challenger_that_wins_on_live_matured_truth_is_promoted(
     assert "v1 (served)" in out.stdout and "v2 (shadow)" in out.stdout and "excludes zero" in out.stdout
     assert f"{name} v2 is champion (was v1)" in out.stdout
     assert tracking.alias_version(name, tracking.CHAMPION) == "2"
+
+
+def test_training_on_a_local_dask_cluster_registers_a_model_as_good_as_in_process(
+        data: tuple[StackSettings, str], tmp_path: Path) -> None:
+    """``train.py --cluster local:2``: the training set built a day per task and the booster
+    trained with xgboost.dask; with the default --labels auto on the feedback topic, the
+    same rows and label choice as in-process, registered with ONNX parity, and a test AUC
+    within 0.03 of the in-process model's on the same test rows."""
+    settings, feedback = data
+    name = f"fraud-dask-{uuid.uuid4().hex[:6]}"
+    common = {"test_size": 0.3, "cv_folds": 2, "min_feedback_fraud": 30, "force": True}
+    here = train(settings, _cfg(name, feedback, tmp_path / "here", **common), say=lambda _m: None)
+    said: list[str] = []
+    there = train(settings, _cfg(name, feedback, tmp_path / "there", cluster="local:2", **common), say=said.append)
+    assert any(m.startswith("  on Dask: local:2, 2 worker(s)") for m in said), said
+    assert any("training xgboost on Dask" in m for m in said), said
+    for key in ("rows", "cards", "start", "end", "too_late_rows", "ambiguous_event_id_rows"):
+        assert there.dataset[key] == here.dataset[key], key
+    assert there.label_summary == here.label_summary
+    assert there.parity["model"] <= 1e-5 and there.parity["calibration"] <= 1e-5
+    assert there.version == "2" and there.alias == tracking.CHAMPION
+    assert abs(there.metrics["auc"] - here.metrics["auc"]) < 0.03, (there.metrics, here.metrics)
+    assert there.ground_truth["training"] == here.ground_truth["training"]
+    assert there.ground_truth["gate"]["decides"] == here.ground_truth["gate"]["decides"]
+    run = mlflow.get_run(there.run_id)
+    assert run.data.tags["cluster"] == "local:2"
+    assert run.data.params["train_rows"] == mlflow.get_run(here.run_id).data.params["train_rows"]
