@@ -4,6 +4,11 @@
   Dask cluster of 1 and of 2 worker processes, against the in-process path in the same run
   (each in a fresh process; cluster start-up reported apart, not counted in the rate), with
   each process's peak RSS.
+- ``scale_training``: ``train.py`` on an offline log of ``BENCH_SCALE_TRAIN_ROWS``
+  transactions (default 1M over about six days), once in-process (the baseline: time per
+  row, test AUC, peak RSS) and once on a Dask scheduler with two workers whose memory limit
+  (``BENCH_SCALE_WORKER_MEMORY``, default 1GiB) is below what the in-process path needs for
+  the same rows; each worker's peak RSS is read from the worker itself.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from bench.stream import produce, transactions
 from core.settings import REPO_ROOT
 
 EVENTS = int(os.environ.get("BENCH_SCALE_EVENTS", "300000"))
+TRAIN_ROWS = int(os.environ.get("BENCH_SCALE_TRAIN_ROWS", "1000000"))
+WORKER_MEMORY = os.environ.get("BENCH_SCALE_WORKER_MEMORY", "1GiB")
 USERS = int(os.environ.get("BENCH_SCALE_USERS", "80000"))
 PARTITIONS = 6
 MODES = ("in-process", "local:1", "local:2")
@@ -56,7 +63,121 @@ def one(mode: str, bootstrap: str, topic: str, out: str) -> dict[str, Any]:
         "driver_peak_rss_mb": round(_peak_rss_mb(), 1), "worker_peak_rss_mb": [round(w, 1) for w in workers]}
 
 
+def train_one(args: list[str]) -> dict[str, Any]:
+    """``train.py`` with ``args`` in this process (run fresh by ``run_training``): its exit
+    code, wall time, test AUC and this process's peak RSS."""
+    import contextlib
+    import io
+    import re
+
+    from training.cli import run as cli
+
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = cli(["train", *args])
+    wall = time.perf_counter() - t0
+    text = out.getvalue()
+    auc = re.search(r"test AUC (\d\.\d+)", text)
+    rows = re.search(r"labels: .*?: \d+ positive of ([\d,]+) training rows", text)
+    return {"code": code, "seconds": wall, "auc": float(auc.group(1)) if auc else None,
+            "train_rows": int(rows.group(1).replace(",", "")) if rows else None,
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "tail": text[-1500:]}
+
+
+def _workers(n: int, memory: str) -> Any:
+    """A ``dask scheduler`` and ``n`` ``dask worker`` processes (one thread, ``memory`` each)."""
+    import contextlib
+
+    from stack import health
+
+    @contextlib.contextmanager
+    def started() -> Any:
+        port = health.free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        dask = str(Path(sys.executable).parent / "dask")
+        procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--memory-limit",
+                                    memory], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL) for _ in range(n)]
+        try:
+            yield address
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    return started()
+
+
+def run_training(console: Console) -> dict[str, Any]:
+    from distributed import Client
+
+    from bench.training import _prepare
+    from core import feast_store
+    from stack.services import stack_env
+
+    with bench_stack(need=("redis",)) as stack, tempfile.TemporaryDirectory(prefix="bench-scale-train-") as tmp:
+        root = Path(tmp)
+        settings = feast_store.isolated_copy(stack.settings, root)
+        t0 = time.perf_counter()
+        _prepare(settings, TRAIN_ROWS, console, events_per_s=2.0)
+        console.print(f"  offline log of {TRAIN_ROWS:,} transactions ready in {time.perf_counter() - t0:.0f} s")
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **stack_env(settings),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+        common = ["--model-type", "xgboost", "--labels", "rules", "--no-ground-truth", "--cv-folds", "0", "--force",
+                  "--registered-name", "bench-scale"]
+        runs: dict[str, Any] = {}
+
+        def train(mode: str, extra: list[str]) -> dict[str, Any]:
+            proc = subprocess.run([sys.executable, "-m", "bench.scale", "train", *common, "--output-dir",
+                                   str(root / mode), *extra], cwd=REPO_ROOT, env=env, capture_output=True,
+                                  text=True, timeout=7200)
+            if proc.returncode != 0:
+                raise RuntimeError(f"training {mode} failed: {proc.stderr[-2000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            if r["code"] != 0:
+                raise RuntimeError(f"training {mode} exited {r['code']}: {r['tail']}")
+            return r
+
+        runs["in-process"] = train("in-process", [])
+        with _workers(2, WORKER_MEMORY) as address:
+            r = train("dask", ["--cluster", address])
+            with Client(address, timeout=30) as client:
+                r["worker_peak_rss_mb"] = sorted(round(v, 1) for v in client.run(_peak_rss_mb).values())
+            runs["dask-2-workers"] = r
+        for mode, r in runs.items():
+            r["us_per_row"] = r["seconds"] / TRAIN_ROWS * 1e6
+            console.print(f"  {mode}: {r['seconds']:.1f} s ({r['us_per_row']:.1f} us/row), test AUC {r['auc']}, "
+                          f"peak RSS {r['peak_rss_mb']} MB" + (f", workers {r['worker_peak_rss_mb']} MB"
+                                                                if "worker_peak_rss_mb" in r else ""))
+            r.pop("tail", None)
+        here, there = runs["in-process"], runs["dask-2-workers"]
+        params = {"transactions": TRAIN_ROWS, "worker_memory_limit": WORKER_MEMORY, "workers": 2, "runs": runs,
+                  "auc_difference": round(abs(there["auc"] - here["auc"]), 4),
+                  "fits_one_worker": here["peak_rss_mb"] < _bytes(WORKER_MEMORY) / 2**20,
+                  "cores": os.cpu_count(), "model": "xgboost, rule labels, no CV, same time split",
+                  "goal": "Dask completes within the workers' limit; test AUC within 0.002 of in-process"}
+        return write_result("scale_training", "train.py wall time per row on 2 Dask workers", there["us_per_row"],
+                            "us/row", False, "train.py in-process on the same rows", here["us_per_row"], params)
+
+
+def _bytes(text: str) -> float:
+    from dask.utils import parse_bytes
+
+    return float(parse_bytes(text))
+
+
 def run(console: Console) -> list[dict[str, Any]]:
+    return [*run_backfill(console), run_training(console)]
+
+
+def run_backfill(console: Console) -> list[dict[str, Any]]:
     with bench_stack(("kafka",)) as stack, tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         from stack.topics import ensure_topics
 
@@ -88,4 +209,7 @@ def run(console: Console) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(one(*sys.argv[1:5])))
+    if sys.argv[1] == "train":
+        print(json.dumps(train_one(sys.argv[2:])))
+    else:
+        print(json.dumps(one(*sys.argv[1:5])))

@@ -32,13 +32,14 @@ from core.settings import REPO_ROOT
 from stack.services import stack_env
 
 
-def _prepare(settings: Any, rows: int, console: Any) -> Any:
+def _prepare(settings: Any, rows: int, console: Any, events_per_s: float | None = None) -> Any:
     from streaming import backfill
     from streaming.generators.transactions import GenConfig, TransactionStream
     from streaming.processor import ProcessorConfig
     from streaming.sinks import OfflineLog
 
-    stream = TransactionStream(GenConfig(seed=1, users=max(2000, rows // 20), events_per_s=max(1.0, rows / 200_000),
+    rate = events_per_s or max(1.0, rows / 200_000)
+    stream = TransactionStream(GenConfig(seed=1, users=max(2000, rows // 20), events_per_s=rate,
                                          feedback_delay_ms=0, start_ms=1_790_000_000_000))
     events = []
     for rec in stream:
