@@ -10,6 +10,7 @@ import contextlib
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.settings import StackSettings
 
@@ -60,6 +61,17 @@ def open_store(settings: StackSettings, repo_path: Path | None = None):  # -> Fe
 def offline_dir(settings: StackSettings, dataset: str) -> Path:
     """Where the stream appends an offline dataset (the repo's FileSource paths point here)."""
     return settings.feature_repo / "data" / "offline" / dataset
+
+
+def offline_root(settings: StackSettings) -> Any:
+    """Where the offline log is read and written: ``STACK_OFFLINE_URL`` (an object store,
+    core.storage) when set, else the local folder of ``offline_dir``. Feast's own offline
+    reads (``get_historical_features``), drift's data and compaction use the local folder."""
+    from core import storage
+
+    if settings.offline_url:
+        return storage.root(settings.offline_url, settings.s3_endpoint or None)
+    return storage.root(offline_dir(settings, ""))
 
 
 def apply(settings: StackSettings, repo_path: Path | None = None) -> str:

@@ -102,6 +102,12 @@ class StackSettings(BaseSettings):
     #: where batch work (backfill) runs: in-process, local:N (a local Dask cluster of N worker
     #: processes) or tcp://host:port (a Dask scheduler); the commands' --cluster overrides it
     cluster: str = "in-process"
+    #: the offline log in an object store (``s3://bucket/prefix``, core/storage.py), written by
+    #: every stream worker and backfill task and read by training and batch scoring wherever
+    #: they run; empty: the local folder under feature_repo/data/offline
+    offline_url: str = ""
+    #: an S3-protocol server other than AWS (``http://host:port``: MinIO, Ceph, S3Proxy)
+    s3_endpoint: str = ""
     data_dir: Path = REPO_ROOT / ".data"
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"
@@ -118,6 +124,15 @@ class StackSettings(BaseSettings):
         from core.cluster import parse
 
         return str(parse(value))
+
+    @field_validator("offline_url")
+    @classmethod
+    def _a_url(cls, value: str) -> str:
+        from core.storage import root
+
+        if value:
+            root(value)  # (a scheme this project cannot write to is refused here)
+        return value
 
     @field_validator("seed_history")
     @classmethod

@@ -42,7 +42,12 @@ def require_tool(name: str, hint: str) -> str:
 
 def ensure_jars(settings: StackSettings) -> Path:
     """Resolve the Kafka jars into the cache unless a complete copy is there already."""
-    libs = libs_dir(settings)
+    return resolve_jars(POM, libs_dir(settings), f"Apache Kafka {kafka_version()}")
+
+
+def resolve_jars(pom: Path, libs: Path, what: str) -> Path:
+    """``mvn dependency:copy-dependencies`` of ``pom`` into ``libs`` (through a staging folder,
+    so a failed or killed download is never taken for a complete one), once."""
     marker = libs.parent / ".complete"
     if marker.exists():
         return libs
@@ -51,16 +56,15 @@ def ensure_jars(settings: StackSettings) -> Path:
     staging = libs.parent / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+    cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
            f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        raise StackError("Maven could not resolve Apache Kafka "
-                         f"{kafka_version()} from Maven Central: {' | '.join(tail)}")
+        raise StackError(f"Maven could not resolve {what} from Maven Central: {' | '.join(tail)}")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
-    marker.write_text(kafka_version())
+    marker.write_text(what)
     return libs
 
 

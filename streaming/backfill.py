@@ -27,7 +27,7 @@ import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
-from core import kafka
+from core import kafka, storage
 from core.card_state import EventState
 from core.contracts import InvalidEvent, decode_versioned
 from streaming.entities import CARD, USER, EntitySpec, event_row
@@ -168,7 +168,7 @@ class Task:
     log's entities (everything a task needs, picklable for a Dask worker)."""
 
     kind: str  # transactions | clicks
-    out: str  # the offline root the task appends to
+    out: storage.Root  # the offline root the task appends to (a folder or an object store)
     cfg: ProcessorConfig
     conn: Any = None
     topic: str | None = None
@@ -187,16 +187,16 @@ def spec_of(kind: str) -> EntitySpec:
     return CARD if kind == "transactions" else USER
 
 
-def plan(kind: str, out: Path, cfg: ProcessorConfig, conn: kafka.Kafka | None = None, topic: str | None = None,
-         parquet: Path | None = None, buckets: int = 1) -> list[Task]:
+def plan(kind: str, out: Path | str | storage.Root, cfg: ProcessorConfig, conn: kafka.Kafka | None = None,
+         topic: str | None = None, parquet: Path | None = None, buckets: int = 1) -> list[Task]:
     """The tasks of a backfill: one per partition of the topic that holds records, or
     ``buckets`` buckets of the parquet log's entities (one task with all of them for 1)."""
     if parquet is not None:
         if not parquet.exists():
             raise ValueError(f"no such file or folder: {parquet}")
         if buckets <= 1:
-            return [Task(kind, str(out), cfg, parquet=str(parquet))]
-        return [Task(kind, str(out), cfg, parquet=str(parquet), bucket=(i, buckets)) for i in range(buckets)]
+            return [Task(kind, storage.root(out), cfg, parquet=str(parquet))]
+        return [Task(kind, storage.root(out), cfg, parquet=str(parquet), bucket=(i, buckets)) for i in range(buckets)]
     assert conn is not None and topic is not None
     consumer = Consumer(kafka.client_config(conn, {"group.id": f"backfill-{time.time_ns()}",
                                                    "enable.auto.commit": False}))
@@ -211,7 +211,7 @@ def plan(kind: str, out: Path, cfg: ProcessorConfig, conn: kafka.Kafka | None = 
                 filled.append(p)
     finally:
         consumer.close()
-    return [Task(kind, str(out), cfg, conn=conn, topic=topic, partition=p) for p in filled]
+    return [Task(kind, storage.root(out), cfg, conn=conn, topic=topic, partition=p) for p in filled]
 
 
 def run_task(task: Task, progress: bool = False) -> dict[str, int]:
@@ -224,7 +224,7 @@ def run_task(task: Task, progress: bool = False) -> dict[str, int]:
     else:
         events, total = from_parquet(Path(task.parquet or ""), spec, task.bucket)
         writer = "backfill" if task.bucket is None else f"backfill-b{task.bucket[0]}"
-    return run(iter(events), total, OfflineLog(Path(task.out), writer_id=writer), task.cfg, progress=progress,
+    return run(iter(events), total, OfflineLog(task.out, writer_id=writer), task.cfg, progress=progress,
                spec=spec)
 
 

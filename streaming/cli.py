@@ -71,7 +71,10 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
     cfg = StreamingSettings()
     cluster_spec = cluster.parse(args.cluster or stack.cluster)
     proc_cfg = ProcessorConfig(cfg.allowed_lateness_ms, cfg.max_events_per_card, cfg.max_future_skew_ms)
-    out_dir = Path(args.output).resolve() if args.output else feast_store.offline_dir(stack, "")
+    from core import storage
+
+    out_dir = storage.root(args.output, stack.s3_endpoint or None) if args.output else \
+        feast_store.offline_root(stack)
     started = time.monotonic()
     with cluster.connect(cluster_spec) as place:
         if args.parquet:
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     src = back.add_mutually_exclusive_group()
     src.add_argument("--topic", help="a Kafka topic, read from offset 0 (default: the transactions topic)")
     src.add_argument("--parquet", help="a parquet file or folder of events (offline 'transactions' or 'clicks')")
-    back.add_argument("--output", help="offline root to append to (default: the feature repo's offline log)")
+    back.add_argument("--output", help="offline root to append to: a folder or s3://bucket/prefix (default "
+                      "STACK_OFFLINE_URL, else the feature repo's offline log)")
     back.add_argument("--cluster", help="where it runs: in-process, local:N (a local Dask cluster of N worker "
                       "processes, e.g. local:2), or tcp://host:port (a Dask scheduler whose workers can import this "
                       "project and reach Kafka and --output); default STACK_CLUSTER, else in-process. Each Kafka "

@@ -155,7 +155,7 @@ class QuixFeatureWorker:
         self._dlq = Producer(kafka.client_config(stack, {"acks": "all", "enable.idempotence": True,
                                                          "linger.ms": 5}))
         store = self._store = feast_store.open_store(stack)
-        self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
+        self.offline = OfflineLog(feast_store.offline_root(stack))
         self.offline.remove_stale()  # (files a killed worker was writing)
         self._revision = Revisions()
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]

@@ -268,8 +268,13 @@ class OfflineLog:
     """Appends rows as new parquet files under ``<root>/<dataset>/date=YYYY-MM-DD/``: the
     cost of an append does not depend on how much history there is."""
 
-    def __init__(self, root: Path, writer_id: str | None = None) -> None:
-        self.root = root
+    def __init__(self, root: Path | str | Any, writer_id: str | None = None) -> None:
+        from core import storage
+
+        #: where the log lives (core.storage: a local folder or an object store URL)
+        self.store = storage.root(root)
+        #: the local folder (None in an object store)
+        self.root: Path | None = None if self.store.remote else Path(self.store.url)
         self.writer_id = writer_id or uuid.uuid4().hex[:8]
         self._seq = 0
 
@@ -296,6 +301,13 @@ class OfflineLog:
         # (a chunk whose column was all None has it typed null: unified with the others)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         written = 0
+        if self.store.remote:  # one PUT per file: invisible until complete
+            for d, part in self.by_date(table):
+                key = f"{self.store.path}/{dataset}/date={d}/{self._name()}"
+                with self.store.fs.open_output_stream(key) as out:
+                    pq.write_table(part, out, compression="zstd")
+                written += part.num_rows
+            return written
         for d, part in self.by_date(table):
             tmp, path = self.new_file(dataset, d)
             folder = path.parent
@@ -324,15 +336,21 @@ class OfflineLog:
 
     def new_file(self, dataset: str, date: str) -> tuple[Path, Path]:
         """A new file's hidden name to write and the name that makes it visible."""
+        assert self.root is not None, "an object store has no hidden files"
         folder = self.root / dataset / f"date={date}"
         folder.mkdir(parents=True, exist_ok=True)
-        self._seq += 1
-        name = f"part-{int(time.time() * 1000)}-{self.writer_id}-{self._seq:06d}.parquet"
+        name = self._name()
         return folder / f".{name}.tmp", folder / name
+
+    def _name(self) -> str:
+        self._seq += 1
+        return f"part-{int(time.time() * 1000)}-{self.writer_id}-{self._seq:06d}.parquet"
 
     def remove_stale(self, older_than_s: float = 3600.0) -> int:
         """Delete hidden files a killed writer left (``kill -9`` mid-write): a live writer's
         are at most one checkpoint old. Returns how many."""
+        if self.root is None:
+            return 0  # (an object store has no half-written files to leave)
         cutoff, gone = time.time() - older_than_s, 0
         for f in self.root.glob("*/date=*/.part-*.tmp") if self.root.exists() else ():
             try:
@@ -482,13 +500,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def read_dataset(root: Path, dataset: str) -> pd.DataFrame:
-    """All rows of an offline dataset (empty frame when there are none)."""
-    folder = root / dataset
-    files = sorted(p for p in folder.rglob("*.parquet")) if folder.exists() else []
+def read_dataset(root: Path | str | Any, dataset: str) -> pd.DataFrame:
+    """All rows of an offline dataset (empty frame when there are none); ``root``: a folder
+    or an object store URL (core.storage)."""
+    from core import storage
+
+    folder = storage.root(root) / dataset
+    files = folder.files()
     if not files:
         return pd.DataFrame()
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    fs = folder.fs
+    return pd.concat([pq.read_table(f, filesystem=fs).to_pandas() for f in files], ignore_index=True)
 
 
 def latest_feature_rows(df: pd.DataFrame, join_key: str = "card_id") -> pd.DataFrame:

@@ -109,7 +109,7 @@ class FeatureWorker:
         self.pipelines = [self._pipeline(CARD, cfg.transactions_topic, store)]
         if cfg.clicks_topic:
             self.pipelines.append(self._pipeline(USER, cfg.clicks_topic, store))
-        self.offline = OfflineLog(feast_store.offline_dir(stack, ""))
+        self.offline = OfflineLog(feast_store.offline_root(stack))
         self.offline.remove_stale()  # (files a killed worker was writing)
         self._unacked: list[tuple[Any, Any]] = []  # (stream, event) waiting for durable outputs
         self._last_offline = time.monotonic()

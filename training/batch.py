@@ -7,6 +7,10 @@ feature row, joins its raw fields, checks the rows as training does and scores t
 the model's ONNX graph; the rows equal ``training.dataset.load``'s for the same range. Event
 ids that appear on more than one card are found first over the whole range (two columns of
 the raw log) and left out, as ``load`` leaves them out.
+
+Personalization scores the same way, a day of the click log per task, with
+``training.dataset.load_clicks``' rows (a click's latest user-feature row joined with its
+raw fields).
 """
 
 from __future__ import annotations
@@ -18,24 +22,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.dataset import TXN_COLUMNS, _day, _read, check, join_transactions, txn_fields_frame
+from core import storage
+from training.dataset import (
+    CLICK_COLUMNS,
+    TXN_COLUMNS,
+    _day,
+    _read,
+    check,
+    click_fields_frame,
+    join_clicks,
+    join_transactions,
+    txn_fields_frame,
+)
 from training.errors import DataError
 
 FEATURES = "card_txn_features"
 TRANSACTIONS = "transactions"
+CLICK_FEATURES = "user_click_features"
+CLICKS = "clicks"
+#: per task: the feature log its days are the folders of
+DAY_FOLDERS = {"fraud": FEATURES, "personalization": CLICK_FEATURES}
+TIER_COLUMN = {"fraud": "risk_tier", "personalization": "tier"}
 
 
-def days(root: Path, start_ms: int | None = None, end_ms: int | None = None) -> list[str]:
+def days(root: Path | str | storage.Root, start_ms: int | None = None, end_ms: int | None = None,
+         task: str = "fraud") -> list[str]:
     """The days of the feature log within [start, end) (its ``date=`` folders), oldest first."""
-    folder = root / FEATURES
-    found = sorted(p.name.removeprefix("date=") for p in folder.glob("date=*") if p.is_dir()) if folder.exists() \
-        else []
+    folder = storage.root(root) / DAY_FOLDERS[task]
+    found = [d.removeprefix("date=") for d in folder.dirs() if d.startswith("date=")]
     lo = _day(start_ms) if start_ms is not None else None
     hi = _day(end_ms) if end_ms is not None else None
     return [d for d in found if (lo is None or d >= lo) and (hi is None or d <= hi)]
 
 
-def ambiguous_event_ids(root: Path, start_ms: int | None, end_ms: int | None) -> set[str]:
+def ambiguous_event_ids(root: Path | storage.Root, start_ms: int | None, end_ms: int | None) -> set[str]:
     """Event ids on more than one card within the range (two columns of the raw log)."""
     ids = _read(root / TRANSACTIONS, ["event_id", "card_id"], (start_ms, end_ms))
     if ids.empty:
@@ -48,7 +68,7 @@ def ambiguous_event_ids(root: Path, start_ms: int | None, end_ms: int | None) ->
 class ScoreTask:
     """One day to score (everything a Dask worker needs, picklable)."""
 
-    root: str
+    root: storage.Root
     day: str
     onnx: bytes
     features: tuple[str, ...]
@@ -61,16 +81,16 @@ class ScoreTask:
     #: a folder to write the day's scores to (``date=<day>/<name>.parquet``); None: returned
     parquet: str | None = None
     name: str = "scores"
+    task: str = "fraud"
 
 
-def day_rows(root: Path, day: str, start_ms: int | None, end_ms: int | None,
+def day_rows(root: Path | str | storage.Root, day: str, start_ms: int | None, end_ms: int | None,
              ambiguous: frozenset[str] | set[str] = frozenset()) -> pd.DataFrame:
     """The training rows of one day of the log (``load``'s, restricted to the day)."""
     from streaming.sinks import latest_feature_rows
 
-    lo = int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
-    rng = (max(lo, start_ms) if start_ms is not None else lo,
-           min(lo + 86_400_000, end_ms) if end_ms is not None else lo + 86_400_000)
+    root = storage.root(root)
+    rng = _day_range(day, start_ms, end_ms)
     feats = _read(root / FEATURES, time_range=rng)  # (the date= partition prunes the other days)
     if feats.empty:
         return feats
@@ -88,21 +108,55 @@ def day_rows(root: Path, day: str, start_ms: int | None, end_ms: int | None,
     return df
 
 
+def click_day_rows(root: Path | str | storage.Root, day: str, start_ms: int | None, end_ms: int | None
+                   ) -> pd.DataFrame:
+    """The personalization rows of one day of the click log (``load_clicks``', restricted to
+    the day)."""
+    from streaming.sinks import latest_feature_rows
+
+    root = storage.root(root)
+    rng = _day_range(day, start_ms, end_ms)
+    feats = _read(root / CLICK_FEATURES, time_range=rng)
+    if feats.empty:
+        return feats
+    clicks = _read(root / CLICKS, CLICK_COLUMNS, rng)
+    if clicks.empty:
+        raise DataError(f"no raw clicks under {root / CLICKS / f'date={day}'}: the offline log is incomplete")
+    df = join_clicks(latest_feature_rows(feats, "user_id"), clicks)
+    df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
+    for name, col in click_fields_frame(df).items():
+        df[name] = col
+    return df
+
+
+def _day_range(day: str, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    lo = int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
+    return (max(lo, start_ms) if start_ms is not None else lo,
+            min(lo + 86_400_000, end_ms) if end_ms is not None else lo + 86_400_000)
+
+
 def score_day(task: ScoreTask) -> pd.DataFrame:
-    """One day's fraud scores with tiers and decisions (written to ``task.parquet`` when set;
-    then an empty frame with the row count in ``attrs['rows']`` comes back)."""
+    """One day's scores with tiers (and, for fraud, decisions); written to ``task.parquet``
+    when set, and then an empty frame with the row count in ``attrs['rows']`` comes back."""
     from training import export
 
-    df = day_rows(Path(task.root), task.day, task.start_ms, task.end_ms, task.ambiguous)
+    fraud = task.task == "fraud"
+    df = day_rows(task.root, task.day, task.start_ms, task.end_ms, task.ambiguous) if fraud else \
+        click_day_rows(task.root, task.day, task.start_ms, task.end_ms)
     if df.empty:
         return pd.DataFrame()
     check(df, task.features)
     X = df[list(task.features)].to_numpy(dtype=np.float32)  # noqa: N806
     p = export.score(export.session(task.onnx), X)
-    out = pd.DataFrame({"event_id": df["event_id"], "card_id": df["card_id"],
-                        "event_time": pd.to_datetime(df["event_time"], unit="ms", utc=True), "fraud_probability": p,
-                        "risk_tier": np.where(p >= task.high, "high", np.where(p >= task.medium, "medium", "low")),
-                        "decision": np.where(p >= task.threshold, "review", "approve")})
+    when = pd.to_datetime(df["event_time"], unit="ms", utc=True)
+    tier = np.where(p >= task.high, "high", np.where(p >= task.medium, "medium", "low"))
+    if fraud:
+        out = pd.DataFrame({"event_id": df["event_id"], "card_id": df["card_id"], "event_time": when,
+                            "fraud_probability": p, "risk_tier": tier,
+                            "decision": np.where(p >= task.threshold, "review", "approve")})
+    else:
+        out = pd.DataFrame({"event_id": df["event_id"], "user_id": df["user_id"], "session_id": df["session_id"],
+                            "event_time": when, "purchase_probability": p, "tier": tier})
     if task.parquet is None:
         return out
     folder = Path(task.parquet) / f"date={task.day}"
@@ -111,19 +165,22 @@ def score_day(task: ScoreTask) -> pd.DataFrame:
     out.to_parquet(tmp, index=False)
     tmp.rename(folder / f"{task.name}.parquet")  # (readers never see half a file; a rerun replaces it)
     written = pd.DataFrame(columns=out.columns)
-    written.attrs.update(rows=len(out), tiers=out["risk_tier"].value_counts().to_dict())
+    written.attrs.update(rows=len(out), tiers=out[TIER_COLUMN[task.task]].value_counts().to_dict())
     return written
 
 
-def score(place: Any, root: Path, onnx: bytes, features: list[str], threshold: float, high: float, medium: float,
-          start_ms: int | None = None, end_ms: int | None = None, parquet: Path | None = None, name: str = "scores",
-          progress: bool = False) -> Any:
-    """Yield each day's scores as its task finishes (``place``: core.cluster.Place)."""
-    todo = days(root, start_ms, end_ms)
+def score(place: Any, root: Path | str | storage.Root, onnx: bytes, features: list[str], threshold: float,
+          high: float, medium: float, start_ms: int | None = None, end_ms: int | None = None,
+          parquet: Path | None = None, name: str = "scores", progress: bool = False, task: str = "fraud") -> Any:
+    """Yield each day's scores as its task finishes (``place``: core.cluster.Place); ``task``:
+    fraud (transactions) or personalization (clicks)."""
+    root = storage.root(root)
+    todo = days(root, start_ms, end_ms, task)
     if not todo:
-        raise DataError(f"no transactions in the offline store ({root / FEATURES}) for that time range: run "
+        what = "transactions" if task == "fraud" else "clicks"
+        raise DataError(f"no {what} in the offline store ({root / DAY_FOLDERS[task]}) for that time range: run "
                         "`make up` and let the generator run a few minutes, or backfill")
-    ambiguous = frozenset(ambiguous_event_ids(root, start_ms, end_ms))
-    tasks = [ScoreTask(str(root), d, onnx, tuple(features), threshold, high, medium, start_ms, end_ms, ambiguous,
-                       None if parquet is None else str(parquet), name) for d in todo]
+    ambiguous = frozenset(ambiguous_event_ids(root, start_ms, end_ms)) if task == "fraud" else frozenset()
+    tasks = [ScoreTask(root, d, onnx, tuple(features), threshold, high, medium, start_ms, end_ms, ambiguous,
+                       None if parquet is None else str(parquet), name, task) for d in todo]
     yield from place.results(score_day, tasks, progress=progress, desc="scoring days")

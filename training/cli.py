@@ -359,10 +359,9 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     name = args.name or tracking.REGISTERED[args.task]
     table = args.table or ("fraud_scores" if fraud else "propensity_scores")
     where = cluster.parse(args.cluster or settings.cluster)
-    if (where.kind != "in-process" or args.parquet) and (not fraud or args.max_samples is not None):
-        raise TrainingError("--cluster and --parquet score the fraud task a day at a time, every row in the range: "
-                            "drop --max-samples" if fraud else "personalization scoring runs in-process only (no "
-                            "--cluster, no --parquet)")
+    if (where.kind != "in-process" or args.parquet) and args.max_samples is not None:
+        raise TrainingError("--cluster and --parquet score a day at a time, every row in the range: drop "
+                            "--max-samples")
     tracking.connect(settings, print)
     mv = tracking.load(name, None if args.version else args.alias, args.version)
     if mv is None:
@@ -373,7 +372,7 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     if not args.high > args.medium > 0:
         raise TrainingError(f"tiers need high > medium > 0, got {args.high} and {args.medium}")
     url = args.db or f"sqlite:///{(settings.data_dir / 'scores.db').resolve()}"
-    if fraud and args.max_samples is None:
+    if args.max_samples is None:
         return _score_by_day(args, settings, mv, name, table, url, where)
     ds = (load if fraud else load_clicks)(settings, start_ms=args.start, end_ms=args.end,
                                            max_samples=args.max_samples)
@@ -403,7 +402,7 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
 
 def _score_by_day(args: argparse.Namespace, settings: StackSettings, mv: Any, name: str, table: str, url: str,
                   where: Any) -> int:
-    """Fraud scores of every transaction in the range, a day of the log per task
+    """Scores of every transaction (or click) in the range, a day of the log per task
     (training/batch.py), on the chosen place; into the database as each day finishes, or
     (``--parquet``) written by the tasks themselves."""
     import time
@@ -414,13 +413,13 @@ def _score_by_day(args: argparse.Namespace, settings: StackSettings, mv: Any, na
     from core import feast_store
     from training import batch
 
-    root = feast_store.offline_dir(settings, "")
+    root = feast_store.offline_root(settings)
     started, rows, tiers, days = time.monotonic(), 0, {"high": 0, "medium": 0, "low": 0}, 0
     engine = None if args.parquet else sa.create_engine(url)
     with cluster.connect(where) as place:
         for out in batch.score(place, root, mv.onnx, mv.features, mv.threshold, args.high, args.medium,
                                args.start, args.end, Path(args.parquet).resolve() if args.parquet else None,
-                               f"{name}-v{mv.version}", progress=sys.stderr.isatty()):
+                               f"{name}-v{mv.version}", progress=sys.stderr.isatty(), task=args.task):
             days += 1
             if engine is None:
                 rows += out.attrs.get("rows", 0)
@@ -433,7 +432,7 @@ def _score_by_day(args: argparse.Namespace, settings: StackSettings, mv: Any, na
             with engine.begin() as conn:
                 out.to_sql(table, conn, if_exists="append", index=False, chunksize=10_000)
             rows += len(out)
-            for k, v in out["risk_tier"].value_counts().items():
+            for k, v in out[batch.TIER_COLUMN[args.task]].value_counts().items():
                 tiers[str(k)] += int(v)
     dest = args.parquet if engine is None else f"{safe_url(url)} table {table}"
     print(f"wrote {rows:,} scores of {name} v{mv.version} to {dest} ({days} day(s) on {where}, "
@@ -495,8 +494,9 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--table", help="default fraud_scores (propensity_scores for personalization)")
     sc.add_argument("--high", type=float, default=0.70, help="high-risk tier from this probability")
     sc.add_argument("--medium", type=float, default=0.40, help="medium-risk tier from this probability")
-    sc.add_argument("--cluster", help="where fraud scoring runs, a day of the offline log per task: in-process, "
-                    "local:N (a local Dask cluster) or tcp://host:port (a Dask scheduler); default STACK_CLUSTER")
+    sc.add_argument("--cluster", help="where scoring runs (either task), a day of the offline log per task: "
+                    "in-process, local:N (a local Dask cluster) or tcp://host:port (a Dask scheduler); default "
+                    "STACK_CLUSTER")
     sc.add_argument("--parquet", help="write the scores as parquet under this folder (date=YYYY-MM-DD/"
                     "<model>-v<version>.parquet, one per day, written by the tasks) instead of the database")
     data_args(sc)

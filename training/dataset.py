@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from core import feast_store
+from core import feast_store, storage
 from core.features import REQUEST_FEATURES, WINDOW_FEATURES
 from core.model_inputs import MODEL_FEATURES, txn_fields
 from core.settings import StackSettings
@@ -55,15 +55,19 @@ def _day(ms: int) -> str:
     return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
 
 
-def _read(folder: Path, columns: list[str] | None = None, time_range: tuple[int | None, int | None] = (None, None)
-          ) -> pd.DataFrame:
+def _read(folder: Path | str | storage.Root, columns: list[str] | None = None,
+          time_range: tuple[int | None, int | None] = (None, None)) -> pd.DataFrame:
     """Rows of an offline dataset within [start, end) of event time, only ``columns``: the
     day folders outside the range are never opened (the ``date=`` partition is pruned) and
-    within a file the row groups are skipped by their event_time statistics."""
-    if not folder.exists() or not any(folder.rglob("*.parquet")):
+    within a file the row groups are skipped by their event_time statistics. ``folder``: a
+    local folder or an object store URL (core.storage)."""
+    where = storage.root(folder)
+    files = where.files()
+    if not files:
         return pd.DataFrame()
     part = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-    ds = pads.dataset(folder, format="parquet", partitioning=part, exclude_invalid_files=True)
+    ds = pads.dataset(files, filesystem=where.fs, format="parquet", partitioning=part,
+                      partition_base_dir=where.path, exclude_invalid_files=True)
     flt = None
     start, end = time_range
     if start is not None:
@@ -75,7 +79,7 @@ def _read(folder: Path, columns: list[str] | None = None, time_range: tuple[int 
     return ds.to_table(columns=cols, filter=flt).to_pandas()
 
 
-def _recent_start(folder: Path, start_ms: int | None, end_ms: int | None, rows: int) -> int | None:
+def _recent_start(folder: Path | storage.Root, start_ms: int | None, end_ms: int | None, rows: int) -> int | None:
     """The event time from which about ``rows`` raw rows of the log lie in the range: read
     from the event_time column alone, so that ``max_samples`` does not load the whole log."""
     times = _read(folder, ["event_time"], (start_ms, end_ms))
@@ -107,8 +111,8 @@ def check_fraud_service(settings: StackSettings, feature_service: str) -> None:
 
 def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms: int | None = None,
          end_ms: int | None = None, max_samples: int | None = None,
-         offline_root: Path | None = None) -> Dataset:
-    root = offline_root or feast_store.offline_dir(settings, "")
+         offline_root: Path | str | storage.Root | None = None) -> Dataset:
+    root = storage.root(offline_root or feast_store.offline_root(settings))
     check_fraud_service(settings, feature_service)
     df, n_raw, ambiguous = _fraud_rows(root, start_ms, end_ms, max_samples)
     if ambiguous:
@@ -128,7 +132,7 @@ def load(settings: StackSettings, *, feature_service: str = "fraud_v1", start_ms
     return Dataset(df, list(MODEL_FEATURES), str(root), summary)
 
 
-def _fraud_rows(root: Path, start_ms: int | None, end_ms: int | None, max_samples: int | None
+def _fraud_rows(root: storage.Root, start_ms: int | None, end_ms: int | None, max_samples: int | None
                 ) -> tuple[pd.DataFrame, int, int]:
     """Joined training rows in the range; with ``max_samples``, only the newest part of the log
     is read (widened until it holds enough rows after de-duplication)."""
@@ -220,14 +224,14 @@ def check(df: pd.DataFrame, features: tuple[str, ...] | list[str]) -> None:
 
 def load_clicks(settings: StackSettings, *, feature_service: str = "personalization_v1",
                 start_ms: int | None = None, end_ms: int | None = None, max_samples: int | None = None,
-                offline_root: Path | None = None) -> Dataset:
+                offline_root: Path | str | storage.Root | None = None) -> Dataset:
     """Personalization rows: per click, the user's features as of just before it (offline log
     ``user_click_features``) plus the click's own fields."""
-    from core.model_inputs import PROPENSITY_FEATURES, click_fields
+    from core.model_inputs import PROPENSITY_FEATURES
     from core.user_features import USER_FEATURES
     from streaming.sinks import latest_feature_rows
 
-    root = offline_root or feast_store.offline_dir(settings, "")
+    root = storage.root(offline_root or feast_store.offline_root(settings))
     served = feature_service_features(settings, feature_service)
     missing = [f for f in USER_FEATURES if f not in served]
     if missing:
@@ -239,24 +243,12 @@ def load_clicks(settings: StackSettings, *, feature_service: str = "personalizat
         raise DataError(f"no clicks in the offline store ({root / 'user_click_features'}): run `make up` and let "
                         "the click generator run, or backfill with `python -m streaming backfill --kind clicks`")
     n_raw = len(feats)
-    feats = latest_feature_rows(feats, "user_id")
-    clicks = _read(root / "clicks", ["event_id", "event_key", "user_id", "session_id", "action", "dwell_ms",
-                                     "device"], (start_ms, end_ms)).drop_duplicates(["user_id", "event_key"])
-    df = feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
-        clicks, on=["user_id", "event_key"], how="inner", validate="one_to_one")
+    clicks = _read(root / "clicks", CLICK_COLUMNS, (start_ms, end_ms))
+    df = join_clicks(latest_feature_rows(feats, "user_id"), clicks)
     df = df.sort_values(["event_time", "event_key"], kind="stable").reset_index(drop=True)
     if max_samples is not None and len(df) > max_samples:
         df = df.iloc[-max_samples:].reset_index(drop=True)
-    probe = click_fields("view", 0, "mobile")
-    fields = pd.DataFrame({
-        "is_view": (df["action"] == "view").astype(np.float64),
-        "is_add_to_cart": (df["action"] == "add_to_cart").astype(np.float64),
-        "is_purchase": (df["action"] == "purchase").astype(np.float64),
-        "dwell_ms": df["dwell_ms"].astype(np.float64),
-        "device_mobile": (df["device"] == "mobile").astype(np.float64),
-        "device_tablet": (df["device"] == "tablet").astype(np.float64)}, index=df.index)
-    assert list(fields.columns) == list(probe), "click_fields and its vectorised twin disagree"
-    for name, col in fields.items():
+    for name, col in click_fields_frame(df).items():
         df[name] = col
     check(df, PROPENSITY_FEATURES)
     summary = {"rows": len(df), "rows_in_log": n_raw, "users": int(df["user_id"].nunique()),
@@ -264,3 +256,30 @@ def load_clicks(settings: StackSettings, *, feature_service: str = "personalizat
                "end": pd.to_datetime(df["event_time"].max(), unit="ms", utc=True).isoformat(),
                "feature_service": feature_service}
     return Dataset(df, list(PROPENSITY_FEATURES), str(root), summary)
+
+
+#: the raw click fields a personalization row takes from the ``clicks`` log
+CLICK_COLUMNS = ["event_id", "event_key", "user_id", "session_id", "action", "dwell_ms", "device"]
+
+
+def join_clicks(feats: pd.DataFrame, clicks: pd.DataFrame) -> pd.DataFrame:
+    """Each click's latest feature row (de-duplicated already) joined on its key with its raw
+    fields (replays dropped): the point-in-time personalization rows."""
+    clicks = clicks.drop_duplicates(["user_id", "event_key"])
+    return feats.drop(columns=[c for c in ("event_timestamp", "date") if c in feats]).merge(
+        clicks, on=["user_id", "event_key"], how="inner", validate="one_to_one")
+
+
+def click_fields_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The click fields of core.model_inputs, vectorised over a frame of clicks."""
+    from core.model_inputs import click_fields
+
+    out = pd.DataFrame({
+        "is_view": (df["action"] == "view").astype(np.float64),
+        "is_add_to_cart": (df["action"] == "add_to_cart").astype(np.float64),
+        "is_purchase": (df["action"] == "purchase").astype(np.float64),
+        "dwell_ms": df["dwell_ms"].astype(np.float64),
+        "device_mobile": (df["device"] == "mobile").astype(np.float64),
+        "device_tablet": (df["device"] == "tablet").astype(np.float64)}, index=df.index)
+    assert list(out.columns) == list(click_fields("view", 0, "mobile")), "click_fields and its twin disagree"
+    return out

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import storage
 from core.model_inputs import MODEL_FEATURES
 from training import batch, feedback, ground_truth, models
 from training.dataset import _day, check
@@ -74,7 +75,7 @@ def refuse(cfg: Any) -> None:
 class DayTask:
     """One day of the offline log (picklable: everything a worker needs)."""
 
-    root: str
+    root: storage.Root
     day: str
     start_ms: int | None
     end_ms: int | None
@@ -91,7 +92,7 @@ class DayTask:
 
 def _rows(task: DayTask) -> pd.DataFrame:
     """The day's training rows with rule labels and ground-truth flags."""
-    df = batch.day_rows(Path(task.root), task.day, task.start_ms, task.end_ms)
+    df = batch.day_rows(task.root, task.day, task.start_ms, task.end_ms)
     raw = df.attrs.get("raw_rows", 0)
     if df.empty:
         df.attrs.update(raw_rows=raw, ambiguous=0)
@@ -209,13 +210,13 @@ def _uniform(keys: pd.Series, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _eval_part(task: DayTask) -> tuple[pd.DataFrame, Counts, dict[str, tuple[int, int, set[str]]]]:
+def _eval_part(task: DayTask) -> tuple[str, pd.DataFrame, Counts, dict[str, tuple[int, int, set[str]]]]:
     """The day's validation and test rows (of either split) and its sampled training rows;
     per label mode its training rows, positives and their weights; and per mode what the
     ground truth showed on its training rows (rows with feedback, fraud, fraud scenarios)."""
     df = _labelled(task)
     if df.empty:
-        return df, {}, {}
+        return task.day, df, {}, {}
     counts: Counts = {}
     seen: dict[str, tuple[int, int, set[str]]] = {}
     w = df["w"].to_numpy()
@@ -228,7 +229,7 @@ def _eval_part(task: DayTask) -> tuple[pd.DataFrame, Counts, dict[str, tuple[int
                       set(df.loc[train & fraud, "scenario"].astype(str)))
     df["sampled"] = _uniform(df["event_key"], task.seed) < task.sample_frac
     keep = (df["side_rules"] >= 1) | (df["side_truth"] >= 1) | df["sampled"]
-    return df[keep.to_numpy()].reset_index(drop=True), counts, seen
+    return task.day, df[keep.to_numpy()].reset_index(drop=True), counts, seen
 
 
 def _cut(times: np.ndarray, pos: int, known_only: bool, tasks: dict[str, DayTask], place: Any) -> Cut | None:
@@ -265,6 +266,8 @@ class Prepared:
     fired: dict[str, int] = field(default_factory=dict)
     #: per label mode, what the ground truth showed on its training rows (all of them)
     seen: dict[str, tuple[int, int, set[str]]] = field(default_factory=dict)
+    #: per label mode, the days that hold training rows (lightgbm.dask refuses empty parts)
+    train_days: dict[str, list[str]] = field(default_factory=dict)
 
     def split(self, mode: str) -> tuple[np.ndarray, Split]:
         """The labels of ``frame``'s rows and the split (its training part: the sample)."""
@@ -279,13 +282,14 @@ class Prepared:
         return n, pos
 
 
-def prepare(place: Any, root: Path, cfg: Any, truth: pd.DataFrame | None, scores: pd.DataFrame | None,
-            progress: bool = False) -> Prepared:
+def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.DataFrame | None,
+            scores: pd.DataFrame | None, progress: bool = False) -> Prepared:
     """Pass 1 and pass 3 (module docstring). ``truth``: the fraud feedback as the in-process
     path reads it (None: no ground truth); ``scores``: the pipeline's own scores
     (``ground_truth.stream_scores``: its decisions, with event times, so that each day task
     gets only its own)."""
     _check_sizes(cfg.val_size, cfg.test_size)
+    root = storage.root(root)
     todo = batch.days(root, cfg.start_ms, cfg.end_ms)
     if not todo:
         raise DataError(f"no transactions in the offline store ({root / batch.FEATURES}) for that time range: run "
@@ -301,7 +305,7 @@ def prepare(place: Any, root: Path, cfg: Any, truth: pd.DataFrame | None, scores
         by_day = {d: g.drop(columns=["event_time"]) for d, g in dec.groupby(day)}
     else:
         scores = None
-    tasks = [DayTask(str(root), d, cfg.start_ms, cfg.end_ms, ambiguous, truth, by_day.get(d, none), 0,
+    tasks = [DayTask(root, d, cfg.start_ms, cfg.end_ms, ambiguous, truth, by_day.get(d, none), 0,
                      cfg.label_maturity_ms, seed=cfg.seed) for d in todo]
     census = [c for c in place.results(_census, tasks, progress=progress, desc="training rows, pass 1 (census)")
               if c["rows"]]
@@ -325,11 +329,14 @@ def prepare(place: Any, root: Path, cfg: Any, truth: pd.DataFrame | None, scores
     parts: list[pd.DataFrame] = []
     counts: Counts = {}
     seen: dict[str, tuple[int, int, set[str]]] = {}
-    for part, c, s in place.results(_eval_part, tasks, progress=progress,
-                                    desc="training rows, pass 2 (validation, test, sample)"):
+    train_days: dict[str, set[str]] = {}
+    for day, part, c, s in place.results(_eval_part, tasks, progress=progress,
+                                         desc="training rows, pass 2 (validation, test, sample)"):
         if len(part):
             parts.append(part)
         for mode, v in c.items():
+            if v[0]:
+                train_days.setdefault(mode, set()).add(day)
             a = counts.get(mode, (0, 0, 0.0, 0.0))
             counts[mode] = (a[0] + v[0], a[1] + v[1], a[2] + v[2], a[3] + v[3])
         for mode, (rows, fraud, scen) in s.items():
@@ -360,13 +367,17 @@ def prepare(place: Any, root: Path, cfg: Any, truth: pd.DataFrame | None, scores
              "declined_unlabelled": int((declined & ~has).sum()), "unknown_young": int((~old).sum()),
              "fraud": int((cat["truth_fraud"] & has)[known].sum())},
             None if scores is None else frame["w"].to_numpy(np.float64))
-    return Prepared(frame, tasks, summary, now, counts, tl, fired, seen)
+    return Prepared(frame, tasks, summary, now, counts, tl, fired, seen,
+                    {m: sorted(d) for m, d in train_days.items()})
 
 
 def _dask_train(place: Any, prep: Prepared, mode: str) -> Any:
     import dask.dataframe as dd
 
-    tasks = [replace(t, mode=mode) for t in prep.tasks]
+    days = set(prep.train_days.get(mode, ()))
+    tasks = [replace(t, mode=mode) for t in prep.tasks if t.day in days]
+    if not tasks:
+        raise DataError(f"no training rows for labels {mode!r}")
     return dd.from_map(_train_part, tasks, meta=_empty_train(), enforce_metadata=False)
 
 

@@ -313,7 +313,7 @@ def _train(settings: StackSettings, cfg: TrainConfig, say: Say, place: Any) -> T
     with timer.step("loading point-in-time features from the offline store"):
         if place is not None:
             check_fraud_service(settings, cfg.feature_service)
-            root = feast_store.offline_dir(settings, "")
+            root = feast_store.offline_root(settings)
             prep = distributed.prepare(place, root, cfg, truth_df, scores, progress=sys.stderr.isatty())
             ds = Dataset(prep.frame, list(MODEL_FEATURES), str(root), prep.summary)
             tl = prep.truth

@@ -34,7 +34,8 @@ CASES = [
     (["training/train.py", "--cluster", "somewhere"], "in-process, local:N"),
     (["-m", "training", "score", "--db", "sqlite:///{tmp}/s.db"], "MLflow"),
     (["-m", "training", "score", "--max-samples", "10", "--cluster", "local:2"], "drop --max-samples"),
-    (["-m", "training", "score", "--task", "personalization", "--parquet", "{tmp}"], "in-process only"),
+    (["-m", "training", "score", "--task", "personalization", "--parquet", "{tmp}", "--max-samples", "5"],
+     "drop --max-samples"),
     (["-m", "stack.secrets", "--kafka-broker", "{tmp}/k"], "STACK_KAFKA_SASL"),
     (["-m", "inference", "scorer", "--share", "5"], "share"),
 ]
@@ -60,7 +61,8 @@ def test_bad_input_is_one_error_line_without_traceback(args: list[str], needle: 
 
 @pytest.mark.parametrize(("var", "value", "needle"), [("STACK_SEED_HISTORY", "soon", "not a duration"),
                                                       ("STACK_KAFKA_PORT", "abc", "valid integer"),
-                                                      ("STACK_CLUSTER", "everywhere", "tcp://host:port")])
+                                                      ("STACK_CLUSTER", "everywhere", "tcp://host:port"),
+                                                      ("STACK_OFFLINE_URL", "ftp://host/log", "must be one of s3")])
 def test_a_bad_stack_setting_is_one_error_line(var: str, value: str, needle: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
     env.update({"PYTHONPATH": str(REPO_ROOT), "STACK_DATA_DIR": str(tmp_path / "data"), var: value})

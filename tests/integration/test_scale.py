@@ -50,6 +50,32 @@ def scheduler() -> Iterator[str]:
                 p.kill()
 
 
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-protocol server (S3Proxy from Maven Central) with a bucket; its endpoint and
+    credentials in the environment, as a deployment sets them."""
+    from pyarrow import fs
+
+    from stack import s3proxy
+
+    port = health.free_port()
+    folder = tmp_path_factory.mktemp("s3")
+    proc = s3proxy.start(StackSettings(), port, folder / "buckets", log=folder / "s3proxy.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ACCESS_KEY_ID", s3proxy.ACCESS_KEY)
+    mp.setenv("AWS_SECRET_ACCESS_KEY", s3proxy.SECRET_KEY)
+    mp.setenv("STACK_S3_ENDPOINT", endpoint)
+    try:
+        fs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", access_key=s3proxy.ACCESS_KEY,
+                        secret_key=s3proxy.SECRET_KEY, allow_bucket_creation=True).create_dir("offline")
+        yield endpoint
+    finally:
+        mp.undo()
+        proc.terminate()
+        proc.wait(30)
+
+
 def _rows(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(events, latest feature rows) of an offline root, ordered, without revision numbers."""
     events = read_dataset(root, CARD.event_dataset)
@@ -256,3 +282,56 @@ def test_training_rows_labels_and_split_on_dask_equal_the_in_process_ones(
         base = roc_auc_score(labels.y[sp.test], local.predict(X[sp.test]))
         for where in ("local:2", scheduler):
             assert abs(aucs[(where, model_type)] - base) < 0.03, (where, model_type, aucs, base)
+
+
+def test_the_offline_log_in_an_object_store_gives_the_same_rows(
+        kafka_bootstrap: str, feast_repo: StackSettings, s3: str, tmp_path: Path) -> None:
+    """STACK_OFFLINE_URL=s3://...: backfill tasks on a local Dask cluster write one log into a
+    real S3-protocol server; the events, the feature rows, training's rows, a cluster
+    training set and batch scores read from it equal those of the same backfill on disk."""
+    import numpy as np
+
+    from core import storage
+    from training import batch, distributed, export, models
+    from training.config import TrainConfig
+    from training.dataset import load
+
+    topic = f"s3-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=3)
+    records = generate(3000, seed=5, late_rate=0.02, max_delay_ms=120_000, bad_rate=0.003, fraud_rate=0.02)
+    produce(kafka_bootstrap, topic, records)
+    url = f"s3://offline/run-{uuid.uuid4().hex[:6]}"
+    with cluster.connect("local:2") as place:
+        on_s3 = backfill.run_tasks(place, backfill.plan("transactions", url, CFG, conn=kafka_bootstrap, topic=topic))
+    events, total = backfill.from_topic(kafka_bootstrap, topic, timestamps=True)
+    on_disk = backfill.run(events, total, OfflineLog(tmp_path / "disk"), CFG, progress=False)
+    assert on_s3 == on_disk
+    remote = storage.root(url)
+    assert remote.remote and remote.endpoint == s3
+    assert len(remote.files()) >= 3 and all(f.startswith(remote.path + "/") for f in remote.files())
+
+    # the same events and latest feature rows, through read_dataset
+    for kind in (CARD.event_dataset, CARD.feature_dataset):
+        a, b = read_dataset(url, kind), read_dataset(tmp_path / "disk", kind)
+        assert len(a) == len(b) > 0
+    # training's rows
+    here, there = load(feast_repo, offline_root=tmp_path / "disk"), load(feast_repo, offline_root=url)
+    cols = [c for c in here.frame.columns if c != "revision"]
+    key = ["card_id", "event_key"]
+    pd.testing.assert_frame_equal(there.frame[cols].sort_values(key).reset_index(drop=True),
+                                  here.frame[cols].sort_values(key).reset_index(drop=True))
+    # a cluster training set, and batch scores, read by the workers from the object store
+    cfg = TrainConfig(val_size=0.2, test_size=0.2)
+    with cluster.connect("local:2") as place:
+        prep = distributed.prepare(place, url, cfg, None, None)
+        y, sp = prep.split("rules")
+        assert prep.summary["rows"] == len(here.frame)
+        X = prep.frame[list(here.features)].to_numpy(np.float32)
+        fitted = models.fit("logistic_regression", X[sp.train], y[sp.train], None, None)
+        from training import calibration
+
+        onnx = export.build(fitted, len(here.features), calibration.Calibrator("none"),
+                            {"model_type": "logistic_regression"}).SerializeToString()
+        got = pd.concat(batch.score(place, url, onnx, here.features, 0.5, 0.7, 0.4)).set_index("event_id")
+    want = export.score(export.session(onnx), here.X)
+    np.testing.assert_allclose(got.loc[here.frame["event_id"], "fraud_probability"].to_numpy(), want, atol=1e-6)

@@ -190,6 +190,22 @@ def test_personalization_trains_a_purchase_propensity_model(data: tuple[StackSet
     assert len(rows) == 300 and {r[3] for r in rows} == {reg.version}
     assert all((r[2] == "high") == (r[1] >= 0.7) and (r[2] == "low") == (r[1] < 0.4) for r in rows)
 
+    # every logged click, a day of the click log per task on a local Dask cluster, as parquet:
+    # the graph's scores of training's own rows
+    import pandas as pd
+
+    from training.dataset import load_clicks
+
+    out = subprocess.run([sys.executable, "-m", "training", "score", "--name", name, "--task", "personalization",
+                          "--cluster", "local:2", "--parquet", str(tmp_path / "pq")], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "day(s) on local:2" in out.stdout, out.stderr[-2000:]
+    got = pd.concat([pd.read_parquet(f) for f in sorted((tmp_path / "pq").rglob("*.parquet"))])
+    ds = load_clicks(settings)
+    want = pd.Series(export.score(export.session(reg.onnx), ds.X), index=ds.frame["event_id"])
+    assert len(got) == len(want) and set(got["tier"]) <= {"high", "medium", "low"}
+    np.testing.assert_allclose(got.set_index("event_id").loc[want.index, "purchase_probability"], want, atol=1e-6)
+
 
 def test_max_samples_and_time_ranges_are_pushed_into_the_read(data: tuple[StackSettings, str]) -> None:
     """``--max-samples`` reads only the newest part of the offline log (from the event_time
