@@ -113,6 +113,8 @@ def connect(spec: str | Cluster | None, timeout_s: float = 20.0) -> Iterator[Pla
 
     for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # (a shuffle's start and end are logged as warnings: routine here, not a problem)
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     if cluster.kind == "local":
         with LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True,
                           memory_limit=cluster.memory_limit or "auto", dashboard_address=":0",

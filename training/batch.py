@@ -55,13 +55,42 @@ def days(root: Path | str | storage.Root, start_ms: int | None = None, end_ms: i
     return [d for d in found if (lo is None or d >= lo) and (hi is None or d <= hi)]
 
 
-def ambiguous_event_ids(root: Path | storage.Root, start_ms: int | None, end_ms: int | None) -> set[str]:
-    """Event ids on more than one card within the range (two columns of the raw log)."""
+def ambiguous_event_ids(root: Path | storage.Root, start_ms: int | None, end_ms: int | None,
+                        place: Any = None) -> set[str]:
+    """Event ids on more than one card within the range (two columns of the raw log). On a
+    cluster (``place`` with a client) the days are read by the workers and the ids grouped
+    by a Dask shuffle, so this process holds only the answer; else read here."""
+    root = storage.root(root)
+    if place is not None and place.client is not None:
+        import dask.dataframe as dd
+
+        todo = [(root, d, start_ms, end_ms) for d in storage.root(root / TRANSACTIONS).dirs()
+                if d.startswith("date=") and _in_range(d.removeprefix("date="), start_ms, end_ms)]
+        if not todo:
+            return set()
+        pairs = dd.from_map(_day_ids, todo, meta=pd.DataFrame({"event_id": pd.Series(dtype=object),
+                                                               "card_id": pd.Series(dtype=object)}))
+        counts = pairs.drop_duplicates(split_out=len(todo))["event_id"].value_counts(split_out=len(todo))
+        return set(counts[counts > 1].index.compute())
     ids = _read(root / TRANSACTIONS, ["event_id", "card_id"], (start_ms, end_ms))
     if ids.empty:
         return set()
     cards = ids.drop_duplicates().groupby("event_id")["card_id"].nunique()
     return set(cards[cards > 1].index)
+
+
+def _in_range(day: str, start_ms: int | None, end_ms: int | None) -> bool:
+    return (start_ms is None or day >= _day(start_ms)) and (end_ms is None or day <= _day(end_ms))
+
+
+def _day_ids(args: tuple[storage.Root, str, int | None, int | None]) -> pd.DataFrame:
+    """The (event id, card id) pairs of one day of the raw transactions log."""
+    root, day, start_ms, end_ms = args
+    rng = _day_range(day.removeprefix("date="), start_ms, end_ms)
+    ids = _read(root / TRANSACTIONS, ["event_id", "card_id"], rng)
+    if ids.empty:
+        return pd.DataFrame({"event_id": pd.Series(dtype=object), "card_id": pd.Series(dtype=object)})
+    return ids[["event_id", "card_id"]].drop_duplicates().astype(object)
 
 
 @dataclass(frozen=True)
@@ -180,7 +209,7 @@ def score(place: Any, root: Path | str | storage.Root, onnx: bytes, features: li
         what = "transactions" if task == "fraud" else "clicks"
         raise DataError(f"no {what} in the offline store ({root / DAY_FOLDERS[task]}) for that time range: run "
                         "`make up` and let the generator run a few minutes, or backfill")
-    ambiguous = frozenset(ambiguous_event_ids(root, start_ms, end_ms)) if task == "fraud" else frozenset()
+    ambiguous = frozenset(ambiguous_event_ids(root, start_ms, end_ms, place)) if task == "fraud" else frozenset()
     tasks = [ScoreTask(root, d, onnx, tuple(features), threshold, high, medium, start_ms, end_ms, ambiguous,
                        None if parquet is None else str(parquet), name, task) for d in todo]
     yield from place.results(score_day, tasks, progress=progress, desc="scoring days")

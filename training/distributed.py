@@ -43,6 +43,13 @@ from training.splits import Split, _check_sizes
 
 #: training rows sampled back to this process (baseline, CV, feature statistics)
 SAMPLE_ROWS = 200_000
+#: validation and test rows beyond this many each are sampled uniformly (calibration,
+#: threshold and test metrics are then estimates on a uniform sample of the period)
+EVAL_ROWS = 1_000_000
+#: the columns that come back: ids, model inputs, the rule inputs after the transaction (rule
+#: labels), the request categories (drift's data quality) and the label and split flags
+_FLAGS = ["y_rule", "has_truth", "truth_fraud", "scenario", "declined", "label_probability", "known", "y_truth", "w",
+          "side_rules", "side_truth", "sampled", "evaluated"]
 BOOSTERS = ("xgboost", "lightgbm")
 
 Cut = tuple[int, str]  # (event_time, event_key): rows at or after it are on the later side
@@ -86,6 +93,7 @@ class DayTask:
     maturity_ms: int = 0
     cuts: dict[str, tuple[Cut | None, Cut | None]] = field(default_factory=dict)
     sample_frac: float = 0.0
+    eval_frac: float = 1.0
     seed: int = 42
     mode: str = "rules"
 
@@ -227,9 +235,20 @@ def _eval_part(task: DayTask) -> tuple[str, pd.DataFrame, Counts, dict[str, tupl
                         float(w[train & (y == 1)].sum()))
         seen[mode] = (int((train & has).sum()), int((train & fraud).sum()),
                       set(df.loc[train & fraud, "scenario"].astype(str)))
-    df["sampled"] = _uniform(df["event_key"], task.seed) < task.sample_frac
-    keep = (df["side_rules"] >= 1) | (df["side_truth"] >= 1) | df["sampled"]
-    return task.day, df[keep.to_numpy()].reset_index(drop=True), counts, seen
+    u = _uniform(df["event_key"], task.seed)
+    df["sampled"] = u < task.sample_frac
+    df["evaluated"] = u < task.eval_frac
+    keep = (((df["side_rules"] >= 1) | (df["side_truth"] >= 1)) & df["evaluated"]) | df["sampled"]
+    cols = [c for c in _columns() if c in df.columns]
+    return task.day, df.loc[keep.to_numpy(), cols].reset_index(drop=True), counts, seen
+
+
+def _columns() -> list[str]:
+    from core.contracts import REQUEST_FIELDS
+    from core.rules import RULE_INPUTS
+
+    return ["event_id", "event_key", "card_id", "event_time", *MODEL_FEATURES, *[f"after_{r}" for r in RULE_INPUTS],
+            *REQUEST_FIELDS, *_FLAGS]
 
 
 def _cut(times: np.ndarray, pos: int, known_only: bool, tasks: dict[str, DayTask], place: Any) -> Cut | None:
@@ -274,8 +293,9 @@ class Prepared:
         df = self.frame
         side = df["side_rules" if mode == "rules" else "side_truth"].to_numpy()
         train, y = _train_mask(df, mode)
-        return y, Split(np.flatnonzero(train & df["sampled"].to_numpy()), np.flatnonzero(side == 1),
-                        np.flatnonzero(side == 2))
+        ev = df["evaluated"].to_numpy()
+        return y, Split(np.flatnonzero(train & df["sampled"].to_numpy()), np.flatnonzero((side == 1) & ev),
+                        np.flatnonzero((side == 2) & ev))
 
     def train_counts(self, mode: str) -> tuple[int, int]:
         n, pos, _, _ = self.counts[mode]
@@ -295,7 +315,7 @@ def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.Dat
         raise DataError(f"no transactions in the offline store ({root / batch.FEATURES}) for that time range: run "
                         "`make up` and let the generator run a few minutes, or backfill with "
                         "`python -m streaming backfill --topic transactions`")
-    ambiguous = frozenset(batch.ambiguous_event_ids(root, cfg.start_ms, cfg.end_ms))
+    ambiguous = frozenset(batch.ambiguous_event_ids(root, cfg.start_ms, cfg.end_ms, place))
     by_day: dict[str, pd.DataFrame] = {}
     none = None
     if scores is not None and not scores.empty:
@@ -325,7 +345,8 @@ def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.Dat
         cuts["truth"] = _cuts(cat["event_time"][known], cfg.val_size, cfg.test_size, True, by_name, place)
     n = len(cat["event_time"])
     frac = min(1.0, SAMPLE_ROWS / max(1, n))
-    tasks = [replace(t, cuts=cuts, sample_frac=frac) for t in tasks]
+    eval_frac = min(1.0, EVAL_ROWS / max(1, round(n * cfg.val_size), round(n * cfg.test_size)))
+    tasks = [replace(t, cuts=cuts, sample_frac=frac, eval_frac=eval_frac) for t in tasks]
     parts: list[pd.DataFrame] = []
     counts: Counts = {}
     seen: dict[str, tuple[int, int, set[str]]] = {}
@@ -356,7 +377,7 @@ def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.Dat
                "too_late_rows": int(sum(c["too_late"] for c in census)),
                "ambiguous_event_id_rows": int(sum(c["ambiguous"] for c in census)),
                "feature_service": cfg.feature_service, "days": len(census), "sampled_train_rows": int(
-                   frame["sampled"].sum()), "held_rows": len(frame)}
+                   frame["sampled"].sum()), "held_rows": len(frame), "evaluation_sample": round(eval_frac, 6)}
     tl = None
     if truth is not None:
         has, declined = cat["has_truth"], cat["declined"]

@@ -329,7 +329,9 @@ def _train(settings: StackSettings, cfg: TrainConfig, say: Say, place: Any) -> T
     say(f"    {ds.summary['rows']:,} {what}, {ds.summary.get('cards', ds.summary.get('users')):,} "
         f"{'cards' if fraud else 'users'}, {ds.summary['start']} .. {ds.summary['end']}")
     if prep is not None:
-        say(f"    {ds.summary['days']} day task(s); held here: {len(df):,} rows (validation and test, and a sample "
+        share = ds.summary["evaluation_sample"]
+        said = "validation and test" if share >= 1 else f"a uniform {share:.1%} of the validation and test rows"
+        say(f"    {ds.summary['days']} day task(s); held here: {len(df):,} rows ({said}, and a sample "
             f"of {ds.summary['sampled_train_rows']:,} training rows for the baseline, CV and feature statistics)")
     labels: Labels = label(df, cfg.fraud_rate) if fraud else purchase_labels(df, cfg.label_window_min * 60_000)
     X = ds.X

@@ -276,6 +276,20 @@ def test_training_rows_labels_and_split_on_dask_equal_the_in_process_ones(
             for model_type in ("xgboost", "lightgbm"):
                 fitted = distributed.fit(place, prep, "rules", model_type, {}, 42, X[sp_c.val], y_c[sp_c.val], False)
                 aucs[(where, model_type)] = roc_auc_score(y_c[sp_c.test], fitted.predict(X[sp_c.test]))
+    # past EVAL_ROWS, the validation and test rows are a uniform sample of them
+    distributed.EVAL_ROWS, keep = 150, distributed.EVAL_ROWS
+    try:
+        with cluster.connect("in-process") as place:
+            small = distributed.prepare(place, root, cfg, truth, None)
+    finally:
+        distributed.EVAL_ROWS = keep
+    _, sp_s = small.split("rules")
+    share = small.summary["evaluation_sample"]
+    assert 0 < share < 1
+    for part in ("val", "test"):
+        got, want = set(small.frame["event_id"].iloc[getattr(sp_s, part)]), set(df["event_id"].iloc[getattr(sp, part)])
+        assert got < want and abs(len(got) / len(want) - share) < 0.25 * share + 0.03, (part, len(got), len(want))
+    assert small.train_counts("rules") == (len(sp.train), int(labels.y[sp.train].sum()))  # (all rows still train)
     X = ds.X
     for model_type in ("xgboost", "lightgbm"):
         local = models.fit(model_type, X[sp.train], labels.y[sp.train], X[sp.val], labels.y[sp.val])
