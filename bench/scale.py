@@ -85,41 +85,12 @@ def train_one(args: list[str]) -> dict[str, Any]:
             "peak_rss_mb": round(_peak_rss_mb(), 1), "tail": text[-1500:]}
 
 
-def _workers(n: int, memory: str) -> Any:
-    """A ``dask scheduler`` and ``n`` ``dask worker`` processes (one thread, ``memory`` each)."""
-    import contextlib
-
-    from stack import health
-
-    @contextlib.contextmanager
-    def started() -> Any:
-        port = health.free_port()
-        address = f"tcp://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        dask = str(Path(sys.executable).parent / "dask")
-        procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--memory-limit",
-                                    memory], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL) for _ in range(n)]
-        try:
-            yield address
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-    return started()
-
-
 def run_training(console: Console) -> dict[str, Any]:
     from distributed import Client
 
     from bench.training import _prepare
     from core import feast_store
+    from stack import dask_procs
     from stack.services import stack_env
 
     with bench_stack(need=("redis",)) as stack, tempfile.TemporaryDirectory(prefix="bench-scale-train-") as tmp:
@@ -146,7 +117,7 @@ def run_training(console: Console) -> dict[str, Any]:
             return r
 
         runs["in-process"] = train("in-process", [])
-        with _workers(2, WORKER_MEMORY) as address:
+        with dask_procs.scheduler(2, WORKER_MEMORY) as address:
             r = train("dask", ["--cluster", address])
             with Client(address, timeout=30) as client:
                 r["worker_peak_rss_mb"] = sorted(round(v, 1) for v in client.run(_peak_rss_mb).values())

@@ -164,6 +164,20 @@ def _day_range(day: str, start_ms: int | None, end_ms: int | None) -> tuple[int,
             min(lo + 86_400_000, end_ms) if end_ms is not None else lo + 86_400_000)
 
 
+def scores_frame(task: str, df: pd.DataFrame, p: np.ndarray, threshold: float, high: float, medium: float
+                 ) -> pd.DataFrame:
+    """The scores of ``df``'s rows as written: ids, event time, probability, tier (and, for
+    fraud, the decision at the model's threshold)."""
+    when = pd.to_datetime(df["event_time"], unit="ms", utc=True)
+    tier = np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
+    if task == "fraud":
+        return pd.DataFrame({"event_id": df["event_id"], "card_id": df["card_id"], "event_time": when,
+                             "fraud_probability": p, "risk_tier": tier,
+                             "decision": np.where(p >= threshold, "review", "approve")})
+    return pd.DataFrame({"event_id": df["event_id"], "user_id": df["user_id"], "session_id": df["session_id"],
+                         "event_time": when, "purchase_probability": p, "tier": tier})
+
+
 def score_day(task: ScoreTask) -> pd.DataFrame:
     """One day's scores with tiers (and, for fraud, decisions); written to ``task.parquet``
     when set, and then an empty frame with the row count in ``attrs['rows']`` comes back."""
@@ -176,16 +190,8 @@ def score_day(task: ScoreTask) -> pd.DataFrame:
         return pd.DataFrame()
     check(df, task.features)
     X = df[list(task.features)].to_numpy(dtype=np.float32)  # noqa: N806
-    p = export.score(export.session(task.onnx), X)
-    when = pd.to_datetime(df["event_time"], unit="ms", utc=True)
-    tier = np.where(p >= task.high, "high", np.where(p >= task.medium, "medium", "low"))
-    if fraud:
-        out = pd.DataFrame({"event_id": df["event_id"], "card_id": df["card_id"], "event_time": when,
-                            "fraud_probability": p, "risk_tier": tier,
-                            "decision": np.where(p >= task.threshold, "review", "approve")})
-    else:
-        out = pd.DataFrame({"event_id": df["event_id"], "user_id": df["user_id"], "session_id": df["session_id"],
-                            "event_time": when, "purchase_probability": p, "tier": tier})
+    out = scores_frame(task.task, df, export.score(export.session(task.onnx), X), task.threshold, task.high,
+                       task.medium)
     if task.parquet is None:
         return out
     folder = Path(task.parquet) / f"date={task.day}"

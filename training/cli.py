@@ -351,7 +351,7 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     import sqlalchemy as sa
     from tqdm import tqdm
 
-    from training import export, tracking
+    from training import batch, export, tracking
     from training.dataset import load, load_clicks
     from training.errors import TrainingError
 
@@ -380,16 +380,8 @@ def cmd_score(args: argparse.Namespace, settings: StackSettings) -> int:
     X = ds.X
     p = np.concatenate([export.score(sess, X[i:i + 50_000])
                         for i in tqdm(range(0, len(X), 50_000), desc="scoring", unit="batch", disable=None)])
-    tier = np.where(p >= args.high, "high", np.where(p >= args.medium, "medium", "low"))
-    f = ds.frame
-    when = pd.to_datetime(f["event_time"], unit="ms", utc=True)
-    if fraud:
-        out = pd.DataFrame({"event_id": f["event_id"], "card_id": f["card_id"], "event_time": when,
-                            "fraud_probability": p, "risk_tier": tier,
-                            "decision": np.where(p >= mv.threshold, "review", "approve")})
-    else:
-        out = pd.DataFrame({"event_id": f["event_id"], "user_id": f["user_id"], "session_id": f["session_id"],
-                            "event_time": when, "purchase_probability": p, "tier": tier})
+    out = batch.scores_frame(args.task, ds.frame, p, mv.threshold, args.high, args.medium)
+    tier = out[batch.TIER_COLUMN[args.task]]
     out = out.assign(model_name=name, model_version=mv.version, scored_at=pd.Timestamp.now(tz="UTC"))
     engine = sa.create_engine(url)
     with engine.begin() as conn:

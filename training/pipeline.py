@@ -225,16 +225,14 @@ def _labels_and_split(cfg: TrainConfig, df: pd.DataFrame, labels: Labels, tl: fe
     return y, splits.Split(train, val, test), what
 
 
-def _pick_labels(cfg: TrainConfig, df: pd.DataFrame, X: np.ndarray, labels: Labels,  # noqa: N803
-                 tl: feedback.TruthLabels) -> tuple[str, str]:
-    """auto: fit the model on each of feedback and combined labels; keep the one with the higher
-    ground-truth PR-AUC on the (shared, matured) validation rows."""
+def _pick_labels(cfg: TrainConfig, X: np.ndarray, tl: feedback.TruthLabels,  # noqa: N803
+                 fit: Callable[[str], tuple[models.Fitted, splits.Split]]) -> tuple[str, str]:
+    """auto: fit the model on each of feedback and combined labels (``fit(mode)``: the fitted
+    model and its split); keep the one with the higher ground-truth PR-AUC on the (shared,
+    matured) validation rows."""
     scores = {}
     for mode in ("feedback", "combined"):
-        y, sp, _ = _labels_and_split(cfg, df, labels, tl, mode)
-        w = tl.w[sp.train] if tl.w is not None else None
-        f = models.fit(cfg.model_type, X[sp.train], y[sp.train], X[sp.val], y[sp.val], dict(cfg.params), cfg.seed,
-                       sample_weight=w)
+        f, sp = fit(mode)
         yv = tl.y[sp.val]
         scores[mode] = float(skm.average_precision_score(
             yv, f.predict(X[sp.val]), sample_weight=tl.w[sp.val] if tl.w is not None else None)) \
@@ -250,23 +248,6 @@ def _truth_label_mode(cfg: TrainConfig, mode: str, prep: distributed.Prepared) -
         young = prep.train_counts("combined")[0] - prep.train_counts("feedback")[0]
         what = f"combined: matured ground truth + rule labels on {young:,} young rows"
     return what
-
-
-def _pick_labels_on_dask(cfg: TrainConfig, place: Any, prep: distributed.Prepared, X: np.ndarray,  # noqa: N803
-                         tl: feedback.TruthLabels, weighted: bool) -> tuple[str, str]:
-    """_pick_labels with the fits on the cluster (the validation rows are the same for both)."""
-    scores = {}
-    for mode in ("feedback", "combined"):
-        y, sp = prep.split(mode)
-        f = distributed.fit(place, prep, mode, cfg.model_type, dict(cfg.params), cfg.seed, X[sp.val], y[sp.val],
-                            weighted)
-        yv = tl.y[sp.val]
-        scores[mode] = float(skm.average_precision_score(
-            yv, f.predict(X[sp.val]), sample_weight=tl.w[sp.val] if tl.w is not None else None)) \
-            if 0 < yv.sum() < len(yv) else float("nan")
-    best = "combined" if scores["combined"] > scores["feedback"] else "feedback"
-    return best, (f"labels auto: {best} (validation ground-truth PR-AUC feedback {scores['feedback']:.4f}, "
-                  f"combined {scores['combined']:.4f})")
 
 
 def train(settings: StackSettings, cfg: TrainConfig, say: Say = print) -> TrainResult:
@@ -363,10 +344,17 @@ def _train(settings: StackSettings, cfg: TrainConfig, say: Say, place: Any) -> T
     weighted = tl is not None and tl.w is not None
     if mode == "auto":
         with timer.step("choosing labels: feedback or combined"):
-            if prep is not None:
-                mode, choice = _pick_labels_on_dask(cfg, place, prep, X, tl, weighted)  # type: ignore[arg-type]
-            else:
-                mode, choice = _pick_labels(cfg, df, X, labels, tl)  # type: ignore[arg-type]
+            def fit_mode(m: str) -> tuple[models.Fitted, splits.Split]:
+                if prep is not None:  # (on the cluster; the validation rows are the same for both)
+                    yy, ss = prep.split(m)
+                    return distributed.fit(place, prep, m, cfg.model_type, dict(cfg.params), cfg.seed, X[ss.val],
+                                           yy[ss.val], weighted), ss
+                yy, ss, _ = _labels_and_split(cfg, df, labels, tl, m)
+                w = tl.w[ss.train] if tl.w is not None else None  # type: ignore[union-attr]
+                return models.fit(cfg.model_type, X[ss.train], yy[ss.train], X[ss.val], yy[ss.val], dict(cfg.params),
+                                  cfg.seed, sample_weight=w), ss
+
+            mode, choice = _pick_labels(cfg, X, tl, fit_mode)  # type: ignore[arg-type]
             say(f"    {choice}")
     if prep is not None:
         y, sp = prep.split(mode)

@@ -30,24 +30,10 @@ CFG = ProcessorConfig(LATENESS_MS)
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A Dask scheduler and one worker process, as a deployment runs them."""
-    port = health.free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    dask = str(Path(sys.executable).parent / "dask")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard",
-                                   "--memory-limit", "2GiB"], env=env, cwd=REPO_ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    try:
+    from stack import dask_procs
+
+    with dask_procs.scheduler(1, "2GiB") as address:
         yield address
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture(scope="module")
