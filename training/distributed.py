@@ -125,9 +125,8 @@ def _rows(task: DayTask) -> pd.DataFrame:
 
 
 def _known(df: pd.DataFrame, now_ms: int, maturity_ms: int) -> np.ndarray:
-    """feedback.truth_labels' ``known``, from the flags."""
-    old = feedback.matured(df["event_time"].to_numpy(), now_ms, maturity_ms)
-    return old & (df["has_truth"].to_numpy() | ~df["declined"].to_numpy())
+    return feedback.known(df["event_time"].to_numpy(), now_ms, maturity_ms, df["has_truth"].to_numpy(),
+                          df["declined"].to_numpy())
 
 
 def _census(task: DayTask) -> dict[str, Any]:
@@ -335,8 +334,7 @@ def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.Dat
     cat = {k: np.concatenate([c[k] for c in census]) for k in ("event_time", "y_rule", "has_truth", "truth_fraud",
                                                                 "declined", "label_probability")}
     now = int(cat["event_time"].max())  # the stream's clock: event time, as in-process
-    old = feedback.matured(cat["event_time"], now, cfg.label_maturity_ms)
-    known = old & (cat["has_truth"] | ~cat["declined"])
+    known = feedback.known(cat["event_time"], now, cfg.label_maturity_ms, cat["has_truth"], cat["declined"])
     tasks = [replace(t, now_ms=now) for t in tasks]
     by_name = {t.day: t for t in tasks}
     cuts: dict[str, tuple[Cut | None, Cut | None]] = {
@@ -380,13 +378,11 @@ def prepare(place: Any, root: Path | str | storage.Root, cfg: Any, truth: pd.Dat
                    frame["sampled"].sum()), "held_rows": len(frame), "evaluation_sample": round(eval_frac, 6)}
     tl = None
     if truth is not None:
-        has, declined = cat["has_truth"], cat["declined"]
         scenario = np.where(frame["has_truth"], frame["scenario"], "")
         tl = feedback.TruthLabels(
             frame["y_truth"].to_numpy(np.int8), frame["known"].to_numpy(), scenario,
-            {"with_feedback": int(has.sum()), "matured_silent": int((old & ~has & ~declined).sum()),
-             "declined_unlabelled": int((declined & ~has).sum()), "unknown_young": int((~old).sum()),
-             "fraud": int((cat["truth_fraud"] & has)[known].sum())},
+            feedback.summary(cat["event_time"], now, cfg.label_maturity_ms, cat["has_truth"], cat["truth_fraud"],
+                             cat["declined"]),
             None if scores is None else frame["w"].to_numpy(np.float64))
     return Prepared(frame, tasks, summary, now, counts, tl, fired, seen,
                     {m: sorted(d) for m, d in train_days.items()})

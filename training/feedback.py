@@ -52,6 +52,24 @@ def matured(event_time: np.ndarray, now_ms: int, maturity_ms: int) -> np.ndarray
     return np.asarray(event_time, dtype=np.int64) <= now_ms - maturity_ms
 
 
+def known(event_time: np.ndarray, now_ms: int, maturity_ms: int, has: np.ndarray, declined: np.ndarray
+          ) -> np.ndarray:
+    """Rows whose outcome is known: matured, and either reported or not declined (a declined
+    transaction gets no chargeback, so its silence says nothing)."""
+    return matured(event_time, now_ms, maturity_ms) & (np.asarray(has, dtype=bool) | ~np.asarray(declined, dtype=bool))
+
+
+def summary(event_time: np.ndarray, now_ms: int, maturity_ms: int, has: np.ndarray, fraud: np.ndarray,
+            declined: np.ndarray) -> dict[str, int]:
+    """What the ground truth says about these rows (``truth_labels``' summary)."""
+    old = matured(event_time, now_ms, maturity_ms)
+    has, declined = np.asarray(has, dtype=bool), np.asarray(declined, dtype=bool)
+    ok = known(event_time, now_ms, maturity_ms, has, declined)
+    return {"with_feedback": int(has.sum()), "matured_silent": int((old & ~has & ~declined).sum()),
+            "declined_unlabelled": int((declined & ~has).sum()), "unknown_young": int((~old).sum()),
+            "fraud": int((np.asarray(fraud, dtype=bool) & has)[ok].sum())}
+
+
 def truth_labels(aligned: pd.DataFrame, event_time: np.ndarray, now_ms: int, maturity_ms: int,
                  declined: np.ndarray | None = None, label_probability: np.ndarray | None = None) -> TruthLabels:
     """``aligned``: per row, ``is_fraud`` (NA where no feedback arrived) and ``scenario``.
@@ -62,17 +80,13 @@ def truth_labels(aligned: pd.DataFrame, event_time: np.ndarray, now_ms: int, mat
     in evaluation is the inverse."""
     has = aligned["is_fraud"].notna().to_numpy()
     fraud = aligned["is_fraud"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    old = matured(event_time, now_ms, maturity_ms)
     blind = np.zeros(len(has), dtype=bool) if declined is None else np.asarray(declined, dtype=bool)
-    known = old & (has | ~blind)
     y = (fraud & has).astype(np.int8)
     scen = np.where(has, aligned["scenario"].fillna("").astype(str).to_numpy(), "")
     w = None if label_probability is None else 1.0 / np.clip(np.asarray(label_probability, dtype=np.float64),
                                                              1e-6, 1.0)
-    summary = {"with_feedback": int(has.sum()), "matured_silent": int((old & ~has & ~blind).sum()),
-               "declined_unlabelled": int((blind & ~has).sum()), "unknown_young": int((~old).sum()),
-               "fraud": int(y[known].sum())}
-    return TruthLabels(y, known, scen, summary, w)
+    return TruthLabels(y, known(event_time, now_ms, maturity_ms, has, blind), scen,
+                       summary(event_time, now_ms, maturity_ms, has, fraud, blind), w)
 
 
 def combined(truth: TruthLabels, rule_y: np.ndarray) -> np.ndarray:
