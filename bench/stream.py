@@ -3,7 +3,9 @@
 - ``stream_throughput``: a topic pre-filled with transactions, consumed by the full worker
   (window state, changelog, online + offline writes), against the no-op Faust agent (the
   framework's ceiling) and the naive agent (one Feast push per event); plus a group of two
-  workers, and each worker's peak RSS.
+  workers, and each worker's peak RSS. The same run measures the bare confluent-kafka loop
+  (Python's ceiling here), the Quix no-op and the Quix per-key-state no-op
+  (``bench/stream_baselines.py``); their rates are in the JSON's params.
 - ``stream_freshness``: at a steady 5,000 events/s, time from produce to the event being
   visible in the card's state read through Feast; direct online writes against the public
   ``FeatureStore.push`` path.
@@ -137,7 +139,9 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
     del records
     results = {}
     quix = {"STREAMING_ENGINE": "quix"}
-    runs = [("noop", ["bench.stream_baselines", "noop"], 1, {}),
+    runs = [("bare", ["bench.stream_baselines", "bare"], 1, {}),
+            ("quix_state", ["bench.stream_baselines", "quix-state"], 1, {}),
+            ("noop", ["bench.stream_baselines", "noop"], 1, {}),
             ("noop_take", ["bench.stream_baselines", "noop-take"], 1, {}),
             ("quix_noop", ["bench.stream_baselines", "quix-noop"], 1, {}),
             ("full", ["streaming", "worker"], 1, {}),

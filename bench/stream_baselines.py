@@ -5,16 +5,21 @@
 - ``naive``: the same window state, but every event pushed to Feast on its own
   (``FeatureStore.push`` of a one-row DataFrame), no coalescing, no micro-batching;
 - ``quix-noop``: a Quix Streams application that decodes and validates each record: the Quix
-  engine's ceiling.
+  engine's ceiling;
+- ``quix-state``: the same with per-key state (RocksDB with its changelog topic): a list read
+  and written back per record, keyed by card: the ceiling of a stateful Quix application;
+- ``bare``: a confluent-kafka consumer, ``consume(5000)`` and a msgspec decode per record, no
+  framework: the ceiling of Python on this machine.
 
-``python -m bench.stream_baselines {noop,noop-take,naive,quix-noop}``; settings as for
-``python -m streaming worker``.
+``python -m bench.stream_baselines {noop,noop-take,naive,quix-noop,quix-state,bare}``;
+settings as for ``python -m streaming worker``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter
@@ -29,7 +34,7 @@ from streaming.settings import StreamingSettings
 from streaming.sinks import FeastPushSink, OnlineBatch
 
 
-def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> None:
+def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter, stateful: bool = False) -> None:
     from quixstreams import Application
 
     app = Application(broker_address=stack.kafka_bootstrap, consumer_group=cfg.app_id, auto_offset_reset="earliest",
@@ -43,8 +48,43 @@ def quix_noop(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> 
             pass
         events.inc()
 
-    sdf.update(handle)
+    def handle_state(value: bytes, state: Any) -> None:
+        try:
+            txn = decode(value, Transaction)
+        except InvalidEvent:
+            events.inc()
+            return
+        seen = state.get("events", [])
+        seen.append(txn.event_time)
+        state.set("events", seen[-16:])
+        events.inc()
+
+    if stateful:
+        sdf.update(handle_state, stateful=True)
+    else:
+        sdf.update(handle)
     app.run()
+
+
+def bare(stack: StackSettings, cfg: StreamingSettings, events: Counter) -> None:
+    """A consumer group of one, ``consume(5000)`` and a decode per record."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": cfg.app_id,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    c.subscribe([cfg.transactions_topic])
+    try:
+        while True:
+            msgs = c.consume(5000, timeout=0.5)
+            for m in msgs:
+                if m.error() is None:
+                    try:
+                        decode(m.value(), Transaction)
+                    except InvalidEvent:
+                        pass
+            events.inc(len(msgs))
+    finally:
+        c.close()
 
 
 #: events per batch of the ``noop-take`` agent (as the worker's ``STREAMING_TAKE_MAX``)
@@ -56,11 +96,14 @@ def main(mode: str) -> None:
     single_process()  # as the worker's metrics (core/prom.py)
     registry = CollectorRegistry()
     events = Counter("stream_events_in_total", "Records consumed", registry=registry)
-    if mode == "quix-noop":
+    if mode in ("quix-noop", "quix-state", "bare"):
         from prometheus_client import start_http_server
 
         start_http_server(cfg.metrics_port, addr=stack.host, registry=registry)
-        quix_noop(stack, cfg, events)
+        if mode == "bare":
+            bare(stack, cfg, events)
+        else:
+            quix_noop(stack, cfg, events, stateful=mode == "quix-state")
         return
     (stack.data_dir / "faust" / cfg.app_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",

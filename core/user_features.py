@@ -18,6 +18,13 @@ USER_FEATURES: tuple[str, ...] = (
     "purchase_count_24h", "sessions_24h", "dwell_avg_ms_1h", "add_to_cart_rate_24h",
     "purchase_rate_24h", "seconds_since_last_click",
 )
+#: the offline row's feature columns: as of just before the click, then just after it
+USER_ROW_FEATURES: tuple[str, ...] = (*USER_FEATURES, *(f"after_{f}" for f in USER_FEATURES))
+#: the row features that are integers (counts); the rest are floats
+USER_ROW_INT_FEATURES: frozenset[str] = frozenset(
+    f"{prefix}{f}" for prefix in ("", "after_") for f in (
+        "click_count_1h", "click_count_24h", "view_count_1h", "add_to_cart_count_1h", "purchase_count_24h",
+        "sessions_24h"))
 
 
 class UserState(EventState):
@@ -53,3 +60,10 @@ def user_features(state: UserState, t_ms: int, upto: int | None = None) -> dict[
         "seconds_since_last_click": (min(SECONDS_SINCE_CAP, (t_ms - last) / 1000.0)
                                      if last is not None else SECONDS_SINCE_CAP),
     }
+
+
+def user_row_values(state: UserState, i: int) -> tuple[float, ...]:
+    """The offline row of the state's i-th click (``USER_ROW_FEATURES`` order): its features as
+    of just before it and just after it."""
+    t = state.ts[i]
+    return (*user_features(state, t, i).values(), *user_features(state, t, i + 1).values())

@@ -14,7 +14,13 @@ import numpy as np
 
 from core.card_state import CardState, event_key
 from core.contracts import HIGH_RISK_MCCS
-from core.features import REQUEST_FEATURES, WINDOW_FEATURES, event_row_features, window_features, with_request
+from core.features import (
+    REQUEST_FEATURES,
+    WINDOW_FEATURES,
+    event_row_values,
+    window_features,
+    with_request,
+)
 from core.model_inputs import model_row
 from core.rules import RULES
 from inference.model import ModelHolder, ServedModel
@@ -34,7 +40,7 @@ def prepare(state: CardState, last_event_time: int | None, txn: Any, t_ms: int) 
     transaction. A retry of a transaction the stream already holds at another time (its
     claimed event time; live requests are read at server time) is left out of its own view.
     One window pass: the state with the transaction inserted, and the offline row's own
-    function (``event_row_features``: the "before" view, and the "after" view the rules read
+    function (``event_row_values``: the "before" view, and the "after" view the rules read
     derived from it), so the inputs are computed exactly as the offline log's."""
     key = event_key(txn.event_id)
     claimed = getattr(txn, "event_time", None)
@@ -46,15 +52,14 @@ def prepare(state: CardState, last_event_time: int | None, txn: Any, t_ms: int) 
         after = with_request(window_features(state, t_ms, before + 1), txn.amount, t_ms)
     else:
         view, i = state.with_event(t_ms, key, txn.amount, txn.country, txn.merchant_id, txn.mcc in HIGH_RISK_MCCS)
-        row = event_row_features(view, i)
-        features = {name: row[name] for name in _VIEW}
-        after = {name: row[after_name] for name, after_name in _AFTER}
+        row = event_row_values(view, i)  # (ROW_FEATURES: the _VIEW names, then their after_ twins; tested)
+        features = dict(zip(_VIEW, row[:len(_VIEW)], strict=True))
+        after = dict(zip(_VIEW, row[len(_VIEW):], strict=True))
     return Prepared(model_row(features, txn.amount, txn.mcc, txn.channel), features, after,
                     last_event_time is None, last_event_time)
 
 
 _VIEW = WINDOW_FEATURES + REQUEST_FEATURES
-_AFTER = tuple((name, f"after_{name}") for name in _VIEW)
 
 
 def decide(p: float, threshold: float, decline_at: float) -> str:

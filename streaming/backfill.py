@@ -31,7 +31,7 @@ from core import kafka, storage
 from core.card_state import EventState
 from core.contracts import InvalidEvent, decode_versioned
 from streaming.entities import CARD, USER, EntitySpec, event_row
-from streaming.processor import Outcome, ProcessorConfig, process
+from streaming.processor import Outcome, ProcessorConfig, ValueRows, feature_values, process
 from streaming.sinks import OfflineLog
 
 CHUNK = 50_000
@@ -122,7 +122,7 @@ def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int
     with ``timestamps`` (without one, the ingest time is the wall clock now)."""
     states: dict[str, EventState] = {}
     event_rows: list[dict] = []
-    feature_rows: list[dict] = []
+    feature_rows = ValueRows(spec)
     counts = {"accepted": 0, "duplicate": 0, "too_late": 0, "future": 0, "invalid": 0, "corrections_skipped_at_cap": 0}
     revision = time.time_ns() // 1000  # later than anything the stream wrote before
 
@@ -143,7 +143,7 @@ def run(events: Iterator[bytes | msgspec.Struct | tuple[bytes, int]], total: int
                 counts["invalid"] += 1
                 continue
         state = states.setdefault(getattr(item, spec.join_key), spec.state_type())
-        res = process(state, item, cfg, revision, spec, ingest_ms=ingest)
+        res = process(state, item, cfg, revision, spec, ingest_ms=ingest, row=feature_values)
         counts[str(res.outcome)] += 1
         counts["corrections_skipped_at_cap"] += res.skipped_corrections
         if res.outcome is Outcome.FUTURE:

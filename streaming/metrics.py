@@ -50,6 +50,10 @@ class WorkerMetrics:
         self.resyncs = Counter("stream_online_resyncs_total", "Times the online store restarted (new Redis "
                                "run_id) and the worker rewrote every state it owns", registry=r)
         self.resync_rows = Counter("stream_online_resync_rows_total", "States rewritten by resyncs", registry=r)
+        self.state_reads = Counter("stream_state_reads_total", "Entity states taken at their first event of a "
+                                   "checkpoint (Quix engine), by source: kept (still decoded from an earlier "
+                                   "checkpoint, its bytes equal to the committed ones) or store (read and "
+                                   "decoded)", ["source"], registry=r)
         self.expired = Counter("stream_state_expired_total", "Quiet entities forgotten (table entry deleted, "
                                "changelog tombstone written)", ["entity"], registry=r)
         self.entities = Gauge("stream_state_entities", "Entities in this worker's state table (its partitions)",

@@ -33,6 +33,8 @@ from enum import StrEnum
 from typing import Any
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 
 from core import features
 from core.card_state import DAY_MS, EventState, event_key
@@ -66,8 +68,9 @@ class ProcessorConfig:
 class Result:
     outcome: Outcome
     #: feature rows for the offline log: this event, plus corrections of later events of
-    #: the entity whose "before" view an out-of-order event changed
-    feature_rows: list[dict[str, Any]]
+    #: the entity whose "before" view an out-of-order event changed (made by ``process``'s
+    #: ``row``: dicts by default)
+    feature_rows: list[Any]
     #: whether the entity's online state changed (or must be rewritten after a replay)
     dirty: bool
     #: with ``defer_corrections``: the (event_time, event_key) after which the entity's later
@@ -82,25 +85,63 @@ class Result:
 
 def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
                 revision: int) -> dict[str, Any]:
+    """The offline feature row of the state's i-th event, as a dict (column -> value)."""
     return {spec.join_key: entity_id, "event_key": state.key[i], "event_time": state.ts[i],
             "status": status.value, "revision": revision, **spec.row_features(state, i)}
 
 
+#: the offline row's leading columns (after the entity's join key), in ``feature_values`` order
+ROW_META = ("event_key", "event_time", "status", "revision")
+
+
+def feature_values(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
+                   revision: int) -> tuple[tuple, tuple[float, ...]]:
+    """The same row as ``feature_row``, as (the join key and ``ROW_META`` values, the feature
+    values in ``spec.row_names`` order): what the workers collect in ``ValueRows`` and turn
+    into Arrow column-wise, with no dict per row."""
+    return (entity_id, state.key[i], state.ts[i], status.value, revision), spec.row_values(state, i)
+
+
+RowMaker = Callable[[EntitySpec, str, EventState, int, Outcome, int], Any]
+
+
+class ValueRows(list):  # type: ignore[type-arg]
+    """Offline feature rows of one entity kind made by ``feature_values``: a list, turned into
+    one Arrow table column-wise (``table``), equal to ``OfflineLog.table`` of the same rows as
+    dicts (tested): the features as one float64 matrix, the integer ones cast back."""
+
+    def __init__(self, spec: EntitySpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def table(self) -> pa.Table:
+        spec = self.spec
+        meta, values = zip(*self, strict=True)
+        ids, keys, times, status, revisions = zip(*meta, strict=True)
+        matrix = np.array(values, np.float64).T.copy()  # (a row per feature: each contiguous)
+        columns = {spec.join_key: pa.array(ids, pa.string()), "event_key": pa.array(keys, pa.int64()),
+                   "event_time": pa.array(times, pa.int64()), "status": pa.array(status, pa.string()),
+                   "revision": pa.array(revisions, pa.int64())}
+        for name, column in zip(spec.row_names, matrix, strict=True):
+            columns[name] = pa.array(column.astype(np.int64) if name in spec.row_ints else column)
+        return pa.table(columns)
+
+
 def correction_rows(spec: EntitySpec, entity_id: str, state: EventState, after: tuple[int, int], revision: int,
-                    limit: int | None = None) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+                    limit: int | None = None, row: RowMaker = feature_row) -> tuple[list[Any], tuple[int, int] | None]:
     """Rows of the events sorting after ``after`` (whose "before" view an out-of-order event
     changed), at most ``limit`` of them: (rows, where to continue, or None when done)."""
     start = state.prefix_len(*after, inclusive=True)
     end = len(state) if limit is None else min(len(state), start + max(0, limit))
-    rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(start, end)]
+    rows = [row(spec, entity_id, state, j, Outcome.ACCEPTED, revision) for j in range(start, end)]
     if end >= len(state):
         return rows, None
     return rows, ((state.ts[end - 1], state.key[end - 1]) if end > start else after)
 
 
 def drain_corrections(spec: EntitySpec, corrections: dict[str, tuple[int, int]],
-                      state_of: Callable[[str], EventState], revision: int, rows: list[dict[str, Any]],
-                      budget: int | None = None) -> tuple[int | None, int, int]:
+                      state_of: Callable[[str], EventState], revision: int, rows: list[Any],
+                      budget: int | None = None, row: RowMaker = feature_row) -> tuple[int | None, int, int]:
     """Write the coalesced corrections (entity -> where they resume) into ``rows``, at most
     ``budget`` rows (None: all); an entity whose corrections are all written leaves
     ``corrections``, the others resume later. Returns (budget left, rows, entities touched)."""
@@ -108,7 +149,7 @@ def drain_corrections(spec: EntitySpec, corrections: dict[str, tuple[int, int]],
     for entity_id, after in list(corrections.items()):
         if budget is not None and budget <= 0:
             break
-        new, resume = correction_rows(spec, entity_id, state_of(entity_id), after, revision, budget)
+        new, resume = correction_rows(spec, entity_id, state_of(entity_id), after, revision, budget, row)
         rows.extend(new)
         written, touched = written + len(new), touched + 1
         if budget is not None:
@@ -133,7 +174,7 @@ def _trim_cuts_into(state: EventState, horizon_ts: int, max_events: int, after: 
 
 def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revision: int,
             spec: EntitySpec = CARD, ingest_ms: int | None = None, defer_corrections: bool = False,
-            pending: tuple[int, int] | None = None) -> Result:
+            pending: tuple[int, int] | None = None, row: RowMaker = feature_row) -> Result:
     """Apply one event to its entity's state (mutated in place). ``ingest_ms``: when the
     pipeline received it (default: the wall clock now).
 
@@ -144,7 +185,7 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
     this event's), so that a caller (the worker) can coalesce them per entity and spread them
     over flushes (``correction_rows``) instead of stalling on a busy entity. They are written
     inline after all (and ``correct_from`` is None) when this event's trim would drop events
-    they need."""
+    they need. ``row`` makes the rows (``feature_row``: dicts; ``feature_values``)."""
     key = event_key(event.event_id)  # type: ignore[attr-defined]
     ts: int = event.event_time  # type: ignore[attr-defined]
     entity_id: str = getattr(event, spec.join_key)
@@ -159,16 +200,16 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
         i = state.prefix_len(ts, key, inclusive=False)
         if not exact:
             return Result(Outcome.DUPLICATE, [], dirty=True, correct_from=pending, key=key)
-        row = feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)
+        again = row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)
         if defer_corrections:  # its later events' corrections may not have been written either
             # (not at the event cap, where its corrections were skipped the first time too)
             later = (ts, key) if i < len(state) - 1 and len(state) < cfg.max_events_per_card else None
-            return Result(Outcome.DUPLICATE, [row], dirty=True, correct_from=_earliest(pending, later), key=key)
-        return Result(Outcome.DUPLICATE, [row], dirty=True, key=key)
+            return Result(Outcome.DUPLICATE, [again], dirty=True, correct_from=_earliest(pending, later), key=key)
+        return Result(Outcome.DUPLICATE, [again], dirty=True, key=key)
     if state.last_ts and ts < watermark - cfg.allowed_lateness_ms:
         # Log what its features would have been; the windows do not take it.
         view, i = state.with_event(ts, key, *spec.payload(event))
-        return Result(Outcome.TOO_LATE, [feature_row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
+        return Result(Outcome.TOO_LATE, [row(spec, entity_id, view, i, Outcome.TOO_LATE, revision)],
                       dirty=False, correct_from=pending, key=key)
     i = state.insert(ts, key, *spec.payload(event))
     if state.cache is None and spec.window_cache is not None and len(state) >= features.VECTOR_FROM:
@@ -181,14 +222,14 @@ def process(state: EventState, event: msgspec.Struct, cfg: ProcessorConfig, revi
     # Otherwise one late event on a card at 1,000 events/s would rewrite 5,000 rows.
     skipped = n_later if n_later and len(state) > cfg.max_events_per_card else 0
     if not defer_corrections:
-        rows = [feature_row(spec, entity_id, state, j, Outcome.ACCEPTED, revision)
+        rows = [row(spec, entity_id, state, j, Outcome.ACCEPTED, revision)
                 for j in range(i, len(state) - skipped)]
         state.trim(horizon, cfg.max_events_per_card)
         return Result(Outcome.ACCEPTED, rows, dirty=True, skipped_corrections=skipped, key=key)
-    rows = [feature_row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)]
+    rows = [row(spec, entity_id, state, i, Outcome.ACCEPTED, revision)]
     todo = _earliest(pending, (ts, key) if n_later and not skipped else None)
     if todo is not None and _trim_cuts_into(state, horizon, cfg.max_events_per_card, todo):
-        rows += correction_rows(spec, entity_id, state, todo, revision)[0]
+        rows += correction_rows(spec, entity_id, state, todo, revision, row=row)[0]
         todo = None
     state.trim(horizon, cfg.max_events_per_card)
     return Result(Outcome.ACCEPTED, rows, dirty=True, correct_from=todo, skipped_corrections=skipped,
@@ -233,14 +274,14 @@ class Applied:
 
 def apply_record(spec: EntitySpec, cfg: ProcessorConfig, value: bytes, key: bytes | None, timestamp_ms: int | None,
                  state_of: Callable[[str], EventState], corrections: dict[str, tuple[int, int]],
-                 event_rows: list[dict[str, Any]], feature_rows: list[dict[str, Any]], revision: int) -> Applied:
+                 event_rows: list[dict[str, Any]], feature_rows: list[Any], revision: int) -> Applied:
     """One raw record as every engine handles it: decoded (a newer schema version by its known
     fields); its Kafka key must be its entity id (the state's partition is the key's); its
     ingest time is the record's timestamp, never later than this clock (a producer-set future
     timestamp cannot stretch the skew allowance); ``process`` with the entity's live state
     (``state_of``) and its corrections deferred and coalesced in ``corrections``; its rows
     appended (on a replay too: the first copy may not have reached the disk, and readers drop
-    duplicates)."""
+    duplicates), its feature rows made by ``feature_values`` (``feature_rows``: a ``ValueRows``)."""
     try:
         ev, version = decode_versioned(value, spec.event_type)
     except InvalidEvent as exc:
@@ -254,7 +295,7 @@ def apply_record(spec: EntitySpec, cfg: ProcessorConfig, value: bytes, key: byte
     ts: int = ev.event_time  # type: ignore[attr-defined]
     pending = corrections.get(entity_id)
     result = process(state_of(entity_id), ev, cfg, revision, spec, ingest_ms=ingest, defer_corrections=True,
-                     pending=pending)
+                     pending=pending, row=feature_values)
     if result.outcome is Outcome.FUTURE:
         return Applied(entity_id, result, f"event_time {ts} is {(ts - ingest) / 1000:.0f} s after its ingest time "
                        f"{ingest} (more than the allowed skew of {cfg.max_future_skew_ms // 1000} s)", newer, ts)

@@ -10,7 +10,10 @@ How it maps onto Quix:
 - a state is decoded once per checkpoint (kept in ``live``) and packed once per change,
   when it is written online (every ``flush_interval_s``) or at the latest in the sink's
   ``flush``, which Quix calls at every checkpoint before it produces the changelogs and
-  commits the offsets; offline rows are converted to Arrow at the same 100 ms steps and
+  commits the offsets; a state packed at a checkpoint stays decoded for the next ones
+  (``kept``, up to ``state_cache_entities``), taken again only while RocksDB's committed
+  bytes are exactly those it packed; offline rows are converted to Arrow (column-wise,
+  ``ValueRows``) at the same 100 ms steps and
   handed to a writer thread that appends them to the checkpoint's hidden files (one per
   dataset and date) while the loop goes on; the checkpoint seals them (fsync, rename): so a
   record's offset is committed only after its online write, its offline rows (fsynced) and
@@ -39,6 +42,7 @@ Delivery: at-least-once with idempotent effects, as for the Faust worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -57,7 +61,15 @@ from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, drain_corrections
+from streaming.processor import (
+    Outcome,
+    ProcessorConfig,
+    Revisions,
+    ValueRows,
+    apply_record,
+    drain_corrections,
+    feature_values,
+)
 from streaming.settings import StreamingSettings
 from streaming.sinks import (
     FeastOnlineSink,
@@ -78,13 +90,22 @@ def _raw(value: Any) -> Any:
     return value
 
 
+def committed(tx: Any, key: bytes | None) -> bytes | None:
+    """The entity's state as committed in RocksDB (not the transaction's changes): the store
+    partition's own read, by Quix's key (the message key, ``|``, the state key)."""
+    if key is None:
+        return None
+    return tx._partition.get_or_create_column_family("default").get(key + b"|" + STATE_KEY)  # noqa: SLF001
+
+
 @dataclass
 class QuixPipeline:
     spec: EntitySpec
     topic_name: str
     online: Any
-    #: entity -> (its decoded state, Quix's state handle for it, partition, produce time of
-    #: the oldest pending event): decoded once per checkpoint, packed at its end
+    #: entity -> (its decoded state, (Quix's store transaction, the state's key prefix),
+    #: partition, produce time of the oldest pending event): decoded once per checkpoint,
+    #: packed at its end
     live: dict[str, tuple[Any, Any, int, float]] = field(default_factory=dict)
     #: entity -> produce time of its oldest event not yet written online (written every
     #: flush_interval_s, between checkpoints, like the Faust worker's online flushes)
@@ -95,7 +116,8 @@ class QuixPipeline:
     packed: dict[str, bytes] = field(default_factory=dict)
     corrections: dict[str, tuple[int, int]] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
-    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: (``ValueRows``: made column-wise into Arrow)
+    feature_rows: list[Any] = field(default_factory=list)
     #: the checkpoint's offline rows, converted to Arrow at the 100 ms steps and written by a
     #: thread of their own as they come (visible once the checkpoint seals them)
     staged: Any = None
@@ -105,10 +127,24 @@ class QuixPipeline:
     sdf: Any = None
     #: source partition -> newest event time seen on it (when its quiet entities expire)
     watermark: dict[int, int] = field(default_factory=dict)
+    #: entity -> (its state decoded, its packed bytes) as this worker last packed it at a
+    #: checkpoint: taken instead of a decode when RocksDB's committed value is still exactly
+    #: those bytes (one read, no Quix transaction layers, no unpack); so a dropped or
+    #: abandoned checkpoint, or a partition that moved and came back, can never serve a state
+    #: that is not the committed one. At most ``cache_size`` entities (the older half goes)
+    kept: dict[str, tuple[Any, bytes]] = field(default_factory=dict)
+    cache_size: int = 0
 
     def reset(self, dropped: bool) -> None:
         """After a checkpoint: sealed, or ``dropped`` (its offline files deleted)."""
-        self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], []
+        if not dropped and self.cache_size:
+            kept, packed = self.kept, self.packed
+            for entity_id, (st, _, _, _) in self.live.items():
+                if entity_id in packed:  # (the others did not change: their bytes are not at hand)
+                    kept[entity_id] = (st, packed[entity_id])
+            if len(kept) > self.cache_size:
+                self.kept = dict(itertools.islice(kept.items(), len(kept) - self.cache_size // 2, None))
+        self.live, self.corrections, self.event_rows, self.feature_rows = {}, {}, [], ValueRows(self.spec)
         self.unwritten, self.packed = {}, {}
         if dropped:
             self.staged.abort()
@@ -117,9 +153,9 @@ class QuixPipeline:
         """The entity's state packed, and put into Quix's state (once per change)."""
         packed = self.packed.get(entity_id)
         if packed is None:
-            st, handle, _, _ = self.live[entity_id]
+            st, (tx, prefix), _, _ = self.live[entity_id]
             packed = self.packed[entity_id] = st.pack()
-            handle.set(STATE_KEY, packed)
+            tx.set(STATE_KEY, packed, prefix=prefix)
         return packed
 
     def convert_rows(self) -> None:
@@ -129,7 +165,7 @@ class QuixPipeline:
                                                                             self.feature_rows)):
             if rows:
                 self.staged.add(dataset, OfflineLog.table(rows))
-        self.event_rows, self.feature_rows = [], []
+        self.event_rows, self.feature_rows = [], ValueRows(self.spec)
 
 
 class QuixFeatureWorker:
@@ -172,7 +208,9 @@ class QuixFeatureWorker:
     def _pipeline(self, spec: EntitySpec, topic_name: str, store: Any) -> QuixPipeline:
         online = (FeastOnlineSink(store, spec.online_view, spec.join_key) if self.cfg.online_writer == "direct"
                   else FeastPushSink(store, spec.push_source, spec.join_key))
-        p = QuixPipeline(spec, topic_name, online, events_in=self.metrics.events_in.labels(topic_name),
+        p = QuixPipeline(spec, topic_name, online, feature_rows=ValueRows(spec),
+                         cache_size=self.cfg.state_cache_entities,
+                         events_in=self.metrics.events_in.labels(topic_name),
                          events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome},
                          staged=StagedOffline(self.offline))
         topic = self.app.topic(topic_name, key_deserializer="bytes", value_deserializer="bytes")
@@ -188,6 +226,7 @@ class QuixFeatureWorker:
     # -- per record --------------------------------------------------------------------
     def _handler_for(self, p: QuixPipeline, sdf: Any) -> Any:
         context = sdf.processing_context
+        reads_kept, reads_store = (self.metrics.state_reads.labels(source) for source in ("kept", "store"))
 
         def handle(value: bytes, key: bytes | None, timestamp: int, headers: Any) -> None:
             ctx = message_context()
@@ -197,11 +236,17 @@ class QuixFeatureWorker:
             def state_of(entity_id: str) -> Any:  # decoded once per checkpoint, kept in p.live
                 held = p.live.get(entity_id)
                 if held is None:
-                    # (what Quix's stateful functions get: the record's key prefixes the state)
-                    state = context.checkpoint.get_store_transaction(stream_id=sdf.stream_id,
-                                                                     partition=ctx.partition).as_state(prefix=key)
-                    st = p.spec.state_type.unpack(state.get(STATE_KEY))
-                    held = p.live[entity_id] = (st, state, ctx.partition, produced)
+                    # (what Quix's stateful functions get, without a State object per entity: the
+                    # record's key prefixes the state)
+                    tx = context.checkpoint.get_store_transaction(stream_id=sdf.stream_id, partition=ctx.partition)
+                    kept = p.kept.pop(entity_id, None)
+                    if kept is not None and committed(tx, key) == kept[1]:
+                        st = kept[0]
+                        reads_kept.inc()
+                    else:
+                        st = p.spec.state_type.unpack(tx.get(STATE_KEY, prefix=key))
+                        reads_store.inc()
+                    held = p.live[entity_id] = (st, (tx, key), ctx.partition, produced)
                 return held[0]
 
             done = apply_record(p.spec, self.proc_cfg, value, key, timestamp, state_of, p.corrections,
@@ -303,6 +348,7 @@ class QuixFeatureWorker:
                     if tx is None:
                         tx = checkpoint.get_store_transaction(stream_id=p.sdf.stream_id, partition=partition)
                     tx.as_state(prefix=key).delete(STATE_KEY)
+                    p.kept.pop(key.decode(), None)
                     gone += 1
             if gone:
                 self.metrics.expired.labels(p.spec.name).inc(gone)
@@ -327,7 +373,7 @@ class QuixFeatureWorker:
         late event on a busy card does not stall the checkpoint; an entity whose corrections
         resume later is corrected again from the earliest point a later event needs."""
         _, written, _ = drain_corrections(p.spec, p.corrections, lambda e: p.live[e][0], next(self._revision),
-                                          p.feature_rows, budget)
+                                          p.feature_rows, budget, feature_values)
         self.metrics.corrections.inc(written)
 
     def _write_online_between_checkpoints(self) -> None:

@@ -56,6 +56,10 @@ class StreamingSettings(BaseSettings):
     #: backpressure: at this many consumed-but-unacked records the worker stops consuming
     #: until an offline flush acks them (bounds memory while a sink is down)
     max_unacked_records: int = Field(100_000, ge=100)
+    #: the Quix engine keeps this many entities' states decoded from one checkpoint to the
+    #: next (the others are read from RocksDB and decoded when their next event comes): 0
+    #: turns it off. About 0.6 kB per ordinary card
+    state_cache_entities: int = Field(200_000, ge=0)
     metrics_port: int = Field(6066, ge=0, le=65535)
     #: the worker's own Kafka consumer settings
     commit_interval_s: float = Field(1.0, gt=0)

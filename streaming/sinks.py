@@ -279,15 +279,18 @@ class OfflineLog:
         self._seq = 0
 
     @staticmethod
-    def table(rows: list[dict[str, Any]]) -> pa.Table:
-        """Rows (dicts with the same keys, made by one builder and so in the same order) as one
-        Arrow table, for ``append_tables``."""
+    def table(rows: list[Any]) -> pa.Table:
+        """Rows (dicts with the same keys, made by one builder and so in the same order; or a
+        ``streaming.processor.ValueRows``, which converts itself) as one Arrow table, for
+        ``append_tables``."""
+        if hasattr(rows, "table"):
+            return rows.table()
         if rows[-1].keys() != rows[0].keys():  # (rows of other lengths: zip's strict refuses them)
             raise ValueError("offline rows of one batch must have the same keys in the same order")
         columns = zip(*(r.values() for r in rows), strict=True)  # (a third faster than by key)
         return pa.Table.from_pydict(dict(zip(rows[0], columns, strict=True)))
 
-    def append(self, dataset: str, rows: list[dict[str, Any]]) -> int:
+    def append(self, dataset: str, rows: list[Any]) -> int:
         if not rows:
             return 0
         return self.append_tables(dataset, [self.table(rows)])

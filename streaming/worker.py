@@ -44,7 +44,15 @@ from core.contracts import DeadLetter, encode
 from core.settings import StackSettings
 from streaming.entities import CARD, USER, EntitySpec
 from streaming.metrics import WorkerMetrics
-from streaming.processor import Outcome, ProcessorConfig, Revisions, apply_record, drain_corrections
+from streaming.processor import (
+    Outcome,
+    ProcessorConfig,
+    Revisions,
+    ValueRows,
+    apply_record,
+    drain_corrections,
+    feature_values,
+)
 from streaming.settings import StreamingSettings
 from streaming.sinks import FeastOnlineSink, FeastPushSink, OfflineLog, OnlineBatch, now_ms, online_server_id
 
@@ -64,7 +72,8 @@ class Pipeline:
     #: entity -> (packed state, partition) written online but not yet to the changelog
     changelog: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     event_rows: list[dict[str, Any]] = field(default_factory=list)
-    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: (``ValueRows``: made column-wise into Arrow)
+    feature_rows: list[Any] = field(default_factory=list)
     events_in: Any = None
     events_out: dict[Outcome, Any] = field(default_factory=dict)
     #: entity -> its state, decoded once and kept until the next flush packs it (not per event)
@@ -133,7 +142,7 @@ class FeatureWorker:
         table = self.app.Table(f"{spec.name}-state", default=None, key_type=str, value_type=bytes,
                                partitions=self.cfg.partitions)
         # label children bound once (labels() is a dict lookup under a lock, per event)
-        return Pipeline(spec, topic, self._raw_topic(topic), table, online,
+        return Pipeline(spec, topic, self._raw_topic(topic), table, online, feature_rows=ValueRows(spec),
                         events_in=self.metrics.events_in.labels(topic),
                         events_out={o: self.metrics.events_out.labels(f"{spec.name}:{o}") for o in Outcome})
 
@@ -295,7 +304,7 @@ class FeatureWorker:
                 p.changelog.update({e: (packed, batch.partitions[e]) for e, (packed, _) in batch.rows.items()})
             due = final or time.monotonic() - self._last_offline >= self.cfg.offline_flush_interval_s
             unacked: list[tuple[Any, Any]] = []
-            offline: list[tuple[str, list[dict[str, Any]]]] = []
+            offline: list[tuple[str, list[Any]]] = []
             changelog: list[tuple[Pipeline, dict[str, tuple[bytes, int]]]] = []
             if due:
                 self._corrections(final)
@@ -304,7 +313,7 @@ class FeatureWorker:
                 for p in self.pipelines:
                     offline += [(p.spec.event_dataset, p.event_rows), (p.spec.feature_dataset, p.feature_rows)]
                     changelog.append((p, p.changelog))
-                    p.event_rows, p.feature_rows, p.changelog = [], [], {}
+                    p.event_rows, p.feature_rows, p.changelog = [], ValueRows(p.spec), {}
 
             for p, batch in batches:
                 t0 = time.perf_counter()
@@ -348,7 +357,7 @@ class FeatureWorker:
                 return p.spec.state_type.unpack(p.table.get(entity_id))
 
             budget, written, touched = drain_corrections(p.spec, p.corrections, state_of, next(self._revision),
-                                                         p.feature_rows, budget)
+                                                         p.feature_rows, budget, feature_values)
             self._corrections_unwritten += touched
             self.metrics.corrections.inc(written)
 

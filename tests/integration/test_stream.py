@@ -140,6 +140,35 @@ def test_features_online_and_offline_equal_the_brute_force(
         or any("malformed" in dl.reason for dl in letters)
 
 
+@pytest.mark.parametrize("engine", ["quix"])
+def test_states_kept_decoded_across_checkpoints_give_the_brute_force(
+        engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The Quix engine keeps states decoded from one checkpoint to the next (taken only while
+    RocksDB's committed bytes are the ones it packed): a second wave of events on the same
+    cards, checkpoints later, takes most states from there, and every online and offline
+    value still equals the brute force."""
+    from stack import health
+
+    records = generate(3000, seed=5, users=300, late_rate=0.02, max_delay_ms=120_000)
+    exp = Expected.of(records)
+    first, second = records[:1500], records[1500:]
+    worker = WorkerProcess(repo, f"t-{uuid.uuid4().hex[:6]}", *topics, tmp_path / "w.log").start()
+    try:
+        produce(kafka_bootstrap, topics[0], first)
+        # (its rows are visible once the checkpoint that holds them sealed them)
+        wave = {e.key for evs in Expected.of(first).accepted.values() for e in evs}
+        wait_for(lambda: wave <= _offline_keys(repo), 120, "the first wave's checkpoints", [worker])
+        produce(kafka_bootstrap, topics[0], second)
+        _wait_done(repo, exp, [worker])
+        _check(repo, exp)
+        samples = health.prometheus_samples(f"http://127.0.0.1:{worker.metrics_port}/metrics") or {}
+    finally:
+        worker.stop()
+    kept = samples.get('stream_state_reads_total{source="kept"}', 0)
+    store = samples.get('stream_state_reads_total{source="store"}', 0)
+    assert kept > 200 and store >= 300, samples  # (every card's first read is from the store)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_kill_9_and_restart_loses_and_doubles_nothing(
         engine: str, repo: StackSettings, topics: tuple[str, str, str], kafka_bootstrap: str, tmp_path: Path) -> None:

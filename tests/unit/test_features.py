@@ -302,3 +302,45 @@ def test_a_busy_cards_sliding_windows_give_the_same_rows_as_recounting(seed: int
         want, none = rows(dataclasses.replace(CARD, window_cache=None))
     assert none == 0 and cached > 0
     assert got == want
+
+
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "200")) // 2, deadline=None)
+@given(sequences(), st.booleans())
+def test_rows_made_column_wise_equal_the_dict_rows(data: tuple[list[Transaction], int], busy: bool) -> None:
+    """The workers' offline rows (``feature_values`` into a ``ValueRows``, one float matrix to
+    Arrow) equal the dict rows' table: every value, the column order and the int64/float64/
+    string types, for accepted, too-late and corrected rows, on both window paths."""
+    from unittest import mock
+
+    from core import features
+    from streaming.processor import ValueRows, feature_row, feature_values
+    from streaming.sinks import OfflineLog
+
+    txns, _ = data
+    cfg = ProcessorConfig(allowed_lateness_ms=120_000)
+    with mock.patch.object(features, "VECTOR_FROM", 1 if busy else 64):
+        state_d, state_v = CardState(), CardState()
+        dicts, values = [], ValueRows(CARD)
+        for n, t in enumerate(txns):
+            dicts += process(state_d, t, cfg, n, defer_corrections=n % 2 == 0).feature_rows
+            values += process(state_v, t, cfg, n, defer_corrections=n % 2 == 0, row=feature_values).feature_rows
+        # (a late view, as a too-late event's row is made, and the rows of every event in the state)
+        late = txn(10_000, txns[0].event_time - 1, 3.5)
+        view, i = state_d.with_event(late.event_time, event_key(late.event_id), 3.5, "C", "m1", False)
+        dicts.append(feature_row(CARD, "c1", view, i, Outcome.TOO_LATE, 99))
+        values.append(feature_values(CARD, "c1", view, i, Outcome.TOO_LATE, 99))
+        dicts += correction_rows(CARD, "c1", state_d, (0, 0), 100)[0]
+        values += correction_rows(CARD, "c1", state_v, (0, 0), 100, row=feature_values)[0]
+    want, got = OfflineLog.table(dicts), OfflineLog.table(values)
+    assert got.schema == want.schema
+    assert got.equals(want)
+    assert len(values) == len(dicts) > 0
+
+
+def test_the_row_columns_are_the_served_views_and_their_after_twins() -> None:
+    """Serving splits ``event_row_values`` at ``len(WINDOW_FEATURES + REQUEST_FEATURES)``."""
+    from core.features import REQUEST_FEATURES, ROW_FEATURES, ROW_INT_FEATURES
+
+    view = (*WINDOW_FEATURES, *REQUEST_FEATURES)
+    assert ROW_FEATURES == (*view, *(f"after_{f}" for f in view))
+    assert ROW_INT_FEATURES < set(ROW_FEATURES)

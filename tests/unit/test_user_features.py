@@ -46,3 +46,23 @@ def test_generated_sessions_match_the_reference() -> None:
             after = {k[6:]: v for k, v in row.items() if k.startswith("after_")}
             bad += mismatches(after, reference_user_features(evs, e.ts, (e.ts, e.key), True))
     assert bad == []
+
+
+def test_click_rows_made_column_wise_equal_the_dict_rows() -> None:
+    """The workers' click rows (``feature_values`` into a ``ValueRows``) equal the dict rows'
+    table: values, column order and types."""
+    from core.contracts import decode
+    from streaming.processor import ValueRows, feature_values
+    from streaming.sinks import OfflineLog
+
+    stream = ClickStream(seed=5, users=10, sessions_per_s=0.02, start_ms=1_790_000_000_000)
+    clicks = [decode(rec.value, Click) for rec, _ in zip(stream, range(300), strict=False)]
+    cfg = ProcessorConfig()
+    dicts, values = [], ValueRows(USER)
+    states_d: dict[str, UserState] = {}
+    states_v: dict[str, UserState] = {}
+    for i, c in enumerate(clicks):
+        dicts += process(states_d.setdefault(c.user_id, UserState()), c, cfg, i, USER).feature_rows
+        values += process(states_v.setdefault(c.user_id, UserState()), c, cfg, i, USER, row=feature_values).feature_rows
+    want, got = OfflineLog.table(dicts), OfflineLog.table(values)
+    assert got.schema == want.schema and got.equals(want) and got.num_rows == len(clicks)
