@@ -1,12 +1,14 @@
 """``make bench NAME=inference``: open-loop load on ``POST /v1/score`` at fixed rates from a
 loopback Go load generator (bench/loadgen, built with the machine's Go), for the ONNX Runtime
 service and, in the same run, the same request path with native XGBoost ``predict_proba``, and
-the ONNX service with two uvicorn workers (INFERENCE_WORKERS=2).
+the ONNX service with two uvicorn workers (INFERENCE_WORKERS=2), and a bare ASGI hello world
+on the same uvicorn settings (the framework ceiling: ``inference_vs_framework_ceiling``).
 
 Setup: 20k generated transactions of the last two hours; the cards' window states written to
 Redis through the stream's own Feast sink; an XGBoost model trained on them, exported to ONNX
 and registered (local sqlite MLflow) as the champion. Requests are those transactions with
-new event ids (scored "now"). Env: BENCH_RATES (default 500,1000,1500,2000,3000), BENCH_SECONDS (15).
+new event ids (scored "now"). Env: BENCH_RATES (default 500,1000,1500,2000,3000), BENCH_SECONDS (15),
+BENCH_INFERENCE_MODES (a subset of hello,onnx,onnx_route,native,onnx_2_workers: printed only).
 """
 
 from __future__ import annotations
@@ -110,10 +112,13 @@ def _prepare(settings: Any, root: Path) -> tuple[list[bytes], Path]:
 BENCH_KEY = f"bench-{uuid.uuid4().hex}"  # the servers' one key (every scope)
 
 
-def _serve(env: dict[str, str], port: int, native: Path | None, log: Path, workers: int = 1) -> subprocess.Popen:
+def _serve(env: dict[str, str], port: int, native: Path | None, log: Path, workers: int = 1,
+           hello: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bench.inference_server", "--port", str(port), "--workers", str(workers)]
     if native:
         cmd += ["--native", str(native)]
+    if hello:
+        cmd += ["--hello"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while health.http(f"http://127.0.0.1:{port}/ready", BENCH_KEY) is not None:
@@ -142,13 +147,15 @@ def run(console: Any) -> list[dict[str, Any]]:
 
         ensure_topics(settings.kafka_bootstrap, [env["INFERENCE_SCORES_TOPIC"], "propensity-scores"], partitions=1)
         table: dict[str, list[dict[str, Any]]] = {}
-        for mode in ("onnx", "onnx_route", "native", "onnx_2_workers"):
+        modes = ("hello", "onnx", "onnx_route", "native", "onnx_2_workers")
+        only = os.environ.get("BENCH_INFERENCE_MODES")  # e.g. "hello,onnx" (the results need all)
+        for mode in [m for m in modes if not only or m in only.split(",")]:
             port = health.free_port()
             # onnx_route: the same service with POST /v1/score answered by the FastAPI route
             # (INFERENCE_FAST_PATH=false), the path before inference/fastpath.py
             env["INFERENCE_FAST_PATH"] = "false" if mode == "onnx_route" else "true"
             server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log",
-                            workers=2 if mode == "onnx_2_workers" else 1)
+                            workers=2 if mode == "onnx_2_workers" else 1, hello=mode == "hello")
             try:
                 table[mode] = []
                 for rate in rates:
@@ -175,9 +182,20 @@ def run(console: Any) -> list[dict[str, Any]]:
     ref = 1000.0 if 1000.0 in rates else rates[0]
     params = {"rates": rates, "seconds_per_rate": seconds, "table": table, "workers": 1,
               "goals": "p99 <= 5 ms at 1000 req/s; >= 3000 req/s sustained by one instance"}
+    if only:
+        return []
     two = table["onnx_2_workers"]
     route = table["onnx_route"]
     return [
+        write_result("inference_vs_framework_ceiling", "highest achieved req/s over the offered rates, POST "
+                     "/v1/score (fast path, one worker)", max(r["achieved_rps"] for r in table["onnx"]), "req/s",
+                     True, "bare ASGI hello world on the same uvicorn settings, same run (the framework ceiling)",
+                     max(r["achieved_rps"] for r in table["hello"]),
+                     {"rates": rates, "seconds_per_rate": seconds,
+                      "hello": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                                for r in table["hello"]},
+                      "score": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                                for r in table["onnx"]}}),
         write_result("inference_fast_path", "highest achieved req/s over the offered rates, POST /v1/score "
                      "through inference/fastpath.py", max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,
                      "the FastAPI route (INFERENCE_FAST_PATH=false), same run",

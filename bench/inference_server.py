@@ -1,5 +1,7 @@
 """The inference app for the benchmark: ``--native PATH`` swaps the served ONNX session for the
-native XGBoost model saved at PATH (same trees), so the baseline runs the same request path."""
+native XGBoost model saved at PATH (same trees), so the baseline runs the same request path;
+``--hello`` serves a bare ASGI app instead (reads the body, answers a fixed score-sized JSON)
+on the same server and settings: the framework ceiling."""
 
 from __future__ import annotations
 
@@ -31,12 +33,39 @@ class _Native:
         return [self.model.predict_proba(next(iter(feeds.values())))[:, 1].astype(np.float32)]
 
 
+#: about the size of a /v1/score answer
+HELLO = (b'{"event_id":"hello","fraud_probability":0.01,"decision":"approve","model_version":"1",'
+         b'"reasons":[],"tier":"low","latency_ms":0.1}')
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    """Bare ASGI: the request body read whole, a fixed JSON answer (``/ready`` too)."""
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(HELLO)).encode())]})
+    await send({"type": "http.response.body", "body": HELLO})
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--native")
+    p.add_argument("--hello", action="store_true")
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
+    if args.hello:
+        uvicorn.run(hello, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning",
+                    access_log=False, limit_concurrency=InferenceSettings().max_concurrency)
+        return
     stack = StackSettings()
     app = create_app(stack, InferenceSettings(poll_interval_s=0))
     if args.native:

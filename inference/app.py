@@ -23,6 +23,7 @@ from core.prom import single_process
 from core.settings import StackSettings
 from inference import auth, propensity, scoring
 from inference.auth import ApiKey
+from inference.coalesce import Coalescer
 from inference.fastpath import ScoreFastPath, answer
 from inference.model import ModelHolder
 from inference.schemas import (
@@ -227,15 +228,23 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
     pool = ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="score")
 
-    async def observed(endpoint: str, fn: Any) -> Any:
-        """Run ``fn`` (Redis reads and ONNX) on the bounded pool, never on the event loop:
-        answer 503 when it is not done within ``request_timeout_s``. Counted by the status
-        the client gets."""
+    def score_single(group: str, txns: list[Any]) -> list[Any]:
+        return state["scorer"].score(txns, source=f"api:{group}")  # type: ignore[no-any-return]
+
+    # single /v1/score requests scored together while earlier ones are on the pool
+    coalescer = Coalescer(pool, score_single, max_batch=cfg.coalesce_max, lanes=cfg.score_lanes,
+                          alone=(ServiceUnavailable,))
+    app.state.coalescer = coalescer
+
+    async def observed(endpoint: str, fn: Any = None, pending: Any = None) -> Any:
+        """Run ``fn`` (Redis reads and ONNX) on the bounded pool, never on the event loop (or
+        await ``pending``, work already on its way there): answer 503 when it is not done
+        within ``request_timeout_s``. Counted by the status the client gets."""
         t0 = time.perf_counter()
         status = "200"
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, fn),
-                                          cfg.request_timeout_s)
+            work = pending if pending is not None else asyncio.get_running_loop().run_in_executor(pool, fn)
+            return await asyncio.wait_for(work, cfg.request_timeout_s)
         except TimeoutError:
             status = "503"
             raise ServiceUnavailable(f"not answered within {cfg.request_timeout_s:g} s (online feature store "
@@ -271,7 +280,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
     @app.post("/v1/score", response_model=Score, summary="Score one transaction (scope: score)")
     async def score(txn: Transaction, caller: ApiKey = need["score"]) -> Response:
-        return as_json(await observed("score", lambda: state["scorer"].score([txn], source=f"api:{caller.name}")[0]))
+        return as_json(await observed("score", pending=coalescer(caller.name, txn)))
 
     # The batch schema is built from the settings: its annotation is set on the functions
     # (a closure variable cannot be resolved from a postponed annotation).
@@ -375,8 +384,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     inner: Any = app
     if cfg.fast_path:
         async def fast_score(txn: Transaction, caller: ApiKey) -> bytes:
-            return orjson.dumps(await observed("score", lambda: state["scorer"].score(
-                [txn], source=f"api:{caller.name}")[0]), option=orjson.OPT_SERIALIZE_NUMPY)
+            return orjson.dumps(await observed("score", pending=coalescer(caller.name, txn)),
+                                option=orjson.OPT_SERIALIZE_NUMPY)
 
         app.state.fast_path = {}
         inner = ScoreFastPath(app, path="/v1/score", model=Transaction, keyring=keyring, scope_name="score",

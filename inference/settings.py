@@ -49,6 +49,11 @@ class InferenceSettings(BaseSettings):
     #: POST /v1/score answered by inference/fastpath.py (same checks, without FastAPI's
     #: per-request machinery); false: by the FastAPI route, as before (the benchmark's baseline)
     fast_path: bool = True
+    #: POST /v1/score requests that arrive while earlier ones are being scored are scored
+    #: together (one Feast read, one ONNX run: inference/coalesce.py), at most this many per
+    #: batch, on at most ``score_lanes`` batches at a time; 1 turns it off (each on its own)
+    coalesce_max: int = Field(64, ge=1, le=1000)
+    score_lanes: int = Field(2, ge=1, le=256)
     reasons: int = Field(3, ge=0, le=10)
     #: a request whose event_time differs from the server's time by more than this is flagged
     #: (response, inference_event_time_skew_total); it never chooses the read time

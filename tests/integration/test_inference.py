@@ -845,3 +845,31 @@ def test_the_fast_path_answers_exactly_like_the_route(served: tuple) -> None:
     # route (the key refusals by the fast path itself, with the route's words)
     assert after["answered"] - before["answered"] == 2
     assert after["to_route"] - before["to_route"] == 10
+
+
+def test_concurrent_single_requests_are_scored_together_each_with_its_own_answer(served: tuple) -> None:
+    """Single POST /v1/score requests arriving while others are being scored share a batch
+    (inference/coalesce.py), on the fast path and on the route alike: every caller gets the
+    score of its own transaction (as the batch endpoint scores it), none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, settings, name, topic = served
+    rows = _offline(settings, 40).to_dict("records")
+    bodies = [{**_body(r), "event_id": f"coalesce-{i:04d}"} for i, r in enumerate(rows)]
+    reference = client.post("/v1/score/batch", json={"transactions": bodies})
+    assert reference.status_code == 200
+    want = {s["event_id"]: s for s in reference.json()["scores"]}
+    for fast_path in (True, False):
+        cfg = InferenceSettings(model_name=name, admin_token=TOKEN, poll_interval_s=0, scores_topic=topic,
+                                propensity_model_name=_propensity(name), publish_scores=False, fast_path=fast_path,
+                                score_lanes=1)
+        with TestClient(create_app(settings, cfg), headers=AUTH) as own, ThreadPoolExecutor(16) as callers:
+            answers = list(callers.map(lambda b: own.post("/v1/score", json=b), bodies * 3))
+            coalescer = own.app.state.coalescer
+            assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+            for body, answer in zip(bodies * 3, answers, strict=True):
+                got = answer.json()
+                assert got["event_id"] == body["event_id"] and got["card_id"] == body["card_id"]
+                # scored at the server's time: only time-since features may move between calls
+                assert abs(got["fraud_probability"] - want[body["event_id"]]["fraud_probability"]) < 0.05
+            assert coalescer.items == len(answers) and coalescer.batches < coalescer.items  # (some shared)
