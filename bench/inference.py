@@ -1,14 +1,16 @@
 """``make bench NAME=inference``: open-loop load on ``POST /v1/score`` at fixed rates from a
 loopback Go load generator (bench/loadgen, built with the machine's Go), for the ONNX Runtime
 service and, in the same run, the same request path with native XGBoost ``predict_proba``, and
-the ONNX service with two uvicorn workers (INFERENCE_WORKERS=2), and a bare ASGI hello world
-on the same uvicorn settings (the framework ceiling: ``inference_vs_framework_ceiling``).
+the ONNX service with two uvicorn workers (INFERENCE_WORKERS=2), the service with each request
+scored on its own (``inference_micro_batching``'s baseline), and a bare ASGI hello world on the
+same uvicorn settings (the framework ceiling: ``inference_vs_framework_ceiling``).
 
 Setup: 20k generated transactions of the last two hours; the cards' window states written to
 Redis through the stream's own Feast sink; an XGBoost model trained on them, exported to ONNX
 and registered (local sqlite MLflow) as the champion. Requests are those transactions with
 new event ids (scored "now"). Env: BENCH_RATES (default 500,1000,1500,2000,3000), BENCH_SECONDS (15),
-BENCH_INFERENCE_MODES (a subset of hello,onnx,onnx_route,native,onnx_2_workers: printed only).
+BENCH_INFERENCE_MODES (a subset of hello,onnx,onnx_no_batching,onnx_route,native,onnx_2_workers:
+printed only).
 """
 
 from __future__ import annotations
@@ -147,13 +149,17 @@ def run(console: Any) -> list[dict[str, Any]]:
 
         ensure_topics(settings.kafka_bootstrap, [env["INFERENCE_SCORES_TOPIC"], "propensity-scores"], partitions=1)
         table: dict[str, list[dict[str, Any]]] = {}
-        modes = ("hello", "onnx", "onnx_route", "native", "onnx_2_workers")
+        modes = ("hello", "onnx", "onnx_no_batching", "onnx_route", "native", "onnx_2_workers")
         only = os.environ.get("BENCH_INFERENCE_MODES")  # e.g. "hello,onnx" (the results need all)
         for mode in [m for m in modes if not only or m in only.split(",")]:
             port = health.free_port()
             # onnx_route: the same service with POST /v1/score answered by the FastAPI route
             # (INFERENCE_FAST_PATH=false), the path before inference/fastpath.py
             env["INFERENCE_FAST_PATH"] = "false" if mode == "onnx_route" else "true"
+            # onnx_no_batching: each request scored on its own, up to 8 at a time on the pool (the
+            # path before inference/coalesce.py)
+            env["INFERENCE_COALESCE_MAX"] = "1" if mode == "onnx_no_batching" else "64"
+            env["INFERENCE_SCORE_LANES"] = "8" if mode == "onnx_no_batching" else "2"
             server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log",
                             workers=2 if mode == "onnx_2_workers" else 1, hello=mode == "hello")
             try:
@@ -187,6 +193,14 @@ def run(console: Any) -> list[dict[str, Any]]:
     two = table["onnx_2_workers"]
     route = table["onnx_route"]
     return [
+        write_result("inference_micro_batching", "highest achieved req/s over the offered rates, POST /v1/score "
+                     "(fast path, single requests scored together while others are on the pool)",
+                     max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,
+                     "each request scored on its own (INFERENCE_COALESCE_MAX=1, 8 at a time), same run",
+                     max(r["achieved_rps"] for r in table["onnx_no_batching"]),
+                     {"rates": rates, "seconds_per_rate": seconds,
+                      **{mode: {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                                for r in table[mode]} for mode in ("onnx", "onnx_no_batching")}}),
         write_result("inference_vs_framework_ceiling", "highest achieved req/s over the offered rates, POST "
                      "/v1/score (fast path, one worker)", max(r["achieved_rps"] for r in table["onnx"]), "req/s",
                      True, "bare ASGI hello world on the same uvicorn settings, same run (the framework ceiling)",
