@@ -30,6 +30,7 @@ class Coalescer:
         self.alone = alone
         self._pending: dict[str, list[tuple[Any, asyncio.Future]]] = {}
         self._running = 0
+        self._lanes: set[asyncio.Task] = set()  # (the loop keeps only weak references to tasks)
         #: batches run and items scored (``items / batches`` is the mean batch size)
         self.batches = self.items = 0
 
@@ -39,7 +40,9 @@ class Coalescer:
         self._pending.setdefault(group, []).append((item, future))
         if self._running < self.lanes:
             self._running += 1
-            loop.create_task(self._lane())
+            task = loop.create_task(self._lane())
+            self._lanes.add(task)
+            task.add_done_callback(self._lanes.discard)
         return await future
 
     def _take(self) -> tuple[str, list[tuple[Any, asyncio.Future]]] | None:

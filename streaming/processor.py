@@ -92,6 +92,7 @@ def feature_row(spec: EntitySpec, entity_id: str, state: EventState, i: int, sta
 
 #: the offline row's leading columns (after the entity's join key), in ``feature_values`` order
 ROW_META = ("event_key", "event_time", "status", "revision")
+_META_TYPES = {"event_key": pa.int64(), "event_time": pa.int64(), "status": pa.string(), "revision": pa.int64()}
 
 
 def feature_values(spec: EntitySpec, entity_id: str, state: EventState, i: int, status: Outcome,
@@ -117,11 +118,11 @@ class ValueRows(list):  # type: ignore[type-arg]
     def table(self) -> pa.Table:
         spec = self.spec
         meta, values = zip(*self, strict=True)
-        ids, keys, times, status, revisions = zip(*meta, strict=True)
+        ids, *rest = zip(*meta, strict=True)
         matrix = np.array(values, np.float64).T.copy()  # (a row per feature: each contiguous)
-        columns = {spec.join_key: pa.array(ids, pa.string()), "event_key": pa.array(keys, pa.int64()),
-                   "event_time": pa.array(times, pa.int64()), "status": pa.array(status, pa.string()),
-                   "revision": pa.array(revisions, pa.int64())}
+        columns = {spec.join_key: pa.array(ids, pa.string())}
+        for name, column in zip(ROW_META, rest, strict=True):
+            columns[name] = pa.array(column, _META_TYPES[name])
         for name, column in zip(spec.row_names, matrix, strict=True):
             columns[name] = pa.array(column.astype(np.int64) if name in spec.row_ints else column)
         return pa.table(columns)
