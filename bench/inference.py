@@ -3,14 +3,15 @@ loopback Go load generator (bench/loadgen, built with the machine's Go), for the
 service and, in the same run, the same request path with native XGBoost ``predict_proba``, and
 the ONNX service with two uvicorn workers (INFERENCE_WORKERS=2), the service with each request
 scored on its own (``inference_micro_batching``'s baseline), and a bare ASGI hello world on the
-same uvicorn settings (the framework ceiling: ``inference_vs_framework_ceiling``).
+same uvicorn settings (the framework ceiling: ``inference_vs_framework_ceiling``), and both the
+service and the hello world on granian instead of uvicorn (``inference_granian_vs_uvicorn``).
 
 Setup: 20k generated transactions of the last two hours; the cards' window states written to
 Redis through the stream's own Feast sink; an XGBoost model trained on them, exported to ONNX
 and registered (local sqlite MLflow) as the champion. Requests are those transactions with
 new event ids (scored "now"). Env: BENCH_RATES (default 500,1000,1500,2000,3000), BENCH_SECONDS (15),
-BENCH_INFERENCE_MODES (a subset of hello,onnx,onnx_no_batching,onnx_route,native,onnx_2_workers:
-printed only).
+BENCH_INFERENCE_MODES (a subset of hello,onnx,onnx_no_batching,onnx_route,native,onnx_2_workers,
+hello_granian,onnx_granian: printed only).
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ BENCH_KEY = f"bench-{uuid.uuid4().hex}"  # the servers' one key (every scope)
 
 
 def _serve(env: dict[str, str], port: int, native: Path | None, log: Path, workers: int = 1,
-           hello: bool = False) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bench.inference_server", "--port", str(port), "--workers", str(workers)]
+           hello: bool = False, server: str = "uvicorn") -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bench.inference_server", "--port", str(port), "--workers", str(workers),
+           "--server", server]
     if native:
         cmd += ["--native", str(native)]
     if hello:
@@ -149,7 +151,8 @@ def run(console: Any) -> list[dict[str, Any]]:
 
         ensure_topics(settings.kafka_bootstrap, [env["INFERENCE_SCORES_TOPIC"], "propensity-scores"], partitions=1)
         table: dict[str, list[dict[str, Any]]] = {}
-        modes = ("hello", "onnx", "onnx_no_batching", "onnx_route", "native", "onnx_2_workers")
+        modes = ("hello", "onnx", "onnx_no_batching", "onnx_route", "native", "onnx_2_workers", "hello_granian",
+                 "onnx_granian")
         only = os.environ.get("BENCH_INFERENCE_MODES")  # e.g. "hello,onnx" (the results need all)
         for mode in [m for m in modes if not only or m in only.split(",")]:
             port = health.free_port()
@@ -161,7 +164,8 @@ def run(console: Any) -> list[dict[str, Any]]:
             env["INFERENCE_COALESCE_MAX"] = "1" if mode == "onnx_no_batching" else "64"
             env["INFERENCE_SCORE_LANES"] = "8" if mode == "onnx_no_batching" else "2"
             server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log",
-                            workers=2 if mode == "onnx_2_workers" else 1, hello=mode == "hello")
+                            workers=2 if mode == "onnx_2_workers" else 1, hello=mode.startswith("hello"),
+                            server="granian" if mode.endswith("_granian") else "uvicorn")
             try:
                 table[mode] = []
                 for rate in rates:
@@ -210,6 +214,14 @@ def run(console: Any) -> list[dict[str, Any]]:
                                 for r in table["hello"]},
                       "score": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
                                 for r in table["onnx"]}}),
+        write_result("inference_granian_vs_uvicorn", "highest achieved req/s over the offered rates, POST /v1/score "
+                     "(fast path, one worker) on granian (ASGI, uvloop, backpressure = INFERENCE_MAX_CONCURRENCY)",
+                     max(r["achieved_rps"] for r in table["onnx_granian"]), "req/s", True,
+                     "the same app on uvicorn (uvloop, httptools), same run",
+                     max(r["achieved_rps"] for r in table["onnx"]),
+                     {"rates": rates, "seconds_per_rate": seconds,
+                      **{mode: {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
+                                for r in table[mode]} for mode in ("onnx", "onnx_granian", "hello", "hello_granian")}}),
         write_result("inference_fast_path", "highest achieved req/s over the offered rates, POST /v1/score "
                      "through inference/fastpath.py", max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,
                      "the FastAPI route (INFERENCE_FAST_PATH=false), same run",

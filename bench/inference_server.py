@@ -55,13 +55,33 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": HELLO})
 
 
+def bench_app() -> Any:
+    """The served app, as ``main`` builds it (MLflow not polled): granian's factory target."""
+    return create_app(StackSettings(), InferenceSettings(poll_interval_s=0))
+
+
+def _granian(target: str, port: int, workers: int, factory: bool) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(target, address="127.0.0.1", port=port, interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop,
+            factory=factory, log_level=LogLevels.warning, log_access=False,
+            backpressure=InferenceSettings().max_concurrency).serve()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--native")
     p.add_argument("--hello", action="store_true")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     args = p.parse_args()
+    if args.server == "granian":
+        _granian("bench.inference_server:hello" if args.hello else "bench.inference_server:bench_app", args.port,
+                 args.workers, factory=not args.hello)
+        return
     if args.hello:
         uvicorn.run(hello, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning",
                     access_log=False, limit_concurrency=InferenceSettings().max_concurrency)
