@@ -50,6 +50,10 @@ class StackSettings(BaseSettings):
     #: (the default) or "quix" (Quix Streams); `make status` shows it
     stream_engine: Literal["faust", "quix"] = Field(
         "faust", validation_alias=AliasChoices("STACK_STREAM_ENGINE", "STREAM_ENGINE", "stream_engine"))
+    #: "single" (the default): one Kafka broker. "cluster": three Kafka nodes in KRaft (each a
+    #: broker and a controller; replication factor 3, min.insync.replicas 2), node i on
+    #: ``kafka_port + 2i`` and ``kafka_controller_port + 2i`` (9092, 9094, 9096 by default)
+    profile: Literal["single", "cluster"] = "single"
     redis_port: int = Field(6379, ge=1, le=65535)
     #: the Feast project: it names the registry's objects and is part of every online key, so
     #: two projects on one Redis never see each other's rows (tests give each its own)
@@ -102,6 +106,12 @@ class StackSettings(BaseSettings):
     #: where batch work (backfill) runs: in-process, local:N (a local Dask cluster of N worker
     #: processes) or tcp://host:port (a Dask scheduler); the commands' --cluster overrides it
     cluster: str = "in-process"
+    #: the cluster profile's Dask scheduler (its workers: ``dask_workers`` processes of one
+    #: thread and ``dask_worker_memory`` each); where it is reached, when not on ``host``
+    dask_port: int = Field(8786, ge=1, le=65535)
+    dask_host: str | None = None
+    dask_workers: int = Field(2, ge=1, le=64)
+    dask_worker_memory: str = Field("2GiB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$")
     #: the offline log in an object store (``s3://bucket/prefix``, core/storage.py), written by
     #: every stream worker and backfill task and read by training and batch scoring wherever
     #: they run; empty: the local folder under feature_repo/data/offline
@@ -146,22 +156,58 @@ class StackSettings(BaseSettings):
         return value.strip()
 
     @model_validator(mode="after")
+    def _cluster_profile_runs_batch_work_on_its_scheduler(self) -> StackSettings:
+        """In the cluster profile batch work goes to the stack's Dask scheduler unless
+        ``cluster`` is set."""
+        if self.profile == "cluster" and "cluster" not in self.model_fields_set:
+            object.__setattr__(self, "cluster", self.dask_address)  # (frozen: set once, while validating)
+        return self
+
+    @property
+    def dask_address(self) -> str:
+        """The cluster profile's Dask scheduler."""
+        return f"tcp://{self.dask_host or self.host}:{self.dask_port}"
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
         """Two services on one port: the second cannot start (one clear error instead)."""
-        seen: dict[int, str] = {}
+        seen: dict[int, str] = {}  # port -> who has it
         for name in type(self).model_fields:
             service = name.removesuffix("_controller_port").removesuffix("_port")
             if name.endswith("_port") and not getattr(self, f"{service}_host", None):  # (not a remote server's)
                 port = getattr(self, name)
-                if port in seen:
-                    raise ValueError(f"STACK_{seen[port].upper()} and STACK_{name.upper()} are both {port}: "
-                                     "every service needs a port of its own")
-                seen[port] = name
+                ports = [(port, f"STACK_{name.upper()}")]
+                if name.startswith("kafka_"):  # (the cluster profile's other nodes: +2, +4)
+                    ports += [(port + 2 * i, f"STACK_{name.upper()} + {2 * i} (Kafka node {i + 1} of the cluster "
+                               "profile)") for i in range(1, self.kafka_nodes)]
+                for port, label in ports:
+                    if port in seen:
+                        raise ValueError(f"{seen[port]} and {label} are both {port}: "
+                                         "every service needs a port of its own")
+                    seen[port] = label
         return self
 
     @property
+    def kafka_nodes(self) -> int:
+        """How many Kafka nodes the stack runs: 1, or 3 in the cluster profile."""
+        return 3 if self.profile == "cluster" else 1
+
+    def kafka_node(self, i: int) -> tuple[str, int, int]:
+        """Where node ``i`` (0-based) is reached: (host, broker port, controller port). With
+        ``kafka_host`` set (docker-compose) node i > 0 is the host ``<kafka_host>-<i+1>``."""
+        host = self.kafka_host or self.host
+        if i and self.kafka_host:
+            host = f"{self.kafka_host}-{i + 1}"
+        return host, self.kafka_port + 2 * i, self.kafka_controller_port + 2 * i
+
+    @property
+    def kafka_replication(self) -> int:
+        """Replication factor of every topic (and min.insync.replicas is one less, at least 1)."""
+        return self.kafka_nodes
+
+    @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.kafka_host or self.host}:{self.kafka_port}"
+        return ",".join(f"{host}:{port}" for host, port, _ in map(self.kafka_node, range(self.kafka_nodes)))
 
     @property
     def redis_secret(self) -> str | None:

@@ -71,8 +71,9 @@ def cmd_status(settings: StackSettings, _: argparse.Namespace) -> None:
         detail = DETAILS[r.name](settings) if r.health == "ok" and r.name in DETAILS else ""
         table.add_row(r.name, r.ports, r.state, str(r.pid or "-"), up, f"[{colour}]{r.health}[/]", detail)
     console.print(table)
-    console.print(f"logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}   "
-                  f"redis: {settings.redis_url_shown}")
+    console.print(f"profile: {settings.profile}   logs: {settings.logs_dir}   kafka: {settings.kafka_bootstrap}"
+                  f"{f' (replication {settings.kafka_replication})' if settings.kafka_nodes > 1 else ''}   "
+                  f"redis: {settings.redis_url_shown}   batch work: {settings.cluster}")
     prometheus = f"http://{settings.host}:{settings.prometheus_port}"
     console.print(f"MLflow UI: {settings.mlflow_uri}   Feast UI: http://{settings.host}:{settings.feast_ui_port}"
                   f"/p/{settings.feast_project}/feature-view   Prometheus: {prometheus}/alerts")

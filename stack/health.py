@@ -67,14 +67,50 @@ def kafka(conn: str | StackSettings) -> str | None:
 
     from core import kafka as kafka_conf
 
-    host, _, port = kafka_conf.bootstrap(conn).rpartition(":")
-    if not port_open(host, int(port)):
+    addresses = [a.rpartition(":") for a in kafka_conf.bootstrap(conn).split(",")]
+    if not any(port_open(host, int(port)) for host, _, port in addresses):
         return "port closed"
     try:
         md = AdminClient(kafka_conf.client_config(conn)).list_topics(timeout=3)
     except Exception as exc:  # noqa: BLE001 - any client error means "not healthy yet"
         return f"metadata request failed: {exc}"
     return None if md.brokers else "no broker in metadata"
+
+
+def kafka_node(settings: StackSettings, node: int) -> str | None:
+    """Healthy when node ``node`` of the cluster profile answers a metadata request itself and
+    sees every node of the cluster as a broker."""
+    from confluent_kafka.admin import AdminClient
+
+    from core import kafka as kafka_conf
+
+    host, port, _ = settings.kafka_node(node)
+    if not port_open(host, port):
+        return "port closed"
+    try:
+        md = AdminClient(kafka_conf.client_config(settings, {"bootstrap.servers": f"{host}:{port}"})).list_topics(
+            timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any client error means "not healthy yet"
+        return f"metadata request failed: {exc}"
+    if len(md.brokers) < settings.kafka_nodes:
+        return f"{len(md.brokers)} of {settings.kafka_nodes} brokers in its metadata"
+    return None
+
+
+def dask_workers(address: str, names: tuple[str, ...]) -> str | None:
+    """Healthy when the Dask scheduler at ``address`` answers and has the named workers."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    if not port_open(host, int(port)):
+        return "port closed"
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=3) as client:
+            have = {w.get("name") for w in client.scheduler_info(n_workers=-1).get("workers", {}).values()}
+    except Exception as exc:  # noqa: BLE001 - any client error means "not healthy yet"
+        return f"scheduler did not answer: {exc.__class__.__name__}"
+    missing = [n for n in names if n not in have]
+    return f"not registered with the scheduler: {', '.join(missing)}" if missing else None
 
 
 def redis(url: str) -> str | None:

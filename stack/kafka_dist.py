@@ -101,16 +101,24 @@ def sasl_properties(settings: StackSettings) -> list[str]:
     ]
 
 
-def server_properties(settings: StackSettings, log_dir: Path) -> str:
-    """One node that is both broker and controller, tuned for development: on loopback
-    locally (``host``), advertised as ``kafka_host`` when set (docker-compose)."""
-    h, p, c = settings.host, settings.kafka_port, settings.kafka_controller_port
-    peer = settings.kafka_host or h
+def server_properties(settings: StackSettings, log_dir: Path, node: int = 0) -> str:
+    """Node ``node`` (0-based) of the stack's Kafka, both broker and controller, tuned for
+    development: on loopback locally (``host``), advertised as ``kafka_host`` when set
+    (docker-compose). One node, or three in the cluster profile: a quorum of three controllers
+    (one may fail), every topic on all three brokers, and a write acknowledged by all
+    (``acks=all``, which every producer here uses) only once two of them hold it, so one
+    broker lost loses no acknowledged record."""
+    h = settings.host
+    peer, p, c = settings.kafka_node(node)
+    rf = settings.kafka_replication
+    isr = max(1, rf - 1)
+    voters = ",".join(f"{i + 1}@{nh}:{nc}" for i, (nh, _, nc) in
+                      enumerate(map(settings.kafka_node, range(settings.kafka_nodes))))
     proto = "SASL_PLAINTEXT" if settings.kafka_sasl else "PLAINTEXT"
     return "\n".join([
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{peer}:{c}",
+        f"node.id={node + 1}",
+        f"controller.quorum.voters={voters}",
         f"listeners={proto}://{h}:{p},CONTROLLER://{h}:{c}",
         f"advertised.listeners={proto}://{peer}:{p}",
         "controller.listener.names=CONTROLLER",
@@ -119,10 +127,13 @@ def server_properties(settings: StackSettings, log_dir: Path) -> str:
         *(sasl_properties(settings) if settings.kafka_sasl else []),
         f"log.dirs={log_dir}",
         f"num.partitions={settings.topic_partitions}",
-        "offsets.topic.replication.factor=1",
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={isr}",
+        "unclean.leader.election.enable=false",
+        f"offsets.topic.replication.factor={rf}",
         "offsets.topic.num.partitions=12",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={isr}",
         # A consumer group of one dev worker should not wait 3 s for more members.
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=false",
@@ -149,30 +160,53 @@ log4j.logger.state.change.logger=WARN
 """
 
 
-def prepare(settings: StackSettings) -> list[str]:
-    """Resolve jars, write configs, format storage once; return the broker's command line."""
+def node_name(node: int) -> str:
+    """The service (and data folder) of Kafka node ``node``: kafka, kafka-2, kafka-3."""
+    return "kafka" if node == 0 else f"kafka-{node + 1}"
+
+
+def cluster_id(settings: StackSettings) -> str:
+    """The KRaft cluster id every node's storage is formatted with (made once, kept in the data)."""
+    path = settings.data_dir / "kafka-cluster-id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_cluster_id() + "\n")
+    return path.read_text().strip()
+
+
+def prepare(settings: StackSettings, node: int = 0) -> list[str]:
+    """Resolve jars, write configs, format storage once; return node ``node``'s command line."""
+    name = node_name(node)
+    data = settings.data_dir / name
+    data.mkdir(parents=True, exist_ok=True)
+    profile = data / "profile"  # the profile its storage was formatted for (none written before: single)
+    formatted = (profile.read_text().strip() if profile.exists()
+                 else "single" if (data / "meta.properties").exists() else settings.profile)
+    if formatted != settings.profile:
+        raise StackError(f"Kafka's storage in {data} belongs to the {formatted!r} profile, not "
+                         f"{settings.profile!r} (its topics' replication and its controller quorum differ): set "
+                         "STACK_PROFILE back, or 'make clean' (drops the stack's data) and 'make up' again")
     libs = ensure_jars(settings)
     if settings.kafka_sasl:  # the admin's password must exist before the broker's config
         from stack import secrets
 
         secrets.generate(settings)
     java = require_tool("java", "install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless)")
-    data = settings.data_dir / "kafka"
-    data.mkdir(parents=True, exist_ok=True)
     settings.conf_dir.mkdir(parents=True, exist_ok=True)
-    props = settings.conf_dir / "kafka.properties"
+    props = settings.conf_dir / f"{name}.properties"
     props.touch(mode=0o600)  # with SASL on it holds the admin password
     props.chmod(0o600)
-    props.write_text(server_properties(settings, data))
+    props.write_text(server_properties(settings, data, node))
     log4j = settings.conf_dir / "kafka-log4j.properties"
     log4j.write_text(LOG4J)
     classpath = f"{libs}/*"
     marker = data / "sasl-users"  # written when the storage was formatted with the admin's SCRAM user
     if not (data / "meta.properties").exists():
-        cluster_id = new_cluster_id()
+        profile.write_text(settings.profile + "\n")
+        cluster_id_ = cluster_id(settings) if settings.kafka_nodes > 1 else new_cluster_id()
         proc = subprocess.run(
             [java, f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *format_scram_args(settings)],
+             "kafka.tools.StorageTool", "format", "-t", cluster_id_, "-c", str(props), *format_scram_args(settings)],
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage in {data} failed: {proc.stderr.strip()[-300:]}")

@@ -93,8 +93,9 @@ def kafka_broker_files(settings: StackSettings, log_dir: Path) -> list[str]:
 
     folder = kafka.admin_dir(settings)
     pw = kafka.password(settings, kafka.ADMIN)
-    files = {
-        "server.properties": kafka_dist.server_properties(settings, log_dir),
+    files = {  # (node i > 0 of the cluster profile: server-<i+1>.properties)
+        **{("server.properties" if i == 0 else f"server-{i + 1}.properties"):
+           kafka_dist.server_properties(settings, log_dir, i) for i in range(settings.kafka_nodes)},
         "admin-scram": kafka_dist.format_scram_args(settings)[1],
         "admin-client.properties": (f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={kafka.MECHANISM}\n"
                                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -79,15 +80,45 @@ def redis_service(settings: StackSettings) -> Service:
     )
 
 
-def kafka_service(settings: StackSettings) -> Service:
-    return Service(
-        name="kafka",
-        command=kafka_dist.prepare(settings),
-        ports=[(settings.kafka_port, "STACK_KAFKA_PORT"),
-               (settings.kafka_controller_port, "STACK_KAFKA_CONTROLLER_PORT")],
-        probe=lambda: health.kafka(settings),
-        stop_wait_s=60,
-    )
+def kafka_services(settings: StackSettings) -> list[Service]:
+    """Kafka's node(s): ``kafka``, and in the cluster profile also ``kafka-2`` and ``kafka-3``;
+    each is healthy when its own broker answers and sees every node of the cluster."""
+    nodes = []
+    for i in range(settings.kafka_nodes):
+        _, port, controller = settings.kafka_node(i)
+        probe: Callable[[], str | None] = (partial(health.kafka_node, settings, i) if settings.kafka_nodes > 1
+                                           else partial(health.kafka, settings))
+        nodes.append(Service(
+            name=kafka_dist.node_name(i),
+            command=kafka_dist.prepare(settings, i),
+            ports=[(port, "STACK_KAFKA_PORT"), (controller, "STACK_KAFKA_CONTROLLER_PORT")],
+            probe=probe,
+            stop_wait_s=60,
+        ))
+    return nodes
+
+
+def dask_services(settings: StackSettings) -> list[Service]:
+    """The cluster profile's Dask scheduler and its ``dask_workers`` workers (one thread and
+    ``dask_worker_memory`` each; the project importable): where batch work goes by default in
+    that profile (``STACK_CLUSTER``). None in the single profile."""
+    if settings.profile != "cluster":
+        return []
+    dask = str(Path(sys.executable).parent / "dask")
+    env = {"PYTHONPATH": str(REPO_ROOT)}  # (tasks carry their settings from the command that sent them)
+    services = [Service(
+        name="dask-scheduler",
+        command=[dask, "scheduler", "--host", settings.host, "--port", str(settings.dask_port), "--no-dashboard"],
+        ports=[(settings.dask_port, "STACK_DASK_PORT")],
+        probe=partial(health.dask_workers, settings.dask_address, ()), environment=env)]
+    for i in range(1, settings.dask_workers + 1):
+        name = f"dask-worker-{i}"
+        services.append(Service(
+            name=name,
+            command=[dask, "worker", settings.dask_address, "--name", name, "--nthreads", "1", "--no-dashboard",
+                     "--memory-limit", settings.dask_worker_memory, "--host", settings.host],
+            ports=[], probe=partial(health.dask_workers, settings.dask_address, (name,)), environment=env))
+    return services
 
 
 def mlflow_service(settings: StackSettings) -> Service:
@@ -260,10 +291,11 @@ def stack_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
-SERVICES: dict[str, Callable[[StackSettings], Service]] = {
+SERVICES: dict[str, Callable[[StackSettings], Service | list[Service]]] = {
     "redis": redis_service,
-    "kafka": kafka_service,
+    "kafka": kafka_services,  # (its nodes: only=("kafka",) names them all)
     "mlflow": mlflow_service,
+    "dask": dask_services,  # (the cluster profile's scheduler and workers; none in the single profile)
     "stream-worker": worker_service,
     "generator": generator_service,
     "generator-clicks": click_generator_service,
@@ -281,7 +313,11 @@ def all_services(settings: StackSettings, only: Collection[str] | None = None) -
     unknown = set(only or ()) - set(SERVICES)
     if unknown:
         raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
-    services = [make(settings) for name, make in SERVICES.items() if only is None or name in only]
+    services: list[Service] = []
+    for name, make in SERVICES.items():
+        if only is None or name in only:
+            made = make(settings)
+            services.extend(made if isinstance(made, list) else [made])
     if settings.generator_rate == 0:
         services = [s for s in services if not s.name.startswith("generator")]
     return services

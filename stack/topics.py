@@ -5,7 +5,9 @@ partitions would send a card's next events to a worker that does not hold its st
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+import time
+
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from core import kafka
@@ -18,18 +20,42 @@ def ensure_topics(conn: kafka.Kafka, names: tuple[str, ...] | list[str], partiti
     """Return topic -> what happened ("created", "exists", "grown to N"). Raises StackError
     rather than grow a topic in ``keyed``."""
     admin = AdminClient(kafka.client_config(conn))
+    for attempt in range(3):
+        try:
+            return _ensure(admin, names, partitions, timeout_s, keyed)
+        except _Transient:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+class _Transient(StackError):
+    """A request lost with its connection (with several brokers, librdkafka replaces the
+    bootstrap connections by the brokers it learns of, and a request on one is lost): asked again."""
+
+
+_TRANSIENT = {KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,  # noqa: SLF001
+              KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT}
+
+
+def _ensure(admin: AdminClient, names: tuple[str, ...] | list[str], partitions: int, timeout_s: float,
+            keyed: frozenset[str] | set[str]) -> dict[str, str]:
     existing = admin.list_topics(timeout=timeout_s).topics
     result: dict[str, str] = {}
     missing = [n for n in names if n not in existing]
     if missing:
+        # replication factor -1: the brokers' default.replication.factor (1, or 3 in the cluster profile)
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing],
+            [NewTopic(n, num_partitions=partitions, replication_factor=-1) for n in missing],
             operation_timeout=timeout_s)
         for name, fut in futures.items():
             try:
                 fut.result()
                 result[name] = "created"
             except KafkaException as exc:
+                if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _TRANSIENT:
+                    raise _Transient(f"creating topic {name!r} failed: {exc}") from exc
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise StackError(f"creating topic {name!r} failed: {exc}") from exc
                 result[name] = "exists"

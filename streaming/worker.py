@@ -95,7 +95,7 @@ class FeatureWorker:
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             cfg.app_id, broker=f"kafka://{stack.kafka_bootstrap}", store="memory://",
-            topic_partitions=cfg.partitions, topic_replication_factor=1, web_enabled=False,
+            topic_partitions=cfg.partitions, topic_replication_factor=stack.kafka_replication, web_enabled=False,
             broker_commit_interval=cfg.commit_interval_s, consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, producer_acks=-1, table_standby_replicas=0,
             # Batch Faust's own sends (dead letters): its default is one produce request per

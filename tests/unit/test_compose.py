@@ -67,8 +67,9 @@ def test_the_runtime_lock_pins_the_same_versions_without_test_tools() -> None:
 
 
 def _compose_env(service: str) -> dict[str, str]:
+    """The service's environment as compose gives it with no variable set (``${X:-d}`` is d)."""
     env = COMPOSE["services"][service]["environment"]
-    return {k: str(v) for k, v in env.items()}
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 @pytest.mark.security
@@ -121,7 +122,43 @@ def test_kafka_is_the_local_sasl_broker_with_a_user_per_service(tmp_path: Path,
     assert {p.name for p in (tmp_path / "data" / "secrets" / "mlflow").iterdir()} == {
         "admin.password", "reader.password", "flask-secret", "basic_auth.ini"}
     admin_mounts = {n for n, s in svc.items() if any(str(v).startswith("kafka-admin:") for v in s.get("volumes", []))}
-    assert admin_mounts == {"secrets", "init", "kafka"}
+    assert admin_mounts == {"secrets", "init", "kafka", "kafka-2", "kafka-3"}
+
+
+def test_the_cluster_profile_runs_three_kafka_nodes_configured_by_the_secrets_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``STACK_PROFILE=cluster docker compose --profile cluster up``: kafka-2 and kafka-3 run
+    the configs the secrets job writes with ``make up``'s code; the services see three nodes."""
+    from stack import secrets
+
+    svc = COMPOSE["services"]
+    assert svc["kafka-2"]["profiles"] == svc["kafka-3"]["profiles"] == ["cluster"]
+    assert "profiles" not in svc["kafka"]
+    assert COMPOSE["x-app-env"]["STACK_PROFILE"] == "${STACK_PROFILE:-single}"
+    for key, value in _compose_env("secrets").items():
+        monkeypatch.setenv(key, value.replace("/data", str(tmp_path / "data")).replace(
+            "/kafka-admin", str(tmp_path / "admin")).replace("/signing", str(tmp_path / "signing")))
+    monkeypatch.setenv("STACK_PROFILE", "cluster")
+    cmd = svc["secrets"]["command"]
+    assert secrets.main(cmd[3:]) == 0
+    written = {p.name for p in (tmp_path / "admin").iterdir()}
+    for i, name in enumerate(("kafka", "kafka-2", "kafka-3")):
+        files = re.findall(r"\$\$A/([\w.-]+)", svc[name]["command"][0])
+        assert set(files) <= written, files
+        conf = next(f for f in files if f.startswith("server"))
+        props = dict(line.split("=", 1) for line in (tmp_path / "admin" / conf).read_text().splitlines()
+                     if "=" in line)
+        port = 19092 + 2 * i
+        assert props["node.id"] == str(i + 1)
+        assert props["advertised.listeners"] == f"SASL_PLAINTEXT://{name}:{port}"
+        assert f"localhost:{port}" in svc[name]["healthcheck"]["test"][1]
+        assert props["controller.quorum.voters"] == "1@kafka:9093,2@kafka-2:9095,3@kafka-3:9097"
+        assert props["default.replication.factor"] == "3" and props["min.insync.replicas"] == "2"
+    assert StackSettings().kafka_bootstrap == "kafka:19092,kafka-2:19094,kafka-3:19096"
+    # batch work goes to the profile's Dask scheduler; its workers are the profile's too
+    assert StackSettings().cluster == "tcp://dask:8786"
+    assert svc["dask"]["profiles"] == svc["dask-worker"]["profiles"] == ["cluster"]
+    assert "tcp://dask:8786" in svc["dask-worker"]["command"]
 
 
 def test_redis_persistence_matches_local_config() -> None:

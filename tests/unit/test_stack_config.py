@@ -67,6 +67,57 @@ def test_kafka_is_one_kraft_node_on_loopback(tmp_path: Path) -> None:
     assert props["log.dirs"] == str(tmp_path)
 
 
+def test_the_cluster_profile_is_three_kraft_nodes_replicating_every_topic_three_times(tmp_path: Path) -> None:
+    s = StackSettings(kafka_port=19092, kafka_controller_port=19093, profile="cluster")
+    assert s.kafka_bootstrap == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    nodes = [dict(line.split("=", 1) for line in kafka_dist.server_properties(s, tmp_path, i).splitlines() if line)
+             for i in range(3)]
+    voters = "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    for i, props in enumerate(nodes):
+        assert props["node.id"] == str(i + 1) and props["controller.quorum.voters"] == voters
+        assert props["listeners"] == f"PLAINTEXT://127.0.0.1:{19092 + 2 * i},CONTROLLER://127.0.0.1:{19093 + 2 * i}"
+        assert props["default.replication.factor"] == props["offsets.topic.replication.factor"] == "3"
+        assert props["transaction.state.log.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+        assert props["unclean.leader.election.enable"] == "false"
+    # docker-compose: node i is the host <kafka_host>-<i+1>
+    c = StackSettings(kafka_host="kafka", kafka_port=19092, kafka_controller_port=19093, profile="cluster")
+    assert c.kafka_bootstrap == "kafka:19092,kafka-2:19094,kafka-3:19096"
+    # the single profile: one node, replication 1
+    one = dict(line.split("=", 1) for line in kafka_dist.server_properties(
+        StackSettings(kafka_port=19092, kafka_controller_port=19093), tmp_path).splitlines() if line)
+    assert one["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert one["default.replication.factor"] == one["min.insync.replicas"] == "1"
+
+
+def test_the_cluster_profile_sends_batch_work_to_its_dask_scheduler_unless_told_otherwise() -> None:
+    from stack.services import all_services
+
+    assert StackSettings().cluster == "in-process"
+    c = StackSettings(profile="cluster", dask_port=18786)
+    assert c.cluster == c.dask_address == "tcp://127.0.0.1:18786"
+    assert StackSettings(profile="cluster", cluster="local:2").cluster == "local:2"
+    assert [s.name for s in all_services(c, only=("dask",))] == ["dask-scheduler", "dask-worker-1", "dask-worker-2"]
+    assert all_services(StackSettings(), only=("dask",)) == []
+    worker = all_services(c, only=("dask",))[1]
+    assert worker.command[worker.command.index("--memory-limit") + 1] == "2GiB"
+    assert "tcp://127.0.0.1:18786" in worker.command and not any("PASSWORD" in k for k in worker.environment)
+
+
+def test_the_cluster_profiles_nodes_need_free_ports_of_their_own() -> None:
+    StackSettings(kafka_port=19092, kafka_controller_port=19093, api_port=19094)  # (single: no node there)
+    with pytest.raises(ValidationError, match=r"STACK_KAFKA_PORT \+ 2 \(Kafka node 2 of the cluster profile\) and "
+                       "STACK_API_PORT are both 19094"):
+        StackSettings(kafka_port=19092, kafka_controller_port=19093, api_port=19094, profile="cluster")
+
+
+def test_kafka_storage_of_one_profile_is_refused_by_the_other(tmp_path: Path) -> None:
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "meta.properties").write_text("cluster.id=x\n")  # formatted before profiles existed
+    with pytest.raises(kafka_dist.StackError, match="belongs to the 'single' profile"):
+        kafka_dist.prepare(StackSettings(data_dir=tmp_path, profile="cluster"))
+
+
 def test_kafka_version_is_pinned_in_the_pom() -> None:
     assert kafka_dist.kafka_version() == "3.9.1"
 
@@ -123,7 +174,7 @@ def test_each_pipeline_service_gets_its_own_kafka_and_mlflow_user_and_no_operato
     s = StackSettings(data_dir=tmp_path, kafka_sasl=True, kafka_password=SecretStr("operators"),
                       mlflow_password=SecretStr("operators-too"))
     apps = {name: make(s).environment for name, make in SERVICES.items()
-            if name not in ("kafka", "redis", "mlflow", "prometheus", "feast-ui")}
+            if name not in ("kafka", "redis", "mlflow", "dask", "prometheus", "feast-ui")}
     assert set(apps) == set(KAFKA_USERS)
     for name, env in apps.items():
         assert env["STACK_KAFKA_USER"] == KAFKA_USERS[name] and env["STACK_KAFKA_SASL"] == "True"

@@ -1,0 +1,187 @@
+"""The cluster profile (STACK_PROFILE=cluster) on real processes: three Kafka nodes in KRaft
+as ``make up`` starts them, every topic on three replicas with min.insync.replicas 2, and one
+broker killed for good while the stream runs: nothing lost, nothing doubled, the features
+exact, the consumer group's lag drained; the broker, started again, catches up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+import xmlrpc.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from core import feast_store
+from core.settings import StackSettings
+from stack import health, lifecycle
+from stack.supervisor import Supervisor
+from stack.topics import ensure_topics
+from tests.conftest import local_settings
+from tests.integration.test_stream import _check, _wait_done
+from tests.support.stream import Expected, WorkerProcess, generate, produce, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+def _port_block(n: int) -> int:
+    """A free port p with p .. p+n-1 all free (the cluster's nodes sit at +2 and +4)."""
+    rng = random.Random()
+    for _ in range(500):
+        p = rng.randrange(20_000, 40_000)
+        if all(health.port_free("127.0.0.1", p + i) for i in range(n)):
+            return p
+    raise RuntimeError("no block of free ports")
+
+
+@contextlib.contextmanager
+def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    base = _port_block(6)
+    settings = local_settings(tmp_path_factory.mktemp("cluster"))
+    settings = StackSettings(**{**settings.model_dump(), "profile": "cluster", "kafka_port": base,
+                                "kafka_controller_port": base + 1, "kafka_heap": "384m"})
+    lifecycle.up(settings, say=lambda _m: None, only=("kafka",))
+    try:
+        yield settings
+    finally:
+        lifecycle.down(settings, say=lambda _m: None)
+
+
+def _partitions(bootstrap: str, topic: str) -> list:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return list(md.topics[topic].partitions.values())
+
+
+def _trickle(bootstrap: str, topic: str, records: list, undelivered: list[int]) -> None:
+    """Produce ``records`` a hundred every half second (acks=all, idempotent), then flush;
+    appends how many were not delivered."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"})
+    for i in range(0, len(records), 100):
+        for r in records[i:i + 100]:
+            p.produce(topic, key=r.key, value=r.value)
+        p.poll(0)
+        time.sleep(0.5)
+    undelivered.append(p.flush(90))
+
+
+def _lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` not yet committed by ``group``."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p.id) for p in _partitions(bootstrap, topic)]
+        committed = c.committed(parts, timeout=10)
+        lag = 0
+        for tp in committed:
+            _, high = c.get_watermark_offsets(tp, timeout=10)
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("engine", ["faust", "quix"])
+def test_one_broker_of_three_lost_mid_stream_loses_and_doubles_nothing(
+        engine: str, feast_repo: StackSettings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    with _cluster(tmp_path_factory) as ks:
+        assert ks.kafka_bootstrap.count(",") == 2
+        sup = Supervisor(ks)
+        assert {"kafka", "kafka-2", "kafka-3"} <= set(sup.processes())
+        repo = feast_store.isolated_copy(feast_repo, tmp_path, profile="cluster", kafka_port=ks.kafka_port,
+                                         kafka_controller_port=ks.kafka_controller_port)
+        names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}", f"clk-{uuid.uuid4().hex[:8]}")
+        ensure_topics(ks, names, partitions=3)
+        # every topic (ours, the stack's own) on three replicas, all in sync
+        for p in _partitions(ks.kafka_bootstrap, names[0]) + _partitions(ks.kafka_bootstrap, "transactions"):
+            assert len(p.replicas) == 3 and len(p.isrs) == 3, p
+        res = ConfigResource(ConfigResource.Type.TOPIC, names[0])
+        admin = AdminClient({"bootstrap.servers": ks.kafka_bootstrap})  # (alive until its answer is in)
+
+        def min_isr() -> str | None:
+            try:  # (a broker the new topic's metadata has not reached yet answers "unknown topic")
+                return admin.describe_configs([res])[res].result(timeout=30)["min.insync.replicas"].value
+            except Exception:  # noqa: BLE001
+                return None
+
+        seen: list[str | None] = []
+        wait_for(lambda: seen.append(min_isr()) or seen[-1] is not None, 30, "the topic's configuration")
+        assert seen[-1] == "2"
+
+        records = generate(3000, seed=29, late_rate=0.03, max_delay_ms=60_000)
+        exp = Expected.of(records)
+        produce(ks.kafka_bootstrap, names[0], records[:1000])
+        app_id = f"t-{uuid.uuid4().hex[:6]}"
+        undelivered: list[int] = []
+        worker = WorkerProcess(repo, app_id, *names, tmp_path / "w.log").start()
+        try:
+            # steady first: the first thousand processed (the worker's own topics made, the group settled)
+            wait_for(lambda: worker.metric("stream_events_in_total") >= 1000, 120, "the worker to get going",
+                     [worker])
+            # then the rest streams in over about ten seconds (acks=all), and a broker dies meanwhile
+            feed = threading.Thread(target=_trickle, args=(ks.kafka_bootstrap, names[0], records[1000:], undelivered))
+            feed.start()
+            wait_for(lambda: worker.metric("stream_events_in_total") >= 1300, 60, "the stream to run", [worker])
+            assert all(len(p.replicas) == 3 for p in _partitions(ks.kafka_bootstrap, "__consumer_offsets"))
+            # the node leading most of the topic's partitions crashes (kill -9) and stays down
+            leaders = [p.leader for p in _partitions(ks.kafka_bootstrap, names[0])]
+            victim = max(set(leaders), key=leaders.count)
+            name = "kafka" if victim == 1 else f"kafka-{victim}"
+            os.kill(sup.processes()[name]["pid"], signal.SIGKILL)
+            with contextlib.suppress(xmlrpc.client.Fault):  # (NOT_RUNNING: supervisord had not restarted it)
+                sup.stop_process(name)
+            assert sup.processes()[name]["statename"] != "RUNNING"
+            wait_for(lambda: all(p.leader != victim and len(p.isrs) == 2
+                                 for p in _partitions(ks.kafka_bootstrap, names[0])), 60,
+                     "new leaders and a shrunk ISR")
+            # the rest is delivered (2 replicas in sync) and processed with one broker gone
+            feed.join(120)
+            assert not feed.is_alive() and undelivered == [0]
+            _wait_done(repo, exp, [worker])
+            _check(repo, exp)
+            wait_for(lambda: _lag(ks.kafka_bootstrap, app_id, names[0]) == 0, 120, "the group's lag drained",
+                     [worker])
+            assert worker.proc is not None and worker.proc.poll() is None  # rode it out, no restart
+            # the node comes back and catches up: every partition in sync on three replicas again
+            sup.start_process(name)
+            wait_for(lambda: all(len(p.isrs) == 3 for p in _partitions(ks.kafka_bootstrap, names[0])), 120,
+                     "the restarted broker back in sync")
+        finally:
+            worker.stop()
+
+
+def test_the_profiles_dask_scheduler_and_workers_run_batch_work(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``make up`` in the cluster profile starts a Dask scheduler and its workers under
+    supervisord; batch work's default place is that scheduler, and its tasks run on the
+    workers (each of them), in their own processes."""
+    from core.cluster import connect
+
+    base = _port_block(6)
+    settings = local_settings(tmp_path_factory.mktemp("dask"))
+    settings = StackSettings(**{**settings.model_dump(exclude={"cluster"}), "profile": "cluster",
+                                "kafka_port": base, "kafka_controller_port": base + 1,
+                                "dask_port": health.free_port(), "dask_worker_memory": "1GiB"})
+    lifecycle.up(settings, say=lambda _m: None, only=("dask",))
+    try:
+        assert settings.cluster == f"tcp://127.0.0.1:{settings.dask_port}"
+        states = {r.name: (r.state, r.health) for r in lifecycle.status(settings, only=("dask",))}
+        assert states == {n: ("RUNNING", "ok") for n in ("dask-scheduler", "dask-worker-1", "dask-worker-2")}
+        with connect(settings.cluster) as where:
+            assert where.workers == 2
+            pids = set(where.results(_pid_after, [0.5] * 6))
+        assert len(pids) == 2 and os.getpid() not in pids
+    finally:
+        lifecycle.down(settings, say=lambda _m: None)
+
+
+def _pid_after(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
