@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from pydantic import ValidationError
 
 from core import feast_store
 from core.settings import StackSettings
@@ -42,12 +43,23 @@ def _port_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def _cluster_settings(data_dir: Path, **update: object) -> StackSettings:
+    """``local_settings`` in the cluster profile, its Kafka nodes on a free block of ports that
+    none of the other services' ports falls in (the settings refuse a clash: another block)."""
+    settings = local_settings(data_dir)
+    for _ in range(20):
+        base = _port_block(6)
+        try:
+            return StackSettings(**{**settings.model_dump(exclude={"cluster"}), "profile": "cluster",
+                                    "kafka_port": base, "kafka_controller_port": base + 1, **update})
+        except ValidationError:
+            continue
+    raise RuntimeError("no block of ports clear of the other services'")
+
+
 @contextlib.contextmanager
 def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    base = _port_block(6)
-    settings = local_settings(tmp_path_factory.mktemp("cluster"))
-    settings = StackSettings(**{**settings.model_dump(), "profile": "cluster", "kafka_port": base,
-                                "kafka_controller_port": base + 1, "kafka_heap": "384m"})
+    settings = _cluster_settings(tmp_path_factory.mktemp("cluster"), kafka_heap="384m", cluster="in-process")
     lifecycle.up(settings, say=lambda _m: None, only=("kafka",))
     try:
         yield settings
@@ -99,8 +111,12 @@ def test_one_broker_of_three_lost_mid_stream_loses_and_doubles_nothing(
         names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}", f"clk-{uuid.uuid4().hex[:8]}")
         ensure_topics(ks, names, partitions=3)
         # every topic (ours, the stack's own) on three replicas, all in sync
-        for p in _partitions(ks.kafka_bootstrap, names[0]) + _partitions(ks.kafka_bootstrap, "transactions"):
-            assert len(p.replicas) == 3 and len(p.isrs) == 3, p
+        def replicated(topic: str) -> bool:
+            parts = _partitions(ks.kafka_bootstrap, topic)  # (a broker may not know a new topic for a moment)
+            return len(parts) == 3 and all(len(p.replicas) == 3 and len(p.isrs) == 3 for p in parts)
+
+        wait_for(lambda: replicated(names[0]) and replicated("transactions"), 30,
+                 "every partition on three replicas in sync")
         res = ConfigResource(ConfigResource.Type.TOPIC, names[0])
         admin = AdminClient({"bootstrap.servers": ks.kafka_bootstrap})  # (alive until its answer is in)
 
@@ -162,11 +178,8 @@ def test_the_profiles_dask_scheduler_and_workers_run_batch_work(tmp_path_factory
     workers (each of them), in their own processes."""
     from core.cluster import connect
 
-    base = _port_block(6)
-    settings = local_settings(tmp_path_factory.mktemp("dask"))
-    settings = StackSettings(**{**settings.model_dump(exclude={"cluster"}), "profile": "cluster",
-                                "kafka_port": base, "kafka_controller_port": base + 1,
-                                "dask_port": health.free_port(), "dask_worker_memory": "1GiB"})
+    settings = _cluster_settings(tmp_path_factory.mktemp("dask"), dask_port=health.free_port(),
+                                 dask_worker_memory="1GiB")
     lifecycle.up(settings, say=lambda _m: None, only=("dask",))
     try:
         assert settings.cluster == f"tcp://127.0.0.1:{settings.dask_port}"
