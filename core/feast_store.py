@@ -25,7 +25,10 @@ def registry_path(settings: StackSettings) -> Path:
 def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> RepoConfig
     from feast.repo_config import RepoConfig
 
-    redis_host = settings.redis_host or settings.host
+    if settings.redis_cluster:  # every node, so the client finds the cluster from any live one
+        where = ",".join(f"{h}:{p}" for h, p in settings.redis_startup_nodes)
+    else:
+        where = f"{settings.redis_host or settings.host}:{settings.redis_port},db={settings.redis_db}"
     registry = registry_path(settings)
     registry.parent.mkdir(parents=True, exist_ok=True)
     return RepoConfig(
@@ -34,7 +37,8 @@ def repo_config(settings: StackSettings, repo_path: Path | None = None):  # -> R
         registry={"path": str(registry), "cache_ttl_seconds": 60},
         online_store={
             "type": "redis",
-            "connection_string": f"{redis_host}:{settings.redis_port},db={settings.redis_db}"
+            "redis_type": "redis_cluster" if settings.redis_cluster else "redis",
+            "connection_string": f"{where}"
                                  f",socket_timeout={settings.redis_timeout_s}"
                                  f",socket_connect_timeout={settings.redis_timeout_s}"
                                  + (f",password={settings.redis_secret}" if settings.redis_secret else ""),

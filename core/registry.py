@@ -210,10 +210,15 @@ def signed_champion(name: str, verifier: Verifier) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _promotion_lock(settings: StackSettings, name: str, wait_s: float = 30.0) -> Iterator[None]:
-    """A Redis lock per model (SET NX with expiry; released only by its owner)."""
+    """A Redis lock per model (SET NX with expiry; released only by its owner; in a Redis
+    Cluster on the key's master)."""
     import redis
+    from redis.exceptions import RedisClusterException
 
-    r = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        r = settings.redis_client(timeout_s=5)
+    except (redis.RedisError, RedisClusterException) as exc:  # (a cluster client reads the topology at once)
+        raise RegistryError(f"promotion needs Redis for its lock ({settings.redis_url_shown}): {exc}") from None
     key, token = f"streamfeat:promote:{name}", uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     try:
@@ -221,7 +226,7 @@ def _promotion_lock(settings: StackSettings, name: str, wait_s: float = 30.0) ->
             if time.monotonic() > deadline:
                 raise RegistryError(f"another promotion of {name} holds the lock ({key}) for over {wait_s:.0f} s")
             time.sleep(0.05)
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise RegistryError(f"promotion needs Redis for its lock ({settings.redis_url_shown}): {exc}") from None
     try:
         yield

@@ -8,7 +8,7 @@ reads the environment at import time: build the settings in the entry point and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -52,7 +52,9 @@ class StackSettings(BaseSettings):
         "faust", validation_alias=AliasChoices("STACK_STREAM_ENGINE", "STREAM_ENGINE", "stream_engine"))
     #: "single" (the default): one Kafka broker. "cluster": three Kafka nodes in KRaft (each a
     #: broker and a controller; replication factor 3, min.insync.replicas 2), node i on
-    #: ``kafka_port + 2i`` and ``kafka_controller_port + 2i`` (9092, 9094, 9096 by default)
+    #: ``kafka_port + 2i`` and ``kafka_controller_port + 2i`` (9092, 9094, 9096 by default);
+    #: and a Redis Cluster of six nodes (three masters, a replica each) on ``redis_port + i``
+    #: (6379 to 6384; their cluster bus 10000 above), its database 0 only
     profile: Literal["single", "cluster"] = "single"
     redis_port: int = Field(6379, ge=1, le=65535)
     #: the Feast project: it names the registry's objects and is part of every online key, so
@@ -180,12 +182,43 @@ class StackSettings(BaseSettings):
                 if name.startswith("kafka_"):  # (the cluster profile's other nodes: +2, +4)
                     ports += [(port + 2 * i, f"STACK_{name.upper()} + {2 * i} (Kafka node {i + 1} of the cluster "
                                "profile)") for i in range(1, self.kafka_nodes)]
+                if name == "redis_port" and self.redis_cluster:  # (the other nodes, and every node's bus)
+                    ports += [(port + i, f"STACK_REDIS_PORT + {i} (Redis node {i + 1} of the cluster profile)")
+                              for i in range(1, self.redis_nodes)]
+                    ports += [(port + i + 10_000, f"STACK_REDIS_PORT + {i + 10_000} (Redis node {i + 1}'s cluster "
+                               "bus)") for i in range(self.redis_nodes)]
                 for port, label in ports:
                     if port in seen:
                         raise ValueError(f"{seen[port]} and {label} are both {port}: "
                                          "every service needs a port of its own")
                     seen[port] = label
         return self
+
+    @model_validator(mode="after")
+    def _redis_cluster_has_database_0_only(self) -> StackSettings:
+        if self.redis_cluster and self.redis_db != 0:
+            raise ValueError(f"STACK_REDIS_DB={self.redis_db}: a Redis Cluster (STACK_PROFILE=cluster) has database "
+                             "0 only; projects are kept apart by STACK_FEAST_PROJECT (part of every online key)")
+        return self
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether the online store is a Redis Cluster (the cluster profile)."""
+        return self.profile == "cluster"
+
+    @property
+    def redis_nodes(self) -> int:
+        """How many Redis nodes the stack runs: 1, or 6 in the cluster profile (nodes 1-3 the
+        masters, 4-6 a replica of node 1, 2 and 3 each)."""
+        return 6 if self.redis_cluster else 1
+
+    def redis_node(self, i: int) -> tuple[str, int]:
+        """Where Redis node ``i`` (0-based) is reached: (host, port). With ``redis_host`` set
+        (docker-compose) node i > 0 is the host ``<redis_host>-<i+1>`` on the same port."""
+        host = self.redis_host or self.host
+        if i and self.redis_host:
+            return f"{self.redis_host}-{i + 1}", self.redis_port
+        return host, self.redis_port + i
 
     @property
     def kafka_nodes(self) -> int:
@@ -223,12 +256,35 @@ class StackSettings(BaseSettings):
         return f"redis://{auth}{self.redis_host or self.host}:{self.redis_port}/{self.redis_db}"
 
     @property
+    def redis_startup_nodes(self) -> list[tuple[str, int]]:
+        """Every Redis node (host, port): a cluster client starts from any of them."""
+        return [self.redis_node(i) for i in range(self.redis_nodes)]
+
+    def redis_client(self, timeout_s: float | None = None) -> Any:
+        """A client of the online store's Redis: ``redis.Redis`` on ``redis_url``, or in the
+        cluster profile ``redis.RedisCluster`` (keys routed to their slot's master, the
+        topology refreshed after a failover); socket and connect timeouts ``redis_timeout_s``."""
+        import redis
+
+        timeout = timeout_s or self.redis_timeout_s
+        if not self.redis_cluster:
+            return redis.Redis.from_url(self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        from redis.cluster import ClusterNode
+
+        return redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.redis_startup_nodes],
+                                  password=self.redis_secret, socket_timeout=timeout,
+                                  socket_connect_timeout=timeout)
+
+    @property
     def redis_url(self) -> str:
         return self._redis_url(self.redis_secret)
 
     @property
     def redis_url_shown(self) -> str:
-        """redis_url fit to print (password masked)."""
+        """redis_url fit to print (password masked); in the cluster profile its nodes."""
+        if self.redis_cluster:
+            nodes = ",".join(f"{h}:{p}" for h, p in self.redis_startup_nodes)
+            return f"redis-cluster://{':***@' if self.redis_secret else ''}{nodes}"
         return self._redis_url("***" if self.redis_secret else None)
 
     @property

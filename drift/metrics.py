@@ -62,13 +62,14 @@ class MonitorMetrics:
         self._client: Any = None
 
     def _redis(self, field: str) -> float:
-        """A field of Redis's INFO memory (NaN when Redis does not answer: no false value)."""
-        import redis
-
+        """A field of Redis's INFO memory (NaN when Redis does not answer: no false value); of
+        a Redis Cluster, the sum over its masters (where the keys are)."""
         try:
             if self._client is None:
-                self._client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=self.stack.redis_timeout_s,
-                                                    socket_connect_timeout=self.stack.redis_timeout_s)
+                self._client = self.stack.redis_client()
+            if self.stack.redis_cluster:
+                infos = self._client.info("memory", target_nodes=self._client.PRIMARIES)
+                return float(sum(float(i.get(field, 0) or 0) for i in infos.values()))
             return float(self._client.info("memory").get(field, 0) or 0)
         except Exception:  # noqa: BLE001 - a scrape reports NaN, never fails
             self._client = None

@@ -123,6 +123,18 @@ def redis(url: str) -> str | None:
     return None if ok else "no PONG"
 
 
+def redis_node(host: str, port: int, password: str | None = None) -> str | None:
+    """One Redis node answers PING (a cluster node too, before the cluster is formed)."""
+    import redis as redis_lib
+
+    try:
+        ok = redis_lib.Redis(host=host, port=port, password=password, socket_timeout=2,
+                             socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"ping failed: {exc.__class__.__name__}"
+    return None if ok else "no PONG"
+
+
 def http(url: str, token: str | None = None) -> str | None:
     """None when the URL answers 200 (with ``token``: as a bearer credential)."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})

@@ -32,6 +32,12 @@ def initialise(settings: StackSettings, say: Callable[[str], None] = print,
     if mlflow and settings.mlflow_auth:
         say("  mlflow users: " + ", ".join(mlflow_auth.ensure_users(settings)))
     if redis:
+        if settings.redis_cluster:
+            from stack import redis_cluster
+
+            done = redis_cluster.ensure(settings, say)
+            if done != "formed":
+                say(f"  redis cluster: {done} ({settings.redis_nodes} nodes)")
         feast_store.apply(settings)
         say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")
 

@@ -5,8 +5,10 @@ what is missing under ``<STACK_DATA_DIR>/secrets``:
   prometheus: metrics), and ``prometheus-api-key`` (Prometheus's scrape credential);
 - ``model-signing.pub`` and the private key at ``STACK_MODEL_SIGNING_KEY_FILE`` (training
   only: docker-compose keeps it on a volume the API does not mount);
-- ``redis-password`` and ``redis.conf`` (``requirepass``) when ``STACK_REDIS_PASSWORD_FILE``
-  points there; ``grafana-admin-password``;
+- ``redis-password`` and the Redis node's config ``redis-single.conf`` (``requirepass``)
+  when ``STACK_REDIS_PASSWORD_FILE`` points there; in the cluster profile the six nodes'
+  ``redis-cluster.conf``, ``redis-cluster-2.conf`` .. ``-6.conf`` (``requirepass`` and the
+  node's cluster settings, stack/services.py); ``grafana-admin-password``;
 - with ``STACK_KAFKA_SASL`` on, a Kafka password per service user (``kafka/<user>.password``)
   and the admin's (in ``STACK_KAFKA_ADMIN_DIR``); ``--kafka-broker LOG_DIR`` also writes there
   what the upstream Kafka image needs to run the same broker as ``make up``
@@ -64,8 +66,14 @@ def generate(settings: StackSettings) -> list[str]:
     pw_file = settings.redis_password_file
     if pw_file is not None and _write(pw_file, secrets.token_urlsafe(24), 0o644):
         written.append(pw_file.name)
-    if pw_file is not None:
-        _write(pw_file.parent / "redis.conf", f"requirepass {pw_file.read_text().strip()}\n", 0o644)
+    if pw_file is not None:  # docker-compose's Redis node(s): redis-<profile>[-<n>].conf
+        from stack.services import redis_cluster_lines
+
+        pw = pw_file.read_text().strip()
+        for i in range(settings.redis_nodes):
+            name = f"redis-{settings.profile}.conf" if i == 0 else f"redis-{settings.profile}-{i + 1}.conf"
+            _write(pw_file.parent / name, "\n".join([f"requirepass {pw}", *redis_cluster_lines(settings, i), ""]),
+                   0o644)
     if _write(out / "grafana-admin-password", secrets.token_urlsafe(18), 0o644):
         written.append("grafana-admin-password")
     if settings.mlflow_auth:

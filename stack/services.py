@@ -38,46 +38,95 @@ class Service:
     infra: bool = True
 
 
-def redis_conf(settings: StackSettings) -> str:
+def redis_node_name(i: int) -> str:
+    """Redis node ``i``'s service name: ``redis``, then ``redis-2`` .. ``redis-6`` (cluster profile)."""
+    return "redis" if i == 0 else f"redis-{i + 1}"
+
+
+def redis_conf(settings: StackSettings, node: int = 0) -> str:
     """AOF with fsync every second (a restart loses at most ~1 s, which Kafka can replay);
-    RDB snapshots off, because fork-and-dump causes latency spikes on the hot path."""
-    data = settings.data_dir / "redis"
+    RDB snapshots off, because fork-and-dump causes latency spikes on the hot path.
+
+    In the cluster profile each node is cluster-enabled with its own ``nodes.conf``; a master
+    unreachable for ``cluster-node-timeout`` (5 s) is replaced by its replica, and the other
+    masters' slots keep serving meanwhile (``cluster-require-full-coverage no``: one shard
+    down fails only its own cards' reads and writes)."""
+    name = redis_node_name(node)
+    data = settings.data_dir / name
+    port = settings.redis_node(node)[1]
     return "\n".join([
         f"bind {settings.host}",
-        f"port {settings.redis_port}",
+        f"port {port}",
         "protected-mode yes",
         "daemonize no",
         f"dir {data}",
         # Redis rewrites its process title over its environ, so it records its own pid.
-        f"pidfile {settings.run_dir / 'redis.pid'}",
+        f"pidfile {settings.run_dir / f'{name}.pid'}",
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
         "maxmemory-policy noeviction",
         'logfile ""',
         *([f"requirepass {settings.redis_secret}"] if settings.redis_secret else []),
+        *redis_cluster_lines(settings, node),
         "",
     ])
 
 
-def redis_service(settings: StackSettings) -> Service:
+def redis_cluster_lines(settings: StackSettings, node: int) -> list[str]:
+    """Node ``node``'s cluster settings (none in the single profile); docker-compose's nodes
+    get the same from the secrets job."""
+    if not settings.redis_cluster:
+        return []
+    lines = ["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000",
+             "cluster-require-full-coverage no",
+             # (a replica promotes itself however long its master was gone: with one replica per
+             # master the alternative is a shard down until someone intervenes)
+             "cluster-replica-validity-factor 0",
+             *([f"masterauth {settings.redis_secret}"] if settings.redis_secret else [])]
+    if settings.redis_host:  # (docker-compose: clients reach each node by its service name)
+        lines += [f"cluster-announce-hostname {settings.redis_node(node)[0]}",
+                  "cluster-preferred-endpoint-type hostname"]
+    return lines
+
+
+def redis_service(settings: StackSettings) -> list[Service]:
+    """Redis: one node, or in the cluster profile six (``redis``, ``redis-2`` .. ``redis-6``;
+    ``make up`` then forms the cluster, stack/redis_cluster.py). A node's data belongs to the
+    profile it was first started in: the other one is refused (a cluster node's keys are
+    spread by slot, a single one's are not)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise StackError("redis-server not found: run 'make up' (it installs Debian's "
                          "redis-server) or 'apt-get install redis-server'")
-    (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
     settings.conf_dir.mkdir(parents=True, exist_ok=True)
-    conf = settings.conf_dir / "redis.conf"
-    conf.touch(mode=0o600)  # it may hold the password
-    conf.chmod(0o600)
-    conf.write_text(redis_conf(settings))
-    return Service(
-        name="redis",
-        command=[binary, str(conf)],
-        ports=[(settings.redis_port, "STACK_REDIS_PORT")],
-        probe=lambda: health.redis(settings.redis_url),
-        pidfile=settings.run_dir / "redis.pid",
-    )
+    nodes = []
+    for i in range(settings.redis_nodes):
+        name = redis_node_name(i)
+        data = settings.data_dir / name
+        data.mkdir(parents=True, exist_ok=True)
+        marker = data / "profile"  # (none written before profiles: single)
+        formatted = (marker.read_text().strip() if marker.exists()
+                     else "single" if (data / "appendonlydir").exists() else settings.profile)
+        if formatted != settings.profile:
+            raise StackError(f"Redis's data in {data} belongs to the {formatted!r} profile, not {settings.profile!r} "
+                             "(a cluster spreads keys over its masters by slot): set STACK_PROFILE back, or "
+                             "'make clean' (drops the stack's data) and 'make up' again")
+        marker.write_text(settings.profile + "\n")
+        conf = settings.conf_dir / f"{name}.conf"
+        conf.touch(mode=0o600)  # it may hold the password
+        conf.chmod(0o600)
+        conf.write_text(redis_conf(settings, i))
+        host, port = settings.redis_node(i)
+        nodes.append(Service(
+            name=name,
+            command=[binary, str(conf)],
+            ports=[(port, "STACK_REDIS_PORT"), *([(port + 10_000, "STACK_REDIS_PORT")] if settings.redis_cluster
+                                                else [])],
+            probe=partial(health.redis_node, host, port, settings.redis_secret),
+            pidfile=settings.run_dir / f"{name}.pid",
+        ))
+    return nodes
 
 
 def kafka_services(settings: StackSettings) -> list[Service]:
@@ -292,7 +341,7 @@ def stack_env(settings: StackSettings) -> dict[str, str]:
 
 
 SERVICES: dict[str, Callable[[StackSettings], Service | list[Service]]] = {
-    "redis": redis_service,
+    "redis": redis_service,  # (its nodes: only=("redis",) names them all)
     "kafka": kafka_services,  # (its nodes: only=("kafka",) names them all)
     "mlflow": mlflow_service,
     "dask": dask_services,  # (the cluster profile's scheduler and workers; none in the single profile)

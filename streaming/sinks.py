@@ -65,6 +65,8 @@ class FeastOnlineSink:
                                       store.config.entity_key_serialization_version)
             self.ttl = online.key_ttl_seconds
             self.client = self.provider.online_store._get_client(online)  # noqa: SLF001
+        #: cluster writes that no replica acknowledged in time (on their master only)
+        self.unreplicated_writes = 0
 
     def write(self, batch: OnlineBatch) -> None:
         if not batch.rows:
@@ -75,14 +77,8 @@ class FeastOnlineSink:
         import redis
 
         commands = self.layout.commands
-        if type(self.client) is not redis.Redis:  # a cluster: keys live on several nodes
-            with self.client.pipeline(transaction=False) as pipe:
-                for entity_id, (blob, last) in batch.rows.items():
-                    key = self.layout.key(entity_id)
-                    pipe.hset(key, mapping=self.layout.fields(blob, last))
-                    if self.ttl:
-                        pipe.expire(key, self.ttl)
-                pipe.execute()
+        if isinstance(self.client, redis.RedisCluster):  # a cluster: keys live on several masters
+            self._write_cluster(batch)
             return
         # One buffer of HSET (+ EXPIRE) commands, then their replies: redis-py's pipeline
         # costs twice as much per command in Python as the bytes themselves.
@@ -97,6 +93,60 @@ class FeastOnlineSink:
             raise
         finally:
             self.client.connection_pool.release(conn)
+
+    #: how long a cluster write waits for each master's replica to acknowledge it (``WAIT``)
+    REPLICA_WAIT_MS = 200
+
+    def _write_cluster(self, batch: OnlineBatch) -> None:
+        """The same commands grouped by the master of each key's hash slot, each master's sent
+        on one of its connections and followed by ``WAIT 1``, so that a write is on the master's
+        replica (which a failover promotes) before the write returns, and so before the offsets
+        of its records commit. The masters are written to at once, then their replies read.
+
+        A master that is down, or a reply that says the slot moved (``MOVED``: a failover
+        happened), fails the write after the client has re-read the cluster's layout: the
+        worker retries the batch (idempotent) against the new master. A replica that does not
+        acknowledge within ``REPLICA_WAIT_MS`` (down, or none left after a failover) does not
+        fail it: the write stands on its master alone, counted in ``unreplicated_writes``."""
+        import redis
+        from redis.crc import key_slot
+        from redis.exceptions import RedisClusterException
+
+        assert self.layout is not None
+        layout, manager = self.layout, self.client.nodes_manager
+        slots = manager.slots_cache
+        commands, ttl = layout.commands, self.ttl
+        per_node: dict[str, tuple[Any, list[bytes]]] = {}
+        try:
+            for entity_id, (blob, last) in batch.rows.items():
+                owners = slots.get(key_slot(layout.key(entity_id)))
+                if not owners:
+                    raise redis.ConnectionError("a hash slot has no master in the cluster's layout")
+                node = owners[0]  # (the master first)
+                per_node.setdefault(node.name, (node, []))[1].append(commands(entity_id, blob, last, ttl))
+            sent: list[tuple[Any, Any, int]] = []
+            try:
+                for node, cmds in per_node.values():
+                    pool = self.client.get_redis_connection(node).connection_pool
+                    conn = pool.get_connection()
+                    sent.append((pool, conn, len(cmds) * (2 if ttl else 1) + 1))
+                    conn.send_packed_command([b"".join(cmds) + _WAIT % _bulk(str(self.REPLICA_WAIT_MS).encode())])
+                for _pool, conn, n in sent:
+                    if _read_line_replies(conn, n) == b":0":
+                        self.unreplicated_writes += 1
+            except BaseException:
+                for _pool, conn, _n in sent:
+                    conn.disconnect()  # replies may be left unread: never reuse it
+                raise
+            finally:
+                for pool, conn, _n in sent:
+                    pool.release(conn)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, RedisClusterException, OSError):
+            try:  # (a failover moved the slots, or is under way: the retry routes by the new layout)
+                manager.initialize()
+            except Exception:  # noqa: BLE001, S110 - the cluster is still electing: the next retry re-reads it
+                pass
+            raise
 
     def _write_through_feast(self, batch: OnlineBatch) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -180,17 +230,21 @@ class RedisLayout:
 
 def online_server_id(store: Any) -> str | None:
     """The online store's Redis run_id (it changes when the server restarts, which can lose
-    its last second of writes); None while it does not answer. A cluster joins its nodes'."""
+    its last second of writes); None while it does not answer. Of a Redis Cluster, its masters'
+    addresses and run_ids: a failover (a replica promoted in a dead master's place, which may
+    lack the master's last writes) or a master's restart changes it too."""
     import redis
+    from redis.exceptions import RedisClusterException
 
     client = store._get_provider().online_store._get_client(store.config.online_store)  # noqa: SLF001
     try:
+        if isinstance(client, redis.RedisCluster):
+            infos: Any = client.info("server", target_nodes=redis.RedisCluster.PRIMARIES)
+            return ",".join(sorted(f"{node}={info.get('run_id')}" for node, info in infos.items())) or None
         info = client.info("server")
-    except (redis.RedisError, OSError):
+    except (redis.RedisError, RedisClusterException, OSError):
         return None
-    if "run_id" in info:
-        return str(info["run_id"])
-    return ",".join(sorted(str(v.get("run_id")) for v in info.values() if isinstance(v, dict))) or None
+    return str(info["run_id"]) if "run_id" in info else None
 
 
 class FeastPushSink:
@@ -227,12 +281,13 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _read_line_replies(conn: Any, n: int) -> None:
+def _read_line_replies(conn: Any, n: int) -> bytes:
     """Read the ``n`` replies of HSET and EXPIRE commands straight from the connection's socket:
     each is one line, an integer (``:1``) or an error (``-ERR ...``), so counting line ends is
     parsing them (redis-py's parser costs 2.5 µs of CPU per reply, this 0.1). The first error
     is raised as redis-py raises it; a closed connection or a reply that is not one line is
-    a ``ConnectionError`` (the caller drops the connection either way)."""
+    a ``ConnectionError`` (the caller drops the connection either way). Returns the last
+    reply's line (e.g. ``WAIT``'s count of replicas, ``:1``)."""
     import redis
 
     sock, buf, lines = conn._sock, bytearray(), 0  # noqa: SLF001 - the socket send_packed_command wrote to
@@ -254,11 +309,15 @@ def _read_line_replies(conn: Any, n: int) -> None:
                 raise redis.ResponseError(line[1:].decode("utf-8", "replace"))
             if line[:1] != b":" and line:
                 raise redis.ConnectionError(f"unexpected reply from Redis: {line[:80]!r}")
+    return bytes(buf[buf.rfind(b"\n", 0, len(buf) - 2) + 1:-2])
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
+
+#: ``WAIT 1 <ms>``: the replicas that acknowledged the connection's writes (at least one wanted)
+_WAIT = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n%b"
 
 #: a Timestamp's nanos field for each millisecond (none for 0: protobuf omits zeros)
 _NANOS = [b""] + [b"\x10" + _varint(ms * 1_000_000) for ms in range(1, 1000)]

@@ -1,7 +1,8 @@
 """The cluster profile (STACK_PROFILE=cluster) on real processes: three Kafka nodes in KRaft
-as ``make up`` starts them, every topic on three replicas with min.insync.replicas 2, and one
-broker killed for good while the stream runs: nothing lost, nothing doubled, the features
-exact, the consumer group's lag drained; the broker, started again, catches up."""
+and a Redis Cluster of six nodes as ``make up`` starts them, every topic on three replicas
+with min.insync.replicas 2, and one broker and one Redis master killed for good while the
+stream runs: nothing lost, nothing doubled, the features exact, the consumer group's lag
+drained; the broker and the Redis node, started again, catch up."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from core import feast_store
 from core.settings import StackSettings
-from stack import health, lifecycle
+from stack import health, lifecycle, redis_cluster
 from stack.supervisor import Supervisor
 from stack.topics import ensure_topics
 from tests.conftest import local_settings
@@ -44,14 +45,19 @@ def _port_block(n: int) -> int:
 
 
 def _cluster_settings(data_dir: Path, **update: object) -> StackSettings:
-    """``local_settings`` in the cluster profile, its Kafka nodes on a free block of ports that
-    none of the other services' ports falls in (the settings refuse a clash: another block)."""
+    """``local_settings`` in the cluster profile, its Kafka and Redis nodes on free blocks of
+    ports that none of the other services' ports falls in (the settings refuse a clash:
+    other blocks)."""
     settings = local_settings(data_dir)
     for _ in range(20):
         base = _port_block(6)
+        redis = _port_block(6)
+        if not all(health.port_free("127.0.0.1", redis + 10_000 + i) for i in range(6)):
+            continue  # (each Redis node's cluster bus)
         try:
             return StackSettings(**{**settings.model_dump(exclude={"cluster"}), "profile": "cluster",
-                                    "kafka_port": base, "kafka_controller_port": base + 1, **update})
+                                    "kafka_port": base, "kafka_controller_port": base + 1, "redis_port": redis,
+                                    **update})
         except ValidationError:
             continue
     raise RuntimeError("no block of ports clear of the other services'")
@@ -60,7 +66,7 @@ def _cluster_settings(data_dir: Path, **update: object) -> StackSettings:
 @contextlib.contextmanager
 def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     settings = _cluster_settings(tmp_path_factory.mktemp("cluster"), kafka_heap="384m", cluster="in-process")
-    lifecycle.up(settings, say=lambda _m: None, only=("kafka",))
+    lifecycle.up(settings, say=lambda _m: None, only=("kafka", "redis"))
     try:
         yield settings
     finally:
@@ -73,14 +79,14 @@ def _partitions(bootstrap: str, topic: str) -> list:
 
 
 def _trickle(bootstrap: str, topic: str, records: list, undelivered: list[int]) -> None:
-    """Produce ``records`` a hundred every half second (acks=all, idempotent), then flush;
-    appends how many were not delivered."""
+    """Produce ``records`` a hundred a second (acks=all, idempotent), then flush; appends how
+    many were not delivered."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"})
     for i in range(0, len(records), 100):
         for r in records[i:i + 100]:
             p.produce(topic, key=r.key, value=r.value)
         p.poll(0)
-        time.sleep(0.5)
+        time.sleep(1.0)
     undelivered.append(p.flush(90))
 
 
@@ -99,15 +105,34 @@ def _lag(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
+def _redis_masters(settings: StackSettings) -> list[int]:
+    """Ports of the live masters that serve slots, as a live node sees them (CLUSTER NODES)."""
+    import redis
+
+    for host, port in settings.redis_startup_nodes:
+        try:
+            nodes = redis.Redis(host=host, port=port, socket_timeout=2).execute_command("CLUSTER NODES")
+        except redis.RedisError:
+            continue
+        return sorted(int(address.split("@")[0].rsplit(":", 1)[1]) for address, node in nodes.items()
+                      if "master" in node["flags"] and "fail" not in node["flags"] and node["slots"])
+    return []
+
+
 @pytest.mark.parametrize("engine", ["faust", "quix"])
-def test_one_broker_of_three_lost_mid_stream_loses_and_doubles_nothing(
+def test_one_broker_and_one_redis_master_lost_mid_stream_loses_and_doubles_nothing(
         engine: str, feast_repo: StackSettings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     with _cluster(tmp_path_factory) as ks:
         assert ks.kafka_bootstrap.count(",") == 2
         sup = Supervisor(ks)
-        assert {"kafka", "kafka-2", "kafka-3"} <= set(sup.processes())
+        assert {"kafka", "kafka-2", "kafka-3", "redis", *(f"redis-{i}" for i in range(2, 7))} <= set(sup.processes())
+        assert redis_cluster.state(ks) is None  # formed by make up: six nodes, every slot, ok
+        masters = _redis_masters(ks)
+        assert masters == [ks.redis_port, ks.redis_port + 1, ks.redis_port + 2]
         repo = feast_store.isolated_copy(feast_repo, tmp_path, profile="cluster", kafka_port=ks.kafka_port,
-                                         kafka_controller_port=ks.kafka_controller_port)
+                                         kafka_controller_port=ks.kafka_controller_port, redis_host=None,
+                                         redis_port=ks.redis_port, redis_db=0)
+        assert repo.redis_cluster and feast_store.repo_config(repo).online_store.redis_type == "redis_cluster"
         names = (f"txn-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}", f"clk-{uuid.uuid4().hex[:8]}")
         ensure_topics(ks, names, partitions=3)
         # every topic (ours, the stack's own) on three replicas, all in sync
@@ -156,6 +181,14 @@ def test_one_broker_of_three_lost_mid_stream_loses_and_doubles_nothing(
             wait_for(lambda: all(p.leader != victim and len(p.isrs) == 2
                                  for p in _partitions(ks.kafka_bootstrap, names[0])), 60,
                      "new leaders and a shrunk ISR")
+            # then the second Redis master (a third of the cards' states) crashes and stays down:
+            # its replica takes over once the cluster's node timeout has passed
+            assert worker.metric("stream_events_in_total") < len(records)
+            os.kill(sup.processes()["redis-2"]["pid"], signal.SIGKILL)
+            with contextlib.suppress(xmlrpc.client.Fault):
+                sup.stop_process("redis-2")
+            wait_for(lambda: _redis_masters(ks) == [ks.redis_port, ks.redis_port + 2, ks.redis_port + 4],
+                     60, "the replica of the lost master promoted")
             # the rest is delivered (2 replicas in sync) and processed with one broker gone
             feed.join(120)
             assert not feed.is_alive() and undelivered == [0]
@@ -168,6 +201,11 @@ def test_one_broker_of_three_lost_mid_stream_loses_and_doubles_nothing(
             sup.start_process(name)
             wait_for(lambda: all(len(p.isrs) == 3 for p in _partitions(ks.kafka_bootstrap, names[0])), 120,
                      "the restarted broker back in sync")
+            # and so does the Redis node, as the new master's replica: six nodes, every slot, ok
+            sup.start_process("redis-2")
+            wait_for(lambda: redis_cluster.state(ks) is None, 60, "the Redis node back in the cluster")
+            assert _redis_masters(ks) == [ks.redis_port, ks.redis_port + 2, ks.redis_port + 4]
+            _check(repo, exp)  # (still exact, read through the new layout)
         finally:
             worker.stop()
 
@@ -198,3 +236,47 @@ def _pid_after(seconds: float) -> int:
 
     time.sleep(seconds)
     return os.getpid()
+
+
+def test_online_writes_to_the_redis_cluster_are_routed_by_slot_and_on_a_replica_when_they_return(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The stream's online sink on ``make up``'s Redis Cluster: each state lands on its slot's
+    master and is read back through Feast; every master's replica holds the same keys by the
+    time the write returns (WAIT); with a replica down the write still succeeds on its master
+    and is counted as unreplicated."""
+    import redis
+
+    from streaming.read import OnlineStates
+    from streaming.sinks import FeastOnlineSink, OnlineBatch
+
+    settings = _cluster_settings(tmp_path_factory.mktemp("rc"))
+    lifecycle.up(settings, say=lambda _m: None, only=("redis",))
+    try:
+        repo = feast_store.isolated_copy(settings, tmp_path)
+        store = feast_store.open_store(repo)
+        sink = FeastOnlineSink(store)
+        assert isinstance(sink.client, redis.RedisCluster)
+
+        def batch(n: int, tag: bytes) -> OnlineBatch:
+            b = OnlineBatch()
+            for i in range(n):
+                b.put(f"card-{i}", tag + b"%d" % i, 1_700_000_000_000 + i, 0.0)
+            return b
+
+        sink.write(batch(3000, b"a"))
+        rows = OnlineStates(store, "card_window_state", "card_id").read([f"card-{i}" for i in range(3000)])
+        assert rows == [(b"a%d" % i, 1_700_000_000_000 + i) for i in range(3000)]
+        nodes = [redis.Redis(host=h, port=p) for h, p in settings.redis_startup_nodes]
+        sizes = [n.dbsize() for n in nodes]
+        assert all(500 < size < 1500 for size in sizes[:3]) and sum(sizes[:3]) == 3000  # spread over the masters
+        assert sizes[3:] == sizes[:3]  # and on each one's replica already
+        assert sink.unreplicated_writes == 0
+        # a replica down: the write stands on its master alone, and says so
+        sup = Supervisor(settings)
+        sup.stop_process("redis-4")
+        sink.write(batch(3000, b"b"))
+        assert sink.unreplicated_writes == 1  # (the first master's; the others were acknowledged)
+        rows = OnlineStates(store, "card_window_state", "card_id").read(["card-0", "card-2999"])
+        assert rows == [(b"b0", 1_700_000_000_000), (b"b2999", 1_700_000_002_999)]
+    finally:
+        lifecycle.down(settings, say=lambda _m: None)

@@ -34,7 +34,8 @@ def test_only_the_api_is_published_and_on_loopback() -> None:
 def test_credentials_are_generated_and_infrastructure_asks_for_them() -> None:
     svc = COMPOSE["services"]
     assert svc["secrets"]["command"][:3] == ["python", "-m", "stack.secrets"]
-    assert "/data/secrets/redis.conf" in svc["redis"]["command"]  # requirepass
+    # requirepass: the config the secrets job writes for the profile (single unless set)
+    assert "/data/secrets/redis-${STACK_PROFILE:-single}.conf" in svc["redis"]["command"]
     assert svc["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in svc["grafana"]["environment"]
     prom = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus.yml").read_text())
@@ -155,6 +156,21 @@ def test_the_cluster_profile_runs_three_kafka_nodes_configured_by_the_secrets_jo
         assert props["controller.quorum.voters"] == "1@kafka:9093,2@kafka-2:9095,3@kafka-3:9097"
         assert props["default.replication.factor"] == "3" and props["min.insync.replicas"] == "2"
     assert StackSettings().kafka_bootstrap == "kafka:19092,kafka-2:19094,kafka-3:19096"
+    # six Redis nodes, each on the config the secrets job wrote for it: the password, cluster
+    # mode, the replicas' password for their master, and the node's own name to announce
+    redis_nodes = ["redis", *(f"redis-{i}" for i in range(2, 7))]
+    assert all(svc[n]["profiles"] == ["cluster"] for n in redis_nodes[1:]) and "profiles" not in svc["redis"]
+    pw = (tmp_path / "data" / "secrets" / "redis-password").read_text().strip()
+    for i, name in enumerate(redis_nodes):
+        conf = svc[name]["command"][1].replace("${STACK_PROFILE:-single}", "cluster")
+        assert conf == f"/data/secrets/redis-cluster{'' if i == 0 else f'-{i + 1}'}.conf"
+        lines = (tmp_path / "data" / "secrets" / Path(conf).name).read_text().splitlines()
+        assert {f"requirepass {pw}", f"masterauth {pw}", "cluster-enabled yes", f"cluster-announce-hostname {name}",
+                "cluster-preferred-endpoint-type hostname"} <= set(lines)
+        assert f"{name}-data:/data" in svc[name]["volumes"]
+        assert name == "redis" or svc["init"]["depends_on"][name] == {"condition": "service_healthy", "required": False}
+    assert StackSettings().redis_startup_nodes == [(n, 6379) for n in redis_nodes]
+    assert StackSettings().redis_cluster
     # batch work goes to the profile's Dask scheduler; its workers are the profile's too
     assert StackSettings().cluster == "tcp://dask:8786"
     assert svc["dask"]["profiles"] == svc["dask-worker"]["profiles"] == ["cluster"]

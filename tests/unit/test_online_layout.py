@@ -83,7 +83,10 @@ def test_one_line_replies_are_counted_across_chunks_and_errors_raised() -> None:
 
     from streaming.sinks import _read_line_replies
 
-    _read_line_replies(_Chunks(b":1\r\n:0", b"\r", b"\n:1\r\n"), 3)  # a line end split between chunks
+    # a line end split between chunks; the last reply is returned (a cluster write's WAIT count)
+    assert _read_line_replies(_Chunks(b":1\r\n:0", b"\r", b"\n:1\r\n"), 3) == b":1"
+    assert _read_line_replies(_Chunks(b":1\r\n:1\r\n:0\r\n"), 3) == b":0"
+    assert _read_line_replies(_Chunks(b":12\r\n"), 1) == b":12"
     with pytest.raises(redis.ResponseError, match="^WRONGTYPE Operation"):
         _read_line_replies(_Chunks(b":1\r\n-WRONGTYPE Operation against a key\r\n:1\r\n"), 3)
     with pytest.raises(redis.ResponseError, match="^OOM"):

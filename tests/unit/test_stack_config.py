@@ -118,6 +118,62 @@ def test_kafka_storage_of_one_profile_is_refused_by_the_other(tmp_path: Path) ->
         kafka_dist.prepare(StackSettings(data_dir=tmp_path, profile="cluster"))
 
 
+def test_the_cluster_profile_is_a_redis_cluster_of_three_masters_with_a_replica_each(tmp_path: Path) -> None:
+    from stack import redis_cluster
+    from stack.services import all_services
+
+    s = StackSettings(data_dir=tmp_path, redis_port=27000, profile="cluster", redis_password="pw")
+    assert s.redis_cluster and s.redis_nodes == 6
+    assert s.redis_startup_nodes == [("127.0.0.1", 27000 + i) for i in range(6)]
+    assert s.redis_url_shown == "redis-cluster://:***@" + ",".join(f"127.0.0.1:{27000 + i}" for i in range(6))
+    online = feast_store.repo_config(s).online_store
+    assert online.redis_type == "redis_cluster"
+    assert online.connection_string.startswith(",".join(f"127.0.0.1:{27000 + i}" for i in range(6)) + ",")
+    assert "db=" not in online.connection_string  # (a cluster has database 0 only)
+    nodes = all_services(s, only=("redis",))
+    assert [n.name for n in nodes] == ["redis", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"]
+    for i, node in enumerate(nodes):  # each its own port, cluster bus, data, nodes.conf and pid file
+        assert node.ports == [(27000 + i, "STACK_REDIS_PORT"), (37000 + i, "STACK_REDIS_PORT")]
+        conf = Path(node.command[1]).read_text().splitlines()
+        assert {f"port {27000 + i}", f"dir {tmp_path / node.name}", "cluster-enabled yes",
+                "cluster-config-file nodes.conf", "requirepass pw", "masterauth pw",
+                f"pidfile {s.run_dir / node.name}.pid"} <= set(conf)
+        assert not any(line.startswith("cluster-announce") for line in conf)  # (loopback: addresses suffice)
+    # the slots split in three ranges covering each slot once; nodes 4-6 replicate 1-3
+    ranges = redis_cluster.slot_ranges()
+    assert ranges == [(0, 5460), (5461, 10922), (10923, 16383)]
+    assert [redis_cluster.replica_of(i) for i in range(6)] == [None, None, None, 0, 1, 2]
+    # the single profile is one node, as before
+    single = StackSettings(data_dir=tmp_path / "single", redis_port=27000, redis_db=3)
+    assert not single.redis_cluster and single.redis_startup_nodes == [("127.0.0.1", 27000)]
+    assert feast_store.repo_config(single).online_store.redis_type == "redis"
+    assert not any(line.startswith("cluster") for line in redis_conf(single).splitlines())
+    assert [n.name for n in all_services(single, only=("redis",))] == ["redis"]
+
+
+def test_a_redis_cluster_has_database_0_only_and_its_nodes_need_ports_of_their_own() -> None:
+    with pytest.raises(ValidationError, match="STACK_REDIS_DB=3: a Redis Cluster .* has database 0 only"):
+        StackSettings(profile="cluster", redis_db=3)
+    StackSettings(redis_port=27000, api_port=27003)  # (single: no node there)
+    with pytest.raises(ValidationError, match=r"STACK_REDIS_PORT \+ 3 \(Redis node 4 of the cluster profile\) and "
+                       "STACK_API_PORT are both 27003"):
+        StackSettings(redis_port=27000, api_port=27003, profile="cluster")
+    with pytest.raises(ValidationError, match=r"STACK_REDIS_PORT \+ 10001 \(Redis node 2's cluster bus\) and "
+                       "STACK_API_PORT are both 37001"):
+        StackSettings(redis_port=27000, api_port=37001, profile="cluster")
+
+
+def test_redis_data_of_one_profile_is_refused_by_the_other(tmp_path: Path) -> None:
+    from stack.errors import StackError
+    from stack.services import redis_service
+
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)  # written before profiles existed
+    with pytest.raises(StackError, match="Redis's data in .* belongs to the 'single' profile, not 'cluster'"):
+        redis_service(StackSettings(data_dir=tmp_path, profile="cluster"))
+    redis_service(StackSettings(data_dir=tmp_path))  # (single: its own)
+    assert (tmp_path / "redis" / "profile").read_text() == "single\n"
+
+
 def test_kafka_version_is_pinned_in_the_pom() -> None:
     assert kafka_dist.kafka_version() == "3.9.1"
 
