@@ -35,6 +35,10 @@ from stack import health
 from stack.services import stack_env
 
 
+def _by_rate(rows: list[dict]) -> dict[str, dict]:
+    """Each offered rate's achieved rate, p50, p99 and errors, keyed by the rate (for the JSON)."""
+    return {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")} for r in rows}
+
 def _loadgen(cache: Path) -> Path:
     out = cache / "loadgen"
     src = REPO_ROOT / "bench" / "loadgen"
@@ -203,34 +207,28 @@ def run(console: Any) -> list[dict[str, Any]]:
                      "each request scored on its own (INFERENCE_COALESCE_MAX=1, 8 at a time), same run",
                      max(r["achieved_rps"] for r in table["onnx_no_batching"]),
                      {"rates": rates, "seconds_per_rate": seconds,
-                      **{mode: {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                                for r in table[mode]} for mode in ("onnx", "onnx_no_batching")}}),
+                      **{mode: _by_rate(table[mode]) for mode in ("onnx", "onnx_no_batching")}}),
         write_result("inference_vs_framework_ceiling", "highest achieved req/s over the offered rates, POST "
                      "/v1/score (fast path, one worker)", max(r["achieved_rps"] for r in table["onnx"]), "req/s",
                      True, "bare ASGI hello world on the same uvicorn settings, same run (the framework ceiling)",
                      max(r["achieved_rps"] for r in table["hello"]),
                      {"rates": rates, "seconds_per_rate": seconds,
-                      "hello": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                                for r in table["hello"]},
-                      "score": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                                for r in table["onnx"]}}),
+                      "hello": _by_rate(table["hello"]),
+                      "score": _by_rate(table["onnx"])}),
         write_result("inference_granian_vs_uvicorn", "highest achieved req/s over the offered rates, POST /v1/score "
                      "(fast path, one worker) on granian (ASGI, uvloop, backpressure = INFERENCE_MAX_CONCURRENCY)",
                      max(r["achieved_rps"] for r in table["onnx_granian"]), "req/s", True,
                      "the same app on uvicorn (uvloop, httptools), same run",
                      max(r["achieved_rps"] for r in table["onnx"]),
                      {"rates": rates, "seconds_per_rate": seconds,
-                      **{mode: {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                                for r in table[mode]} for mode in ("onnx", "onnx_granian", "hello", "hello_granian")}}),
+                      **{mode: _by_rate(table[mode]) for mode in ("onnx", "onnx_granian", "hello", "hello_granian")}}),
         write_result("inference_fast_path", "highest achieved req/s over the offered rates, POST /v1/score "
                      "through inference/fastpath.py", max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,
                      "the FastAPI route (INFERENCE_FAST_PATH=false), same run",
                      max(r["achieved_rps"] for r in route),
                      {"rates": rates, "seconds_per_rate": seconds,
-                      "fast": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                               for r in table["onnx"]},
-                      "route": {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")}
-                                for r in route}}),
+                      "fast": _by_rate(table["onnx"]),
+                      "route": _by_rate(route)}),
         write_result("inference_max_rate_2_workers", "highest tested rate with p99 <= 10 ms and no errors",
                      best(two), "req/s", True, "one worker, same run", best(table["onnx"]),
                      {"rates": rates, "seconds_per_rate": seconds,
