@@ -39,6 +39,7 @@ def _by_rate(rows: list[dict]) -> dict[str, dict]:
     """Each offered rate's achieved rate, p50, p99 and errors, keyed by the rate (for the JSON)."""
     return {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")} for r in rows}
 
+
 def _loadgen(cache: Path) -> Path:
     out = cache / "loadgen"
     src = REPO_ROOT / "bench" / "loadgen"
