@@ -120,6 +120,11 @@ class StackSettings(BaseSettings):
     offline_url: str = ""
     #: an S3-protocol server other than AWS (``http://host:port``: MinIO, Ceph, S3Proxy)
     s3_endpoint: str = ""
+    #: MLflow's artifact store in an object store (``s3://bucket/prefix``): the models, their
+    #: ONNX graphs and the drift reference samples. The MLflow server writes there and serves
+    #: every client's artifact reads and writes (clients need no object-store credentials);
+    #: empty: <data_dir>/mlflow/artifacts
+    artifacts_url: str = ""
     data_dir: Path = REPO_ROOT / ".data"
     cache_dir: Path = REPO_ROOT / ".cache"
     feature_repo: Path = REPO_ROOT / "feature_repo"
@@ -137,7 +142,7 @@ class StackSettings(BaseSettings):
 
         return str(parse(value))
 
-    @field_validator("offline_url")
+    @field_validator("offline_url", "artifacts_url")
     @classmethod
     def _a_url(cls, value: str) -> str:
         from core.storage import root

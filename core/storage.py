@@ -109,9 +109,9 @@ def root(where: str | Path | Root, endpoint: str | None = None) -> Root:
     if "://" in text:
         scheme, rest = text.split("://", 1)
         if scheme not in SCHEMES:
-            raise ValueError(f"offline log URL {text!r}: the scheme must be one of {', '.join(SCHEMES)} (or a "
+            raise ValueError(f"object store URL {text!r}: the scheme must be one of {', '.join(SCHEMES)} (or a "
                              "local path)")
         if not rest.strip("/"):
-            raise ValueError(f"offline log URL {text!r} names no bucket")
+            raise ValueError(f"object store URL {text!r} names no bucket")
         return Root(f"{scheme}://{rest.strip('/')}", endpoint or os.environ.get("STACK_S3_ENDPOINT") or None)
     return Root(str(Path(text).resolve()))

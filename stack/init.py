@@ -29,6 +29,8 @@ def initialise(settings: StackSettings, say: Callable[[str], None] = print,
         if settings.kafka_sasl:
             applied = kafka_acl.apply(settings)
             say("  kafka access: SASL/SCRAM, " + ", ".join(f"{v} {k}" for k, v in applied.items()))
+    if mlflow and settings.artifacts_url:
+        say(f"  mlflow artifacts: {_artifact_store(settings)}")
     if mlflow and settings.mlflow_auth:
         say("  mlflow users: " + ", ".join(mlflow_auth.ensure_users(settings)))
     if redis:
@@ -40,6 +42,25 @@ def initialise(settings: StackSettings, say: Callable[[str], None] = print,
                 say(f"  redis cluster: {done} ({settings.redis_nodes} nodes)")
         feast_store.apply(settings)
         say(f"  feast: applied {settings.feature_repo} (registry {feast_store.registry_path(settings)})")
+
+
+def _artifact_store(settings: StackSettings) -> str:
+    """MLflow's object store is reachable and its bucket exists (else the first training run
+    would fail to log its model): the URL, or a StackError saying what is wrong."""
+    from core import storage
+
+    where = storage.root(settings.artifacts_url, settings.s3_endpoint or None)
+    bucket = where.path.split("/", 1)[0]
+    try:
+        from pyarrow import fs
+
+        found = where.fs.get_file_info(bucket).type != fs.FileType.NotFound
+    except OSError as exc:
+        raise StackError(f"STACK_ARTIFACTS_URL={settings.artifacts_url}: the object store does not answer "
+                         f"({str(exc).splitlines()[0]}); check STACK_S3_ENDPOINT and the AWS credentials") from None
+    if not found:
+        raise StackError(f"STACK_ARTIFACTS_URL={settings.artifacts_url}: no bucket {bucket!r} there: create it first")
+    return settings.artifacts_url
 
 
 def main() -> int:

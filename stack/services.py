@@ -181,17 +181,23 @@ def mlflow_service(settings: StackSettings) -> Service:
         folder = mlflow_auth.secrets_dir(settings)
         auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
                     "MLFLOW_FLASK_SERVER_SECRET_KEY": (folder / "flask-secret").read_text().strip()}
+    store_env: dict[str, str] = {}
+    if settings.artifacts_url and settings.s3_endpoint:  # (boto3, like pyarrow's client in core/storage.py:
+        store_env = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint,  # checksums only where required)
+                     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
     return Service(
         name="mlflow",
         command=[sys.executable, "-m", "mlflow", "server",
                  "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
-                 "--artifacts-destination", str(data / "artifacts"), "--serve-artifacts",
+                 "--artifacts-destination", settings.artifacts_url or str(data / "artifacts"), "--serve-artifacts",
                  "--host", settings.host, "--port", str(settings.mlflow_port), "--workers", "1",
                  *(["--app-name", "basic-auth"] if settings.mlflow_auth else [])],
         ports=[(settings.mlflow_port, "STACK_MLFLOW_PORT")],
         probe=lambda: health.http(f"{settings.mlflow_uri}/health"),
         # Job execution runs a pool of huey workers for GenAI jobs we never submit.
-        environment={"MLFLOW_HOME": str(data), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env},
+        environment={"MLFLOW_HOME": str(data), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth_env,
+                     **store_env},
     )
 
 

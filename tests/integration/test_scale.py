@@ -335,3 +335,63 @@ def test_the_offline_log_in_an_object_store_gives_the_same_rows(
         got = pd.concat(batch.score(place, url, onnx, here.features, 0.5, 0.7, 0.4)).set_index("event_id")
     want = export.score(export.session(onnx), here.X)
     np.testing.assert_allclose(got.loc[here.frame["event_id"], "fraud_probability"].to_numpy(), want, atol=1e-6)
+
+
+def test_mlflow_keeps_models_and_drift_references_in_the_object_store(
+        s3: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """``STACK_ARTIFACTS_URL=s3://...``: ``make up``'s MLflow server writes every artifact to
+    the bucket (none to its local folder) and serves them to clients that hold no object-store
+    credentials; the drift check's champion reference is read back from there."""
+    import mlflow
+    from mlflow import MlflowClient
+    from pyarrow import fs
+
+    from drift.sources import champion_reference
+    from stack import lifecycle
+    from tests.conftest import local_settings
+
+    settings = local_settings(tmp_path_factory.mktemp("mlflow-s3")).model_copy(
+        update={"artifacts_url": "s3://offline/mlflow-artifacts", "s3_endpoint": s3})
+    lifecycle.up(settings, say=lambda _m: None, only=("mlflow",))
+    before = mlflow.get_tracking_uri()
+    try:
+        ref = pd.DataFrame({"amount": [1.5, 20.0, 300.0], "score": [0.1, 0.5, 0.9]})
+        ref.to_parquet(tmp_path / "reference.parquet", index=False)
+        (tmp_path / "model.onnx").write_bytes(b"\x08\x07onnx-bytes")
+        mlflow.set_tracking_uri(settings.mlflow_uri)
+        client = MlflowClient()
+        with mlflow.start_run(experiment_id=client.create_experiment(f"s3-{uuid.uuid4().hex[:6]}")) as run:
+            mlflow.log_artifact(str(tmp_path / "reference.parquet"), "drift")
+            mlflow.log_artifact(str(tmp_path / "model.onnx"), "model")
+        name = f"s3-model-{uuid.uuid4().hex[:6]}"
+        client.create_registered_model(name)
+        version = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        client.set_registered_model_alias(name, "champion", version.version)
+        # the objects are in the bucket, under the prefix; nothing in the server's own folder
+        bucket = fs.S3FileSystem(endpoint_override=s3, region="us-east-1")
+        keys = [f.path for f in bucket.get_file_info(fs.FileSelector("offline/mlflow-artifacts", recursive=True))
+                if f.type == fs.FileType.File]
+        assert any(k.endswith(f"{run.info.run_id}/artifacts/drift/reference.parquet") for k in keys), keys
+        assert any(k.endswith(f"{run.info.run_id}/artifacts/model/model.onnx") for k in keys), keys
+        local = settings.data_dir / "mlflow" / "artifacts"
+        assert not [p for p in local.rglob("*") if p.is_file()]
+        # read back through the server by a client without the bucket's credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STACK_S3"))}
+        code = ("import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); "
+                "print(open(mlflow.artifacts.download_artifacts(run_id=sys.argv[2], artifact_path='model/model.onnx'),"
+                " 'rb').read().hex())")
+        out = subprocess.run([sys.executable, "-c", code, settings.mlflow_uri, run.info.run_id], env=env,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        assert bytes.fromhex(out.strip().splitlines()[-1]) == b"\x08\x07onnx-bytes"
+        got, what, run_id = champion_reference(settings, name)
+        assert run_id == run.info.run_id and what == f"{name} v{version.version} training reference"
+        pd.testing.assert_frame_equal(got, ref)
+        # make up says so at once when the bucket is missing (not at the first training run)
+        from stack.errors import StackError
+        from stack.init import _artifact_store
+
+        with pytest.raises(StackError, match="STACK_ARTIFACTS_URL=s3://nope/x: no bucket 'nope' there"):
+            _artifact_store(settings.model_copy(update={"artifacts_url": "s3://nope/x"}))
+    finally:
+        mlflow.set_tracking_uri(before)
+        lifecycle.down(settings, say=lambda _m: None)

@@ -227,3 +227,30 @@ def test_compose_seeds_a_history_like_make_up() -> None:
     for name in ("generator", "generator-clicks"):
         args = parser.parse_args(svc[name]["command"][4:])
         assert args.world_seed == WORLD_SEED, name
+
+
+@pytest.mark.parametrize("artifacts", ["", "s3://models/mlflow"])
+def test_mlflow_keeps_artifacts_in_its_volume_or_the_object_store_named(
+        artifacts: str, tmp_path: Path) -> None:
+    """The compose MLflow command run by a real shell, with ``python`` a stand-in that prints
+    what it was given: the artifact destination follows STACK_ARTIFACTS_URL, and the S3
+    endpoint reaches MLflow's client only when one is named."""
+    import stat
+    import subprocess
+
+    svc = COMPOSE["services"]["mlflow"]
+    (tmp_path / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"; echo "secret=$MLFLOW_FLASK_SERVER_SECRET_KEY"; '
+                                     'echo "endpoint=$MLFLOW_S3_ENDPOINT_URL"\n')
+    (tmp_path / "python").chmod(stat.S_IRWXU)
+    secret = tmp_path / "flask-secret"
+    secret.write_text("s3cret")
+    # compose turns $$ into $ and substitutes the ${X:-} of the environment section
+    command = svc["command"][0].replace("$$", "$").replace("/data/secrets/mlflow/flask-secret", str(secret))
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STACK_ARTIFACTS_URL": artifacts,
+           "STACK_S3_ENDPOINT": "http://s3:9000" if artifacts else ""}
+    assert set(env) - {"PATH"} <= set(svc["environment"])
+    out = subprocess.run([*svc["entrypoint"], command], env=env, capture_output=True, text=True, check=True,
+                         timeout=30).stdout.splitlines()
+    assert out[out.index("--artifacts-destination") + 1] == (artifacts or "/data/mlflow/artifacts")
+    assert out[-1] == ("endpoint=http://s3:9000" if artifacts else "endpoint=")
+    assert {"--serve-artifacts", "basic-auth", "secret=s3cret"} <= set(out)
