@@ -70,7 +70,7 @@ def offline_dir(settings: StackSettings, dataset: str) -> Path:
 def offline_root(settings: StackSettings) -> Any:
     """Where the offline log is read and written: ``STACK_OFFLINE_URL`` (an object store,
     core.storage) when set, else the local folder of ``offline_dir``. Feast's own offline
-    reads (``get_historical_features``), drift's data and compaction use the local folder."""
+    reads (``get_historical_features``) and drift's data use the local folder."""
     from core import storage
 
     if settings.offline_url:

@@ -440,7 +440,7 @@ class Monitor:
 
         rec: dict[str, Any] = {"at": time.time(), "action": "compact", "model_name": self.model_name}
         try:
-            done = compact.compact(feast_store.offline_dir(self.stack, ""))
+            done = compact.compact(feast_store.offline_root(self.stack))
             rec["datasets"] = [r.__dict__ for r in done]
         except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
             rec["error"] = f"{type(exc).__name__}: {exc}"

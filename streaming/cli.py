@@ -92,13 +92,11 @@ def cmd_backfill(args: argparse.Namespace, stack: StackSettings, console: Consol
 
 
 def cmd_compact(args: argparse.Namespace, stack: StackSettings, console: Console) -> int:
-    from pathlib import Path
-
-    from core import feast_store
+    from core import feast_store, storage
     from streaming import compact
 
-    root = Path(args.root) if args.root else feast_store.offline_dir(stack, "")
-    if not root.is_dir():
+    root = storage.root(args.root) if args.root else feast_store.offline_root(stack)
+    if not root.exists():
         raise ValueError(f"no offline log at {root}")
     for r in compact.compact(root, args.dataset):
         console.print(f"{r.dataset}: {r.folders} day folders, {r.files_before:,} files -> {r.files_after:,}, "
@@ -133,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compact", help="compact the offline log: one file per day folder, duplicates dropped "
                                           "as readers drop them (safe while the worker runs)")
     comp.add_argument("--dataset", action="append", help="only this dataset (repeatable; default all)")
-    comp.add_argument("--root", help="offline root (default: the feature repo's offline log)")
+    comp.add_argument("--root", help="offline root: a folder or s3://bucket/prefix (default STACK_OFFLINE_URL, "
+                      "else the feature repo's offline log)")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     handlers = {"worker": cmd_worker, "generate": gen_cli.run, "features": cmd_features,

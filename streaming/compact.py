@@ -7,7 +7,9 @@ revision), for raw events one row per event id.
 Safe next to a running worker: only the files present when a folder's compaction starts are
 replaced; the compacted file is written (and fsynced) before they are deleted, so a reader sees
 the old files, or the new one, or both for a moment (readers drop the duplicates either way);
-files the worker appends meanwhile are left for the next run. Idempotent.
+files the worker appends meanwhile are left for the next run. Idempotent. In an object store
+(``STACK_OFFLINE_URL``) the compacted file is one PUT, invisible until complete, and the old
+objects are deleted after it, so readers see the same as on disk.
 Run it with ``python -m streaming compact`` (the drift monitor runs it on a schedule).
 """
 
@@ -17,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -40,12 +43,17 @@ class Compacted:
     rows_after: int = 0
 
 
-def compact_folder(folder: Path, kind: str, join_key: str, min_files: int = 2) -> tuple[int, int, int, int]:
-    """(files before, files after, rows before, rows after) for one day folder."""
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+def compact_folder(folder: Path | Any, kind: str, join_key: str, min_files: int = 2) -> tuple[int, int, int, int]:
+    """(files before, files after, rows before, rows after) for one day folder (a local path,
+    or a ``core.storage.Root`` local or in an object store)."""
+    from core import storage
+
+    where = storage.root(folder)
+    fs = where.fs
+    files = [f for f in where.files() if "/" not in f[len(where.path):].strip("/")]  # (this folder's own)
     if len(files) < min_files:
         return len(files), len(files), 0, 0
-    tables = [pq.read_table(f) for f in files]
+    tables = [pq.read_table(f, filesystem=fs) for f in files]
     df = pa.concat_tables(tables, promote_options="default").to_pandas()
     before = len(df)
     if kind == "features":
@@ -53,28 +61,40 @@ def compact_folder(folder: Path, kind: str, join_key: str, min_files: int = 2) -
     else:
         df = df.drop_duplicates("event_id", keep="last")
     df = df.sort_values("event_time", kind="stable").reset_index(drop=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
     name = f"part-{int(time.time() * 1000)}-compacted-{os.getpid()}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, compression="zstd")
+    if where.remote:  # one PUT: the object appears complete or not at all
+        with fs.open_output_stream(f"{where.path}/{name}") as out:
+            pq.write_table(table, out, compression="zstd")
+        for f in files:  # only now: the compacted object holds what they held
+            fs.delete_file(f)
+        return len(files), 1, before, len(df)
+    local = where.local
+    tmp = local / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
     _fsync(tmp)
-    tmp.rename(folder / name)
-    _fsync(folder)
+    tmp.rename(local / name)
+    _fsync(local)
     for f in files:  # only now: the compacted file holds what they held
-        f.unlink()
-    _fsync(folder)
+        Path(f).unlink()
+    _fsync(local)
     return len(files), 1, before, len(df)
 
 
-def compact(root: Path, datasets: list[str] | None = None, min_files: int = 2) -> list[Compacted]:
-    """Compact every day folder of each dataset under the offline root ``root``."""
+def compact(root: Path | Any, datasets: list[str] | None = None, min_files: int = 2) -> list[Compacted]:
+    """Compact every day folder of each dataset under the offline root ``root`` (a local
+    path, or a ``core.storage.Root``/URL: ``core.feast_store.offline_root``)."""
+    from core import storage
+
+    root = storage.root(root)
     out = []
     for dataset in datasets or list(DATASETS):
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
         kind, join_key = DATASETS[dataset]
         result = Compacted(dataset)
-        for folder in sorted((root / dataset).glob("date=*")) if (root / dataset).exists() else []:
-            fb, fa, rb, ra = compact_folder(folder, kind, join_key, min_files)
+        for day in (d for d in (root / dataset).dirs() if d.startswith("date=")):
+            fb, fa, rb, ra = compact_folder(root / dataset / day, kind, join_key, min_files)
             result.folders += 1
             result.files_before += fb
             result.files_after += fa

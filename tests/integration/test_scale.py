@@ -395,3 +395,41 @@ def test_mlflow_keeps_models_and_drift_references_in_the_object_store(
     finally:
         mlflow.set_tracking_uri(before)
         lifecycle.down(settings, say=lambda _m: None)
+
+
+def test_compaction_of_the_log_in_the_object_store_keeps_what_readers_keep(s3: str) -> None:
+    """``python -m streaming compact`` on ``STACK_OFFLINE_URL``: one object per day folder,
+    readers see exactly the rows they saw, later appends are kept."""
+    from pyarrow import fs
+
+    from core import storage
+    from tests.unit.test_compact import _rows
+
+    url = f"s3://offline/compact-{uuid.uuid4().hex[:8]}"
+    log = OfflineLog(url)
+    log.append("card_txn_features", _rows(40, 1))
+    log.append("card_txn_features", _rows(10, 5, shift=100))  # corrections: higher revision wins
+    log.append("card_txn_features", _rows(5, 9, status="too_late", shift=500))  # accepted beats too-late
+    want = latest_feature_rows(read_dataset(url, "card_txn_features"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STACK_OFFLINE_URL": url}
+    out = subprocess.run([sys.executable, "-m", "streaming", "compact", "--dataset", "card_txn_features"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "card_txn_features: 2 day folders, 6 files -> 2, 55 rows -> 40" in out.stderr
+    root = storage.root(url)
+    for day in (root / "card_txn_features").dirs():
+        infos = root.fs.get_file_info(fs.FileSelector(f"{root.path}/card_txn_features/{day}"))
+        assert len(infos) == 1 and "compacted" in infos[0].base_name
+    got = latest_feature_rows(read_dataset(url, "card_txn_features"))
+    cols = sorted(want.columns)
+    pd.testing.assert_frame_equal(got[cols].sort_values(["card_id", "event_key"]).reset_index(drop=True),
+                                  want[cols].sort_values(["card_id", "event_key"]).reset_index(drop=True),
+                                  check_dtype=False)
+    assert got.set_index("event_key").loc[3, "txn_count_5m"] == 103
+    log.append("card_txn_features", _rows(3, 20, shift=1000))  # kept, and folded in by the next run
+    from streaming.compact import compact
+
+    again = {r.dataset: r for r in compact(root)}["card_txn_features"]
+    assert (again.files_before, again.files_after) == (4, 2)
+    assert latest_feature_rows(read_dataset(url, "card_txn_features")).set_index("event_key").loc[
+        1, "txn_count_5m"] == 1001
