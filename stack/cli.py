@@ -41,7 +41,7 @@ def cmd_down(settings: StackSettings, _: argparse.Namespace) -> None:
 
 #: what `make status` adds for a healthy service, read from its own endpoints
 DETAILS = {"stream-worker": lifecycle.stream_detail, "inference-api": lifecycle.api_detail,
-           "online-learner": lifecycle.learner_detail}
+           "online-learner": lifecycle.learner_detail, "redis": lifecycle.redis_detail}
 
 
 def alert_lines(found: list[dict] | None) -> list[str]:

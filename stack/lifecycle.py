@@ -191,6 +191,15 @@ def learner_detail(settings: StackSettings) -> str:
     return out
 
 
+def redis_detail(settings: StackSettings) -> str:
+    """The cluster profile's Redis Cluster in one line (nothing for a single Redis)."""
+    if not settings.redis_cluster:
+        return ""
+    from stack import redis_cluster
+
+    return redis_cluster.summary(settings)
+
+
 def api_detail(settings: StackSettings) -> str:
     """The served model (from /ready), or why none is served yet."""
     import json

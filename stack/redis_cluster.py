@@ -68,6 +68,38 @@ def state(settings: StackSettings) -> str | None:
     return None
 
 
+def summary(settings: StackSettings) -> str:
+    """One line on the cluster for ``make status``: its state, the masters serving slots,
+    the replicas linked to them, and the nodes it sees down."""
+    import redis
+
+    for host, port in settings.redis_startup_nodes:
+        c = redis.Redis(host=host, port=port, password=settings.redis_secret, socket_timeout=2,
+                        socket_connect_timeout=1, decode_responses=True)
+        try:
+            info = _info(c.execute_command("CLUSTER INFO"))
+            nodes = c.execute_command("CLUSTER NODES")
+        except redis.RedisError:
+            continue
+        finally:
+            c.close()
+        if not isinstance(nodes, dict):
+            return f"cluster {info.get('cluster_state')}"
+
+        def where(address: str) -> str:
+            return address.split("@")[0].rsplit(":", 1)[1] if not settings.redis_host else address.split("@")[0]
+
+        up = {a: n for a, n in nodes.items() if "fail" not in n["flags"] and n.get("connected", True)}
+        masters = sorted((where(a) for a, n in up.items() if "master" in n["flags"] and n["slots"]), key=str)
+        replicas = sum(1 for n in up.values() if "slave" in n["flags"])
+        down = sorted(where(a) for a in nodes if a not in up)
+        if info.get("cluster_known_nodes") == "1":
+            return "not formed yet (make up forms it)"
+        return (f"cluster {info.get('cluster_state')}: masters {', '.join(masters)}; {replicas} replica(s)"
+                + (f"; down: {', '.join(down)}" if down else ""))
+    return ""
+
+
 def ensure(settings: StackSettings, say: Callable[[str], None] = print, timeout_s: float | None = None) -> str:
     """Form the cluster if its nodes are fresh; wait until it is ``ok``. Returns what it did.
     Nodes that hold part of a cluster (some met, some not) or keys outside one are refused:

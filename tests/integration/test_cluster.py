@@ -189,6 +189,13 @@ def test_one_broker_and_one_redis_master_lost_mid_stream_loses_and_doubles_nothi
                 sup.stop_process("redis-2")
             wait_for(lambda: _redis_masters(ks) == [ks.redis_port, ks.redis_port + 2, ks.redis_port + 4],
                      60, "the replica of the lost master promoted")
+            # (make status says so once the nodes agree: a node may call the cluster down for a moment)
+            p, said = ks.redis_port, [""]
+            want = f"cluster ok: masters {p}, {p + 2}, {p + 4}; 2 replica(s); down: {p + 1}"
+            try:
+                wait_for(lambda: said.append(lifecycle.redis_detail(ks)) or said[-1] == want, 30, "make status")
+            except AssertionError:
+                raise AssertionError(f"make status says {said[-1]!r}, not {want!r}") from None
             # the rest is delivered (2 replicas in sync) and processed with one broker gone
             feed.join(120)
             assert not feed.is_alive() and undelivered == [0]
@@ -271,9 +278,13 @@ def test_online_writes_to_the_redis_cluster_are_routed_by_slot_and_on_a_replica_
         assert all(500 < size < 1500 for size in sizes[:3]) and sum(sizes[:3]) == 3000  # spread over the masters
         assert sizes[3:] == sizes[:3]  # and on each one's replica already
         assert sink.unreplicated_writes == 0
+        port = settings.redis_port
+        assert lifecycle.redis_detail(settings) == f"cluster ok: masters {port}, {port + 1}, {port + 2}; 3 replica(s)"
         # a replica down: the write stands on its master alone, and says so
         sup = Supervisor(settings)
         sup.stop_process("redis-4")
+        wait_for(lambda: lifecycle.redis_detail(settings).endswith(f"; 2 replica(s); down: {port + 3}"), 30,
+                 "make status to show the replica down")
         sink.write(batch(3000, b"b"))
         assert sink.unreplicated_writes == 1  # (the first master's; the others were acknowledged)
         rows = OnlineStates(store, "card_window_state", "card_id").read(["card-0", "card-2999"])
