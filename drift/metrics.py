@@ -68,8 +68,7 @@ class MonitorMetrics:
             if self._client is None:
                 self._client = self.stack.redis_client()
             if self.stack.redis_cluster:
-                infos = self._client.info("memory", target_nodes=self._client.PRIMARIES)
-                return float(sum(float(i.get(field, 0) or 0) for i in infos.values()))
+                return cluster_memory(self._client.info("memory", target_nodes=self._client.PRIMARIES), field)
             return float(self._client.info("memory").get(field, 0) or 0)
         except Exception:  # noqa: BLE001 - a scrape reports NaN, never fails
             self._client = None
@@ -111,3 +110,13 @@ class MonitorMetrics:
         from prometheus_client import start_http_server
 
         start_http_server(port, host, registry=self.registry)
+
+
+def cluster_memory(infos: dict[str, dict], field: str) -> float:
+    """A Redis Cluster's INFO memory ``field`` over its masters (``infos``: node ``host:port``
+    -> its INFO): the sum, but a machine's memory (``total_system_memory``) once per host, as
+    masters sharing a machine share its memory."""
+    if field == "total_system_memory":
+        per_host = {node.rsplit(":", 1)[0]: float(i.get(field, 0) or 0) for node, i in infos.items()}
+        return float(sum(per_host.values()))
+    return float(sum(float(i.get(field, 0) or 0) for i in infos.values()))

@@ -556,3 +556,14 @@ def test_a_large_window_draws_its_intervals_on_a_sample_and_its_values_on_every_
     assert big["recall"]["value"] == pytest.approx(e_recall, rel=1e-12)  # from every row
     low, high = big["recall"]["ci95"]
     assert low < e_recall < high and high - low < 0.1
+
+
+def test_a_redis_clusters_memory_is_summed_over_its_masters_and_a_machine_counted_once() -> None:
+    from drift.metrics import cluster_memory
+
+    infos = {"127.0.0.1:7000": {"used_memory": 10, "maxmemory": 100, "total_system_memory": 1000},
+             "127.0.0.1:7001": {"used_memory": 20, "maxmemory": 100, "total_system_memory": 1000},
+             "redis-3:6379": {"used_memory": 30, "maxmemory": 0, "total_system_memory": 500}}
+    assert cluster_memory(infos, "used_memory") == 60
+    assert cluster_memory(infos, "maxmemory") == 200
+    assert cluster_memory(infos, "total_system_memory") == 1500  # (two masters on one machine: its memory once)
