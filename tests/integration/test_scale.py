@@ -338,7 +338,7 @@ def test_the_offline_log_in_an_object_store_gives_the_same_rows(
 
 
 def test_mlflow_keeps_models_and_drift_references_in_the_object_store(
-        s3: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+        s3: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``STACK_ARTIFACTS_URL=s3://...``: ``make up``'s MLflow server writes every artifact to
     the bucket (none to its local folder) and serves them to clients that hold no object-store
     credentials; the drift check's champion reference is read back from there."""
@@ -353,13 +353,20 @@ def test_mlflow_keeps_models_and_drift_references_in_the_object_store(
     settings = local_settings(tmp_path_factory.mktemp("mlflow-s3")).model_copy(
         update={"artifacts_url": "s3://offline/mlflow-artifacts", "s3_endpoint": s3})
     lifecycle.up(settings, say=lambda _m: None, only=("mlflow",))
-    before = mlflow.get_tracking_uri()
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # this server for runs and the registry alike (the session's earlier tests left both
+    # pointing at the session's server, the variable too)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    from training import tracking
+
+    assert tracking.connect(settings) == settings.mlflow_uri
     try:
         ref = pd.DataFrame({"amount": [1.5, 20.0, 300.0], "score": [0.1, 0.5, 0.9]})
         ref.to_parquet(tmp_path / "reference.parquet", index=False)
         (tmp_path / "model.onnx").write_bytes(b"\x08\x07onnx-bytes")
-        mlflow.set_tracking_uri(settings.mlflow_uri)
         client = MlflowClient()
+        assert client._registry_uri == settings.mlflow_uri  # noqa: SLF001
         with mlflow.start_run(experiment_id=client.create_experiment(f"s3-{uuid.uuid4().hex[:6]}")) as run:
             mlflow.log_artifact(str(tmp_path / "reference.parquet"), "drift")
             mlflow.log_artifact(str(tmp_path / "model.onnx"), "model")
@@ -393,7 +400,8 @@ def test_mlflow_keeps_models_and_drift_references_in_the_object_store(
         with pytest.raises(StackError, match="STACK_ARTIFACTS_URL=s3://nope/x: no bucket 'nope' there"):
             _artifact_store(settings.model_copy(update={"artifacts_url": "s3://nope/x"}))
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
         lifecycle.down(settings, say=lambda _m: None)
 
 
