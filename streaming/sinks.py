@@ -4,7 +4,6 @@ the event loop by the worker; both are idempotent (see streaming/processor.py)."
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import uuid
@@ -51,7 +50,8 @@ class FeastOnlineSink:
     goes through Feast's provider.
     """
 
-    def __init__(self, store: Any, feature_view: str = "card_window_state", join_key: str = "card_id") -> None:
+    def __init__(self, store: Any, feature_view: str = "card_window_state", join_key: str = "card_id",
+                 replica_wait_ms: int | None = None) -> None:
         self.store = store
         self.join_key = join_key
         self.view = store.get_feature_view(feature_view)
@@ -65,8 +65,24 @@ class FeastOnlineSink:
                                       store.config.entity_key_serialization_version)
             self.ttl = online.key_ttl_seconds
             self.client = self.provider.online_store._get_client(online)  # noqa: SLF001
+        #: how long a cluster write waits for each master's replica to acknowledge it (``WAIT``):
+        #: 200 ms, and always less than the socket timeout (a longer wait would fail the write)
+        timeout_ms = 1000 * (self._socket_timeout() or 60)
+        if replica_wait_ms is not None and replica_wait_ms >= timeout_ms:
+            raise ValueError(f"replica_wait_ms={replica_wait_ms} is not shorter than the Redis socket timeout "
+                             f"({timeout_ms:.0f} ms): a write would time out waiting for a replica")
+        self.replica_wait_ms = replica_wait_ms if replica_wait_ms is not None else int(min(200, timeout_ms / 2))
         #: cluster writes that no replica acknowledged in time (on their master only)
         self.unreplicated_writes = 0
+
+    def _socket_timeout(self) -> float | None:
+        """The Redis client's socket timeout in seconds (None: none, or no Redis client)."""
+        client = getattr(self, "client", None)
+        manager = getattr(client, "nodes_manager", None)
+        kwargs = manager.connection_kwargs if manager is not None else getattr(
+            getattr(client, "connection_pool", None), "connection_kwargs", {})
+        timeout = kwargs.get("socket_timeout")
+        return float(timeout) if timeout else None
 
     def write(self, batch: OnlineBatch) -> None:
         if not batch.rows:
@@ -94,9 +110,6 @@ class FeastOnlineSink:
         finally:
             self.client.connection_pool.release(conn)
 
-    #: how long a cluster write waits for each master's replica to acknowledge it (``WAIT``)
-    REPLICA_WAIT_MS = 200
-
     def _write_cluster(self, batch: OnlineBatch) -> None:
         """The same commands grouped by the master of each key's hash slot, each master's sent
         on one of its connections and followed by ``WAIT 1``, so that a write is on the master's
@@ -106,7 +119,7 @@ class FeastOnlineSink:
         A master that is down, or a reply that says the slot moved (``MOVED``: a failover
         happened), fails the write after the client has re-read the cluster's layout: the
         worker retries the batch (idempotent) against the new master. A replica that does not
-        acknowledge within ``REPLICA_WAIT_MS`` (down, or none left after a failover) does not
+        acknowledge within ``replica_wait_ms`` (down, or none left after a failover) does not
         fail it: the write stands on its master alone, counted in ``unreplicated_writes``."""
         import redis
         from redis.crc import key_slot
@@ -119,18 +132,19 @@ class FeastOnlineSink:
         per_node: dict[str, tuple[Any, list[bytes]]] = {}
         try:
             for entity_id, (blob, last) in batch.rows.items():
-                owners = slots.get(key_slot(layout.key(entity_id)))
+                key = layout.key(entity_id)
+                owners = slots.get(key_slot(key))
                 if not owners:
                     raise redis.ConnectionError("a hash slot has no master in the cluster's layout")
                 node = owners[0]  # (the master first)
-                per_node.setdefault(node.name, (node, []))[1].append(commands(entity_id, blob, last, ttl))
+                per_node.setdefault(node.name, (node, []))[1].append(commands(entity_id, blob, last, ttl, key))
             sent: list[tuple[Any, Any, int]] = []
             try:
                 for node, cmds in per_node.values():
                     pool = self.client.get_redis_connection(node).connection_pool
                     conn = pool.get_connection()
                     sent.append((pool, conn, len(cmds) * (2 if ttl else 1) + 1))
-                    conn.send_packed_command([b"".join(cmds) + _WAIT % _bulk(str(self.REPLICA_WAIT_MS).encode())])
+                    conn.send_packed_command([b"".join(cmds) + _WAIT % _bulk(str(self.replica_wait_ms).encode())])
                 for _pool, conn, n in sent:
                     if _read_line_replies(conn, n) == b":0":
                         self.unreplicated_writes += 1
@@ -193,11 +207,13 @@ class RedisLayout:
                       + b"$%d\r\n\x20%b\r\n")
         self._seconds: dict[int, bytes] = {}  # (event times of a batch share their seconds)
 
-    def commands(self, entity_id: str, blob: bytes, last_ms: int, ttl: int | None) -> bytes:
+    def commands(self, entity_id: str, blob: bytes, last_ms: int, ttl: int | None, key: bytes | None = None) -> bytes:
         """HSET of the entity's fields (and EXPIRE with a ttl), in Redis's wire protocol (the
-        bytes redis-py would send, in a third of the time its pipeline takes)."""
-        raw = entity_id.encode()
-        key = b"%b%b%b%b" % (self._head, len(raw).to_bytes(4, "little"), raw, self._project)
+        bytes redis-py would send, in a third of the time its pipeline takes). ``key``: the
+        entity's ``key()``, when the caller has it already."""
+        if key is None:
+            raw = entity_id.encode()
+            key = b"%b%b%b%b" % (self._head, len(raw).to_bytes(4, "little"), raw, self._project)
         seconds, ms = divmod(last_ms, 1000)
         head = self._seconds.get(seconds)
         if head is None:
@@ -214,8 +230,9 @@ class RedisLayout:
         return out
 
     def key(self, entity_id: str) -> bytes:
+        """The entity's Redis key, as Feast's ``_redis_key`` builds it."""
         raw = entity_id.encode()
-        return b"".join((self._head, struct.pack("<I", len(raw)), raw, self._project))
+        return b"%b%b%b%b" % (self._head, len(raw).to_bytes(4, "little"), raw, self._project)
 
     def fields(self, blob: bytes, last_ms: int) -> dict[Any, bytes]:
         """The protobufs spelled out (a third of the cost of building and serializing messages):
@@ -363,24 +380,8 @@ class OfflineLog:
         # (a chunk whose column was all None has it typed null: unified with the others)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         written = 0
-        if self.store.remote:  # one PUT per file: invisible until complete
-            for d, part in self.by_date(table):
-                key = f"{self.store.path}/{dataset}/date={d}/{self._name()}"
-                with self.store.fs.open_output_stream(key) as out:
-                    pq.write_table(part, out, compression="zstd")
-                written += part.num_rows
-            return written
         for d, part in self.by_date(table):
-            tmp, path = self.new_file(dataset, d)
-            folder = path.parent
-            try:
-                pq.write_table(part, tmp, compression="zstd")
-                _fsync(tmp)  # the bytes are on disk before the name says they are
-                tmp.rename(path)  # readers never see a half-written file
-            except BaseException:
-                tmp.unlink(missing_ok=True)  # (a full disk: leave no partial file behind)
-                raise
-            _fsync(folder)  # and the rename itself survives a power loss
+            (self.store / dataset / f"date={d}").put_parquet(self._name(), part)
             written += part.num_rows
         return written
 
@@ -555,11 +556,9 @@ def _date(day: int) -> str:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from core.storage import fsync
+
+    fsync(path)
 
 
 def read_dataset(root: Path | str | Any, dataset: str) -> pd.DataFrame:

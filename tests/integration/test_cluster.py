@@ -105,6 +105,21 @@ def _lag(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
+def _crash(sup: Supervisor, name: str) -> None:
+    """``kill -9`` the service ``name`` and keep it down: supervisord restarts a process that
+    exits on its own, so it is then stopped through supervisord until it says STOPPED. (Between
+    the kill and supervisord's restart the process is EXITED, and a stop then answers
+    NOT_RUNNING; the restarted process, up for a moment, is stopped on the next round.)"""
+    os.kill(sup.processes()[name]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (state := sup.processes()[name]["statename"]) != "STOPPED":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {state} 30 s after its kill, not STOPPED")
+        with contextlib.suppress(xmlrpc.client.Fault):  # (NOT_RUNNING: not restarted yet)
+            sup.stop_process(name)
+        time.sleep(0.05)
+
+
 def _redis_masters(settings: StackSettings) -> list[int]:
     """Ports of the live masters that serve slots, as a live node sees them (CLUSTER NODES)."""
     import redis
@@ -174,21 +189,20 @@ def test_one_broker_and_one_redis_master_lost_mid_stream_loses_and_doubles_nothi
             leaders = [p.leader for p in _partitions(ks.kafka_bootstrap, names[0])]
             victim = max(set(leaders), key=leaders.count)
             name = "kafka" if victim == 1 else f"kafka-{victim}"
-            os.kill(sup.processes()[name]["pid"], signal.SIGKILL)
-            with contextlib.suppress(xmlrpc.client.Fault):  # (NOT_RUNNING: supervisord had not restarted it)
-                sup.stop_process(name)
-            assert sup.processes()[name]["statename"] != "RUNNING"
+            _crash(sup, name)
             wait_for(lambda: all(p.leader != victim and len(p.isrs) == 2
                                  for p in _partitions(ks.kafka_bootstrap, names[0])), 60,
                      "new leaders and a shrunk ISR")
             # then the second Redis master (a third of the cards' states) crashes and stays down:
             # its replica takes over once the cluster's node timeout has passed
             assert worker.metric("stream_events_in_total") < len(records)
-            os.kill(sup.processes()["redis-2"]["pid"], signal.SIGKILL)
-            with contextlib.suppress(xmlrpc.client.Fault):
-                sup.stop_process("redis-2")
-            wait_for(lambda: _redis_masters(ks) == [ks.redis_port, ks.redis_port + 2, ks.redis_port + 4],
-                     60, "the replica of the lost master promoted")
+            _crash(sup, "redis-2")
+            try:
+                wait_for(lambda: _redis_masters(ks) == [ks.redis_port, ks.redis_port + 2, ks.redis_port + 4],
+                         90, "the replica of the lost master promoted")
+            except AssertionError as e:
+                states = {n: p["statename"] for n, p in sup.processes().items() if n.startswith("redis")}
+                raise AssertionError(f"{e}; masters {_redis_masters(ks)}, nodes {states}") from None
             # (make status says so once the nodes agree: a node may call the cluster down for a moment)
             p, said = ks.redis_port, [""]
             want = f"cluster ok: masters {p}, {p + 2}, {p + 4}; 2 replica(s); down: {p + 1}"
@@ -261,7 +275,12 @@ def test_online_writes_to_the_redis_cluster_are_routed_by_slot_and_on_a_replica_
     try:
         repo = feast_store.isolated_copy(settings, tmp_path)
         store = feast_store.open_store(repo)
-        sink = FeastOnlineSink(store)
+        assert FeastOnlineSink(store).replica_wait_ms == 200  # (the default)
+        with pytest.raises(ValueError, match="not shorter than the Redis socket timeout"):
+            FeastOnlineSink(store, replica_wait_ms=int(settings.redis_timeout_s * 1000))
+        # (a longer wait here: on a loaded machine a live replica can take longer than 200 ms to
+        # acknowledge, and only a replica that is down should fail to)
+        sink = FeastOnlineSink(store, replica_wait_ms=int(settings.redis_timeout_s * 1000) - 500)
         assert isinstance(sink.client, redis.RedisCluster)
 
         def batch(n: int, tag: bytes) -> OnlineBatch:
