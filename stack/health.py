@@ -7,6 +7,7 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from core.settings import StackSettings
 
@@ -113,26 +114,26 @@ def dask_workers(address: str, names: tuple[str, ...]) -> str | None:
     return f"not registered with the scheduler: {', '.join(missing)}" if missing else None
 
 
-def redis(url: str) -> str | None:
-    import redis as redis_lib
-
+def _pong(client: Any) -> str | None:
     try:
-        ok = redis_lib.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1).ping()
+        ok = client.ping()
     except Exception as exc:  # noqa: BLE001
         return f"ping failed: {exc.__class__.__name__}"
     return None if ok else "no PONG"
+
+
+def redis(url: str) -> str | None:
+    """None when the Redis at ``url`` answers PING."""
+    import redis as redis_lib
+
+    return _pong(redis_lib.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1))
 
 
 def redis_node(host: str, port: int, password: str | None = None) -> str | None:
     """One Redis node answers PING (a cluster node too, before the cluster is formed)."""
     import redis as redis_lib
 
-    try:
-        ok = redis_lib.Redis(host=host, port=port, password=password, socket_timeout=2,
-                             socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
-        return f"ping failed: {exc.__class__.__name__}"
-    return None if ok else "no PONG"
+    return _pong(redis_lib.Redis(host=host, port=port, password=password, socket_timeout=2, socket_connect_timeout=1))
 
 
 def http(url: str, token: str | None = None) -> str | None:

@@ -174,8 +174,19 @@ def cluster_id(settings: StackSettings) -> str:
     return path.read_text().strip()
 
 
+def command(settings: StackSettings, node: int = 0) -> list[str]:
+    """Node ``node``'s command line (nothing written: ``prepare`` writes what it needs)."""
+    java = shutil.which("java") or "java"
+    log4j = settings.conf_dir / "kafka-log4j.properties"
+    props = settings.conf_dir / f"{node_name(node)}.properties"
+    return [java, "-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}",
+            "-cp", f"{libs_dir(settings)}/*", MAIN_CLASS, str(props)]
+
+
 def prepare(settings: StackSettings, node: int = 0) -> list[str]:
-    """Resolve jars, write configs, format storage once; return node ``node``'s command line."""
+    """Resolve jars, write configs, format storage once (``make up`` only); return node
+    ``node``'s command line."""
     name = node_name(node)
     data = settings.data_dir / name
     data.mkdir(parents=True, exist_ok=True)
@@ -215,6 +226,6 @@ def prepare(settings: StackSettings, node: int = 0) -> list[str]:
     elif settings.kafka_sasl and not marker.exists():
         raise StackError(f"Kafka's storage in {data} was formatted without SASL, so it has no admin user: "
                          "unset STACK_KAFKA_SASL, or 'make clean' (drops the stack's data) and 'make up' again")
-    return [java, "-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{log4j}",
-            "-cp", classpath, MAIN_CLASS, str(props)]
+    cmd = command(settings, node)
+    cmd[0] = java
+    return cmd

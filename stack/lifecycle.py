@@ -100,6 +100,9 @@ def up(settings: StackSettings, say: Say = print, only: Collection[str] | None =
     part comes from the environment); topics need kafka, the Feast apply needs redis.
     """
     services = all_services(settings, only)
+    for svc in services:
+        if svc.prepare is not None:
+            svc.prepare()
     names = {s.name for s in services}
     infra = [s for s in services if s.infra]
     apps = [s for s in services if not s.infra]

@@ -41,11 +41,13 @@ def _info(reply: Any) -> dict[str, str]:
     return dict(line.split(":", 1) for line in str(reply).splitlines() if ":" in line)
 
 
-def _clients(settings: StackSettings) -> list[Any]:
+def _clients(settings: StackSettings, timeout_s: float | None = None) -> list[Any]:
+    """A client per node (connections open on first use)."""
     import redis
 
-    return [redis.Redis(host=h, port=p, password=settings.redis_secret, socket_timeout=settings.redis_timeout_s,
-                        socket_connect_timeout=settings.redis_timeout_s, decode_responses=True)
+    timeout_s = timeout_s or settings.redis_timeout_s
+    return [redis.Redis(host=h, port=p, password=settings.redis_secret, socket_timeout=timeout_s,
+                        socket_connect_timeout=timeout_s, decode_responses=True)
             for h, p in settings.redis_startup_nodes]
 
 
@@ -73,9 +75,7 @@ def summary(settings: StackSettings) -> str:
     the replicas linked to them, and the nodes it sees down."""
     import redis
 
-    for host, port in settings.redis_startup_nodes:
-        c = redis.Redis(host=host, port=port, password=settings.redis_secret, socket_timeout=2,
-                        socket_connect_timeout=1, decode_responses=True)
+    for c in _clients(settings, timeout_s=2):
         try:
             info = _info(c.execute_command("CLUSTER INFO"))
             nodes = c.execute_command("CLUSTER NODES")

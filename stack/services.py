@@ -36,6 +36,11 @@ class Service:
     #: infrastructure starts with supervisord; the pipeline's own services are started by
     #: ``make up`` once topics and the Feast registry exist
     infra: bool = True
+    #: what must be on disk before the service starts (its config, formatted storage, the
+    #: profile its data belongs to), written by ``make up`` only: describing the services for
+    #: ``make status`` or ``make down`` touches no data (a status in another profile would
+    #: otherwise claim a fresh data dir for it)
+    prepare: Callable[[], object] | None = None
 
 
 def redis_node_name(i: int) -> str:
@@ -99,34 +104,40 @@ def redis_service(settings: StackSettings) -> list[Service]:
     if binary is None:
         raise StackError("redis-server not found: run 'make up' (it installs Debian's "
                          "redis-server) or 'apt-get install redis-server'")
-    settings.conf_dir.mkdir(parents=True, exist_ok=True)
     nodes = []
     for i in range(settings.redis_nodes):
         name = redis_node_name(i)
-        data = settings.data_dir / name
-        data.mkdir(parents=True, exist_ok=True)
-        marker = data / "profile"  # (none written before profiles: single)
-        formatted = (marker.read_text().strip() if marker.exists()
-                     else "single" if (data / "appendonlydir").exists() else settings.profile)
-        if formatted != settings.profile:
-            raise StackError(f"Redis's data in {data} belongs to the {formatted!r} profile, not {settings.profile!r} "
-                             "(a cluster spreads keys over its masters by slot): set STACK_PROFILE back, or "
-                             "'make clean' (drops the stack's data) and 'make up' again")
-        marker.write_text(settings.profile + "\n")
-        conf = settings.conf_dir / f"{name}.conf"
-        conf.touch(mode=0o600)  # it may hold the password
-        conf.chmod(0o600)
-        conf.write_text(redis_conf(settings, i))
         host, port = settings.redis_node(i)
         nodes.append(Service(
             name=name,
-            command=[binary, str(conf)],
+            command=[binary, str(settings.conf_dir / f"{name}.conf")],
             ports=[(port, "STACK_REDIS_PORT"), *([(port + 10_000, "STACK_REDIS_PORT")] if settings.redis_cluster
                                                 else [])],
             probe=partial(health.redis_node, host, port, settings.redis_secret),
             pidfile=settings.run_dir / f"{name}.pid",
+            prepare=partial(_prepare_redis_node, settings, i),
         ))
     return nodes
+
+
+def _prepare_redis_node(settings: StackSettings, i: int) -> None:
+    """Node ``i``'s data dir (refused when it belongs to the other profile) and config."""
+    name = redis_node_name(i)
+    data = settings.data_dir / name
+    data.mkdir(parents=True, exist_ok=True)
+    marker = data / "profile"  # (none written before profiles: single)
+    formatted = (marker.read_text().strip() if marker.exists()
+                 else "single" if (data / "appendonlydir").exists() else settings.profile)
+    if formatted != settings.profile:
+        raise StackError(f"Redis's data in {data} belongs to the {formatted!r} profile, not {settings.profile!r} "
+                         "(a cluster spreads keys over its masters by slot): set STACK_PROFILE back, or "
+                         "'make clean' (drops the stack's data) and 'make up' again")
+    marker.write_text(settings.profile + "\n")
+    settings.conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = settings.conf_dir / f"{name}.conf"
+    conf.touch(mode=0o600)  # it may hold the password
+    conf.chmod(0o600)
+    conf.write_text(redis_conf(settings, i))
 
 
 def kafka_services(settings: StackSettings) -> list[Service]:
@@ -139,10 +150,11 @@ def kafka_services(settings: StackSettings) -> list[Service]:
                                            else partial(health.kafka, settings))
         nodes.append(Service(
             name=kafka_dist.node_name(i),
-            command=kafka_dist.prepare(settings, i),
+            command=kafka_dist.command(settings, i),
             ports=[(port, "STACK_KAFKA_PORT"), (controller, "STACK_KAFKA_CONTROLLER_PORT")],
             probe=probe,
             stop_wait_s=60,
+            prepare=partial(kafka_dist.prepare, settings, i),
         ))
     return nodes
 

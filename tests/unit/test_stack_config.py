@@ -134,6 +134,8 @@ def test_the_cluster_profile_is_a_redis_cluster_of_three_masters_with_a_replica_
     assert [n.name for n in nodes] == ["redis", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"]
     for i, node in enumerate(nodes):  # each its own port, cluster bus, data, nodes.conf and pid file
         assert node.ports == [(27000 + i, "STACK_REDIS_PORT"), (37000 + i, "STACK_REDIS_PORT")]
+        assert node.prepare is not None
+        node.prepare()  # (make up writes the config)
         conf = Path(node.command[1]).read_text().splitlines()
         assert {f"port {27000 + i}", f"dir {tmp_path / node.name}", "cluster-enabled yes",
                 "cluster-config-file nodes.conf", "requirepass pw", "masterauth pw",
@@ -169,9 +171,39 @@ def test_redis_data_of_one_profile_is_refused_by_the_other(tmp_path: Path) -> No
 
     (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)  # written before profiles existed
     with pytest.raises(StackError, match="Redis's data in .* belongs to the 'single' profile, not 'cluster'"):
-        redis_service(StackSettings(data_dir=tmp_path, profile="cluster"))
-    redis_service(StackSettings(data_dir=tmp_path))  # (single: its own)
+        _prepare(redis_service(StackSettings(data_dir=tmp_path, profile="cluster")))
+    _prepare(redis_service(StackSettings(data_dir=tmp_path)))  # (single: its own)
     assert (tmp_path / "redis" / "profile").read_text() == "single\n"
+
+
+def _prepare(services: list) -> None:
+    for svc in services:
+        if svc.prepare is not None:
+            svc.prepare()
+
+
+def test_describing_the_services_writes_nothing_so_a_status_in_another_profile_claims_no_data(
+        tmp_path: Path) -> None:
+    """``make status`` and ``make down`` describe the services; only ``make up`` prepares them
+    (configs, formatted storage, the profile marker). A status run with the other profile
+    on a fresh data dir leaves it free for the profile that is then started."""
+    from stack.errors import StackError
+    from stack.services import all_services
+
+    cluster = StackSettings(data_dir=tmp_path, profile="cluster", redis_port=27000, kafka_port=29092,
+                            kafka_controller_port=29093)
+    services = all_services(cluster, only=("kafka", "redis"))
+    assert [s.name for s in services] == ["redis", *(f"redis-{i}" for i in range(2, 7)), "kafka", "kafka-2", "kafka-3"]
+    assert all(s.prepare is not None for s in services)
+    assert not tmp_path.exists() or not any(tmp_path.rglob("*"))  # nothing written
+    single = StackSettings(data_dir=tmp_path, redis_port=27000)
+    _prepare(all_services(single, only=("redis",)))  # the single profile takes the fresh dir
+    assert (tmp_path / "redis" / "profile").read_text() == "single\n"
+    with pytest.raises(StackError, match="belongs to the 'single' profile"):
+        _prepare(all_services(cluster, only=("redis",)))
+    # the description's command is the one make up's preparation returns
+    kafka = all_services(cluster, only=("kafka",))[1]  # (kafka-2)
+    assert kafka.command[-1] == str(cluster.conf_dir / "kafka-2.properties")
 
 
 def test_kafka_version_is_pinned_in_the_pom() -> None:
