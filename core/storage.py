@@ -79,16 +79,43 @@ class Root:
 
         return self.fs.get_file_info(self.path).type != fs.FileType.NotFound
 
-    def files(self, suffix: str = ".parquet") -> list[str]:
-        """Every file below, by path within ``fs``, sorted; hidden ones (a write in progress)
-        left out."""
+    def files(self, suffix: str = ".parquet", recursive: bool = True) -> list[str]:
+        """Every file below (``recursive=False``: in this folder itself), by path within
+        ``fs``, sorted; hidden ones (a write in progress) left out."""
         from pyarrow import fs
 
         if not self.exists():
             return []
-        infos = self.fs.get_file_info(fs.FileSelector(self.path, recursive=True))
+        infos = self.fs.get_file_info(fs.FileSelector(self.path, recursive=recursive))
         return sorted(i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(suffix)
                       and not i.base_name.startswith("."))
+
+    def put_parquet(self, name: str, table: Any) -> None:
+        """Write ``table`` as the parquet file ``name`` in this folder, whole or not at all:
+        in an object store one PUT (the object appears complete); locally a hidden file,
+        fsynced, then renamed into place and the folder fsynced (so readers never see a part
+        file and the name survives a power loss; a failed write leaves nothing behind)."""
+        import pyarrow.parquet as pq
+
+        if self.remote:
+            with self.fs.open_output_stream(f"{self.path}/{name}") as out:
+                pq.write_table(table, out, compression="zstd")
+            return
+        folder = self.local
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            fsync(tmp)  # the bytes are on disk before the name says they are
+            tmp.rename(folder / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a full disk: leave no partial file behind)
+            raise
+        fsync(folder)  # and the rename itself survives a power loss
+
+    def delete(self, path: str) -> None:
+        """Delete the file at ``path`` (within ``fs``, as ``files()`` gives it)."""
+        self.fs.delete_file(path)
 
     def dirs(self) -> list[str]:
         """The names of the folders right below."""
@@ -98,6 +125,15 @@ class Root:
             return []
         infos = self.fs.get_file_info(fs.FileSelector(self.path, recursive=False))
         return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
+
+
+def fsync(path: Path) -> None:
+    """fsync a local file or folder."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def root(where: str | Path | Root, endpoint: str | None = None) -> Root:

@@ -50,7 +50,7 @@ def compact_folder(folder: Path | Any, kind: str, join_key: str, min_files: int 
 
     where = storage.root(folder)
     fs = where.fs
-    files = [f for f in where.files() if "/" not in f[len(where.path):].strip("/")]  # (this folder's own)
+    files = where.files(recursive=False)
     if len(files) < min_files:
         return len(files), len(files), 0, 0
     tables = [pq.read_table(f, filesystem=fs) for f in files]
@@ -63,21 +63,11 @@ def compact_folder(folder: Path | Any, kind: str, join_key: str, min_files: int 
     df = df.sort_values("event_time", kind="stable").reset_index(drop=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
     name = f"part-{int(time.time() * 1000)}-compacted-{os.getpid()}.parquet"
-    if where.remote:  # one PUT: the object appears complete or not at all
-        with fs.open_output_stream(f"{where.path}/{name}") as out:
-            pq.write_table(table, out, compression="zstd")
-        for f in files:  # only now: the compacted object holds what they held
-            fs.delete_file(f)
-        return len(files), 1, before, len(df)
-    local = where.local
-    tmp = local / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    _fsync(tmp)
-    tmp.rename(local / name)
-    _fsync(local)
+    where.put_parquet(name, table)
     for f in files:  # only now: the compacted file holds what they held
-        Path(f).unlink()
-    _fsync(local)
+        where.delete(f)
+    if not where.remote:
+        _fsync(where.local)  # (the deletions survive a power loss too)
     return len(files), 1, before, len(df)
 
 

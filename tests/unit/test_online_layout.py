@@ -53,6 +53,7 @@ def test_commands_are_redis_wire_protocol(entity_id: str, blob: bytes, last_ms: 
     if ttl:
         want += b"".join(pack("EXPIRE", key, str(ttl)))
     assert layout.commands(entity_id, blob, last_ms, ttl) == want
+    assert layout.commands(entity_id, blob, last_ms, ttl, key) == want  # (the key given, as the cluster write does)
 
 
 @given(n=st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1), blob=st.binary(max_size=2_000))
