@@ -44,6 +44,9 @@ from streaming.read import CardFeatureReader
 
 log = logging.getLogger("inference")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+#: finer, down to 25 µs: a stage of a request can be that short
+STAGE_BUCKETS = (0.000025, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003,
+                 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 
 
 class Metrics:
@@ -56,6 +59,12 @@ class Metrics:
         self.decisions = Counter("inference_decisions_total", "decisions", ["decision"], registry=r)
         self.feature_fetch = Histogram("inference_feature_fetch_seconds", "Feast online read", buckets=LATENCY_BUCKETS,
                                        registry=r)
+        #: where a single /v1/score request's time goes (inference/coalesce.py, inference/fastpath.py)
+        self.stage = Histogram("inference_stage_seconds", "a /v1/score request's time by stage: parse (key, "
+                               "body, validation), queue (until a lane takes it), pool_wait, score (the batch "
+                               "on the pool), wake (the loop resuming the lane), await (the whole scoring "
+                               "call), send, server (arrival to the answer sent)", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
         self.model_version = Gauge("inference_model_version", "served model version", ["name", "alias"], registry=r)
         self.reloads = Counter("inference_reloads_total", "model reloads", ["result"], registry=r)
         self.dropped = Counter("inference_scores_dropped_total", "scores not published", ["reason"], registry=r)
@@ -232,8 +241,11 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         return state["scorer"].score(txns, source=f"api:{group}")  # type: ignore[no-any-return]
 
     # single /v1/score requests scored together while earlier ones are on the pool
+    def stage(name: str, seconds: float) -> None:
+        metrics.child(metrics.stage, name).observe(seconds)
+
     coalescer = Coalescer(pool, score_single, max_batch=cfg.coalesce_max, lanes=cfg.score_lanes,
-                          alone=(ServiceUnavailable,))
+                          alone=(ServiceUnavailable,), observe=stage)
     app.state.coalescer = coalescer
 
     async def observed(endpoint: str, fn: Any = None, pending: Any = None) -> Any:
@@ -389,7 +401,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
         app.state.fast_path = {}
         inner = ScoreFastPath(app, path="/v1/score", model=Transaction, keyring=keyring, scope_name="score",
-                              score=fast_score, counts=app.state.fast_path)
+                              score=fast_score, counts=app.state.fast_path, observe=stage)
     # the body limit outermost, for every route; the fast path in front of FastAPI's own
     # middleware stack (errors, telemetry), which it does not need
     return Served(app, BodyLimit(inner, limit=cfg.max_body_bytes))  # type: ignore[return-value]

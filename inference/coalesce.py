@@ -10,11 +10,17 @@ A batch that fails as a whole with an error that is not the service's (``Unavail
 down, no model) is scored again one item at a time, so one request that makes the scorer fail
 fails alone. A request whose caller stopped waiting (its future cancelled: the timeout's 503)
 is left out of the batches that start after it.
+
+With ``observe(stage, seconds)`` it reports where a request's time goes: ``queue`` (each
+request, from its arrival here until a lane takes its batch), ``pool_wait`` (a batch, from its
+hand-off to the pool until a thread runs it), ``score`` (the batch's run on that thread) and
+``wake`` (from the run's end until the event loop resumes the lane: how busy the loop is).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -24,11 +30,13 @@ class Coalescer:
     """``await coalescer(group, item)`` → ``run(group, [item, ...])``'s result for ``item``."""
 
     def __init__(self, pool: Executor, run: Callable[[str, list[Any]], list[Any]], max_batch: int, lanes: int,
-                 alone: tuple[type[BaseException], ...] = ()) -> None:
+                 alone: tuple[type[BaseException], ...] = (),
+                 observe: Callable[[str, float], None] | None = None) -> None:
         self.pool, self.run, self.max_batch, self.lanes = pool, run, max_batch, lanes
         #: errors that fail the whole batch as they are (the service's own): not retried alone
         self.alone = alone
-        self._pending: dict[str, list[tuple[Any, asyncio.Future]]] = {}
+        self.observe = observe
+        self._pending: dict[str, list[tuple[Any, asyncio.Future, float]]] = {}
         self._running = 0
         self._lanes: set[asyncio.Task] = set()  # (the loop keeps only weak references to tasks)
         #: batches run and items scored (``items / batches`` is the mean batch size)
@@ -37,7 +45,7 @@ class Coalescer:
     async def __call__(self, group: str, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.setdefault(group, []).append((item, future))
+        self._pending.setdefault(group, []).append((item, future, time.perf_counter()))
         if self._running < self.lanes:
             self._running += 1
             task = loop.create_task(self._lane())
@@ -45,7 +53,7 @@ class Coalescer:
             task.add_done_callback(self._lanes.discard)
         return await future
 
-    def _take(self) -> tuple[str, list[tuple[Any, asyncio.Future]]] | None:
+    def _take(self) -> tuple[str, list[tuple[Any, asyncio.Future, float]]] | None:
         """The oldest group's waiting items (at most ``max_batch``), callers gone left out."""
         while self._pending:
             group = next(iter(self._pending))
@@ -63,9 +71,16 @@ class Coalescer:
             while (taken := self._take()) is not None:
                 group, batch = taken
                 self.batches, self.items = self.batches + 1, self.items + len(batch)
-                items = [item for item, _ in batch]
+                items = [w[0] for w in batch]
                 try:
-                    results = await loop.run_in_executor(self.pool, self.run, group, items)
+                    if self.observe is None:
+                        results = await loop.run_in_executor(self.pool, self.run, group, items)
+                    else:
+                        now = time.perf_counter()
+                        for w in batch:
+                            self.observe("queue", now - w[2])
+                        results, ended = await loop.run_in_executor(self.pool, self._timed, group, items, now)
+                        self.observe("wake", time.perf_counter() - ended)
                 except self.alone as exc:
                     _settle(batch, error=exc)
                 except Exception as exc:  # noqa: BLE001 - whose fault? each item again on its own
@@ -84,10 +99,20 @@ class Coalescer:
         finally:
             self._running -= 1
 
+    def _timed(self, group: str, items: list[Any], handed: float) -> tuple[list[Any], float]:
+        """``run`` on the pool's thread, timed: (its results, when it ended)."""
+        assert self.observe is not None
+        started = time.perf_counter()
+        self.observe("pool_wait", started - handed)
+        results = self.run(group, items)
+        ended = time.perf_counter()
+        self.observe("score", ended - started)
+        return results, ended
 
-def _settle(batch: list[tuple[Any, asyncio.Future]], results: list[Any] | None = None,
+
+def _settle(batch: list[tuple[Any, asyncio.Future, float]], results: list[Any] | None = None,
             error: BaseException | None = None) -> None:
-    for i, (_, future) in enumerate(batch):
+    for i, (_, future, _t) in enumerate(batch):
         if future.done():  # (its caller gave up: the 503 is sent already)
             continue
         if error is not None:

@@ -11,11 +11,16 @@ scoring itself. This ASGI layer answers a well-formed, authorised request itself
 Anything else (a body that does not validate, a content type that is not JSON, another
 method) goes to the FastAPI route with the body replayed, so every refusal is exactly the
 route's (the 422 texts, the OpenAPI document). The body limit stays outside this layer.
+
+With ``observe(stage, seconds)`` an answered request reports ``parse`` (key check, body,
+validation), ``await`` (the scoring call), ``send`` and ``server`` (from its arrival here to
+the answer sent).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,9 +68,10 @@ class ScoreFastPath:
     (see the module's doc); everything else passes through to ``app``."""
 
     def __init__(self, app: ASGIApp, path: str, model: Any, keyring: Keyring, scope_name: str,
-                 score: Callable[[Any, ApiKey], Awaitable[bytes]], counts: dict[str, int] | None = None) -> None:
+                 score: Callable[[Any, ApiKey], Awaitable[bytes]], counts: dict[str, int] | None = None,
+                 observe: Callable[[str, float], None] | None = None) -> None:
         self.app, self.path, self.model, self.keyring = app, path, model, keyring
-        self.scope_name, self.score = scope_name, score
+        self.scope_name, self.score, self.observe = scope_name, score, observe
         #: requests this layer answered, and those it handed to the route (app.state.fast_path)
         self.counts = counts if counts is not None else {}
         self.counts.update(answered=0, to_route=0)
@@ -78,6 +84,7 @@ class ScoreFastPath:
             self.counts["to_route"] += 1
             await self.app(scope, receive, send)
             return
+        arrived = time.perf_counter()
         try:
             caller = self.keyring.check(_bearer(scope["headers"]), self.scope_name)
         except HTTPException as exc:  # what FastAPI's handler answers for the route's dependency
@@ -99,6 +106,7 @@ class ScoreFastPath:
             await self.app(scope, _replay(body, receive), send)  # the route's 422, word for word
             return
         self.counts["answered"] += 1
+        parsed = time.perf_counter()
         try:
             out = await self.score(txn, caller)
         except Unavailable as exc:
@@ -109,7 +117,13 @@ class ScoreFastPath:
             await answer(send, 500, b"Internal Server Error",
                           content_type=(b"content-type", b"text/plain; charset=utf-8"))
             return
+        scored = time.perf_counter()
         await answer(send, 200, out)
+        if self.observe is not None:
+            sent = time.perf_counter()
+            for stage, seconds in (("parse", parsed - arrived), ("await", scored - parsed), ("send", sent - scored),
+                                   ("server", sent - arrived)):
+                self.observe(stage, seconds)
 
 
 def _replay(body: bytes, receive: Any) -> Any:

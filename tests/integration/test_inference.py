@@ -276,6 +276,20 @@ def test_model_health_ready_metrics_and_features(served: tuple) -> None:
     text = client.get("/metrics").text
     assert "inference_requests_total" in text and "inference_model_version" in text
     assert "/v1/score" in client.get("/openapi.json").json()["paths"]
+    # where a scored request's time went, by stage (fast path and micro-batching)
+    before = _stage_counts(text)
+    assert client.post("/v1/score", json=_body(_offline(settings, 1).to_dict("records")[0])).status_code == 200
+    after = _stage_counts(client.get("/metrics").text)
+    stages = {"parse", "queue", "pool_wait", "score", "wake", "await", "send", "server"}
+    assert set(after) == stages and all(after[s] == before.get(s, 0) + 1 for s in stages), (before, after)
+
+
+def _stage_counts(metrics: str) -> dict[str, float]:
+    out = {}
+    for line in metrics.splitlines():
+        if line.startswith("inference_stage_seconds_count{"):
+            out[line.split('stage="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def test_scores_are_published(served: tuple, kafka_bootstrap: str) -> None:

@@ -126,3 +126,29 @@ def test_lanes_bound_the_batches_in_flight() -> None:
         assert c.batches == 6 and c.items == 6
 
     asyncio.run(main())
+
+
+def test_the_stages_of_a_request_are_reported_where_they_are_spent() -> None:
+    """``observe``: each request's wait in the queue, and each batch's wait for a thread, its
+    run and the loop's resumption of its lane; the results are the same as without."""
+    calls: list[tuple[str, list[int]]] = []
+    seen: list[tuple[str, float]] = []
+    gate = threading.Event()
+
+    async def main() -> list[str]:
+        c = Coalescer(ThreadPoolExecutor(4), _scorer(calls, gate), max_batch=8, lanes=1,
+                      observe=lambda stage, s: seen.append((stage, s)))
+        first = asyncio.ensure_future(c("a", 1))
+        await asyncio.sleep(0.05)  # held on the pool for about 0.15 s
+        rest = [asyncio.ensure_future(c("a", i)) for i in range(2, 5)]
+        await asyncio.sleep(0.1)
+        gate.set()
+        return [await first, *[await r for r in rest]]
+
+    assert asyncio.run(main()) == [f"a:{i * 10}" for i in range(1, 5)]
+    stages = {stage: [s for st, s in seen if st == stage] for stage in ("queue", "pool_wait", "score", "wake")}
+    assert {stage for stage, _ in seen} == set(stages)
+    assert len(stages["queue"]) == 4 and [len(stages[s]) for s in ("pool_wait", "score", "wake")] == [2, 2, 2]
+    assert stages["queue"][0] < 0.05 and all(q >= 0.09 for q in stages["queue"][1:])  # waited for the first batch
+    assert stages["score"][0] >= 0.14 and stages["score"][1] < 0.05  # the gate held the first run only
+    assert all(0 <= s < 0.05 for s in stages["pool_wait"] + stages["wake"])
