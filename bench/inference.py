@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,70 @@ from stack.services import stack_env
 def _by_rate(rows: list[dict]) -> dict[str, dict]:
     """Each offered rate's achieved rate, p50, p99 and errors, keyed by the rate (for the JSON)."""
     return {str(int(r["rate"])): {k: r[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "errors")} for r in rows}
+
+
+#: the stages of a /v1/score request the API reports (inference_stage_seconds), in order
+STAGES = ("parse", "queue", "pool_wait", "score", "wake", "await", "send", "server")
+
+
+def _stage_buckets(port: int) -> dict[str, list[tuple[float, float]]]:
+    """The API's ``inference_stage_seconds`` histogram now: stage -> [(le, cumulative count)]."""
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {BENCH_KEY}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    out: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        if line.startswith("inference_stage_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            stage = labels.split('stage="', 1)[1].split('"', 1)[0]
+            out.setdefault(stage, []).append((float("inf") if le == "+Inf" else float(le), float(value)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """``histogram_quantile`` as Prometheus computes it: linear within the bucket holding the
+    quantile (the last finite bound when it falls in +Inf)."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = le, count
+    return lower
+
+
+def _stages(before: dict[str, list[tuple[float, float]]], after: dict[str, list[tuple[float, float]]]) -> dict:
+    """Per stage, over the requests between two snapshots: count, p50 and p99 in ms."""
+    out = {}
+    for stage in STAGES:
+        a, b = after.get(stage, []), dict(before.get(stage, []))
+        delta = [(le, count - b.get(le, 0.0)) for le, count in a]
+        p50, p99 = _quantile(delta, 0.5), _quantile(delta, 0.99)
+        out[stage] = {"count": int(delta[-1][1]) if delta else 0,
+                      "p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
+                      "p99_ms": round(p99 * 1000, 3) if p99 is not None else None}
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def _loadgen(cache: Path) -> Path:
@@ -171,14 +236,29 @@ def run(console: Any) -> list[dict[str, Any]]:
             server = _serve(env, port, native if mode == "native" else None, root / f"{mode}.log",
                             workers=2 if mode == "onnx_2_workers" else 1, hello=mode.startswith("hello"),
                             server="granian" if mode.endswith("_granian") else "uvicorn")
+            profile = mode == "onnx"  # where the time goes: the API's own stage timings, and CPU
             try:
                 table[mode] = []
                 for rate in rates:
+                    if profile:
+                        stages0, cpu0 = _stage_buckets(port), _cpu_s(server.pid)
+                        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     out = subprocess.run([str(loadgen), "-url", f"http://127.0.0.1:{port}/v1/score", "-token",
                                           BENCH_KEY, "-rate",
                                           str(rate), "-duration", f"{seconds}s", "-bodies",
                                           str(root / "bodies.jsonl")], capture_output=True, text=True, check=True)
                     row = json.loads(out.stdout)
+                    if profile:
+                        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        served = max(row["achieved_rps"] * seconds, 1.0)
+                        row["server_cpu_ms_per_request"] = round((_cpu_s(server.pid) - cpu0) * 1000 / served, 3)
+                        row["loadgen_cpu_ms_per_request"] = round(
+                            (kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime) * 1000 / served, 3)
+                        row["stages"] = _stages(stages0, _stage_buckets(port))
+                        console.print("    server: " + ", ".join(
+                            f"{k} p50 {v['p50_ms']} p99 {v['p99_ms']} ms" for k, v in row["stages"].items())
+                            + f"; CPU per request: server {row['server_cpu_ms_per_request']} ms, "
+                              f"load generator {row['loadgen_cpu_ms_per_request']} ms")
                     table[mode].append(row)
                     console.print(f"  {mode:<14} {rate:>6.0f} req/s: p50 {row['p50_ms']:.2f} p95 {row['p95_ms']:.2f} "
                                   f"p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms, errors {row['errors']}, "
@@ -202,6 +282,23 @@ def run(console: Any) -> list[dict[str, Any]]:
     two = table["onnx_2_workers"]
     route = table["onnx_route"]
     return [
+        write_result("inference_where_the_time_goes", f"p99 latency of POST /v1/score at {ref:.0f} req/s as the "
+                     "client sees it (params: the server's own stage timings and CPU per request at each rate)",
+                     at(table["onnx"], ref)["p99_ms"], "ms", False,
+                     "bare ASGI hello world on the same uvicorn settings, same rate, same run",
+                     at(table["hello"], ref)["p99_ms"],
+                     {"rates": rates, "seconds_per_rate": seconds, "stages": list(STAGES),
+                      "by_rate": {str(int(r["rate"])): {k: r.get(k) for k in (
+                          "achieved_rps", "p50_ms", "p99_ms", "errors", "stages", "server_cpu_ms_per_request",
+                          "loadgen_cpu_ms_per_request")} for r in table["onnx"]},
+                      "hello": _by_rate(table["hello"]),
+                      "stage_meaning": "parse: key check, body, validation; queue: until a lane takes the "
+                                       "request's batch; pool_wait: the batch until a thread runs it; score: the "
+                                       "batch's run (Feast read, features, ONNX, reasons, publish); wake: the run's "
+                                       "end until the loop resumes the lane; await: the whole scoring call as the "
+                                       "request sees it; send: the answer written; server: arrival at the fast "
+                                       "path until sent. Client minus server: uvicorn's HTTP parsing, the kernel's "
+                                       "loopback, and the load generator's own scheduling (same 2 cores)"}),
         write_result("inference_micro_batching", "highest achieved req/s over the offered rates, POST /v1/score "
                      "(fast path, single requests scored together while others are on the pool)",
                      max(r["achieved_rps"] for r in table["onnx"]), "req/s", True,

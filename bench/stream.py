@@ -6,9 +6,14 @@
   workers, and each worker's peak RSS. The same run measures the bare confluent-kafka loop
   (Python's ceiling here), the Quix no-op and the Quix per-key-state no-op
   (``bench/stream_baselines.py``); their rates are in the JSON's params.
-- ``stream_freshness``: at a steady 5,000 events/s, time from produce to the event being
-  visible in the card's state read through Feast; direct online writes against the public
-  ``FeatureStore.push`` path.
+- ``stream_freshness_quix_<rate>``: at steady rates (5,000 and 10,000 events/s), time from
+  produce to the event being visible in the card's state read through Feast, the Quix engine
+  against the Faust engine.
+- ``hotkey`` (bench/hotkey.py): the per-event cost on a busy card and one late event's stall.
+- ``stream_engines``: every figure above from the one run, and each goal of the stream issue
+  with what was measured and whether it is met.
+- ``BENCH_STREAM_ONLY=push``: ``stream_freshness``: direct online writes against the public
+  ``FeatureStore.push`` path, same worker.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from streaming.generators.transactions import GenConfig, TransactionStream
 EVENTS = int(os.environ.get("BENCH_STREAM_EVENTS", "1000000"))
 USERS = int(os.environ.get("BENCH_STREAM_USERS", "80000"))
 NAIVE_SECONDS = float(os.environ.get("BENCH_NAIVE_SECONDS", "30"))
-FRESH_RATE = int(os.environ.get("BENCH_FRESH_RATE", "5000"))
+#: the steady rates freshness is measured at (each engine at each)
+FRESH_RATES = [int(r) for r in (os.environ.get("BENCH_FRESH_RATES") or os.environ.get("BENCH_FRESH_RATE")
+                                or "5000,10000").split(",")]
 FRESH_SECONDS = float(os.environ.get("BENCH_FRESH_SECONDS", "30"))
 PARTITIONS = 6
 
@@ -129,7 +136,7 @@ def measure(procs: list[Proc], total: int, until_s: float | None = None, offline
     raise RuntimeError("benchmark did not finish in 30 minutes")
 
 
-def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dict[str, Any]]:
+def throughput(console: Console, settings: StackSettings, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     topic = f"bench-stream-{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
     console.print(f"generating and producing {EVENTS:,} transactions over ~{int(USERS * 1.3):,} cards")
@@ -194,18 +201,16 @@ def throughput(console: Console, settings: StackSettings, tmp: Path) -> list[dic
         out.append(write_result("stream_throughput_vs_naive", "full pipeline events per second, one worker",
                                 results["full"]["rate"], "events/s", True, "naive agent: one Feast push per event",
                                 results["naive"]["rate"], params))
-    return out
+    return out, params
 
 
 def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Console, engine: str = "faust",
-                  commit_s: float | None = None) -> dict:
+                  rate: int = 5000) -> dict:
     topic = f"bench-fresh-{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.kafka_bootstrap, [topic], PARTITIONS)
-    extra = {"STREAMING_OFFLINE_FLUSH_INTERVAL_S": str(commit_s)} if commit_s else {}
     worker = Proc(settings, ["streaming", "worker"], topic, f"bench-fresh-{uuid.uuid4().hex[:6]}",
-                  tmp / f"fresh-{writer}-{engine}.log", STREAMING_ONLINE_WRITER=writer, STREAMING_ENGINE=engine,
-                  **extra)
-    n = int(FRESH_RATE * FRESH_SECONDS)
+                  tmp / f"fresh-{writer}-{engine}-{rate}.log", STREAMING_ONLINE_WRITER=writer, STREAMING_ENGINE=engine)
+    n = int(rate * FRESH_SECONDS)
     base = [decode(v, Transaction) for _, v in transactions(n, seed=9, users=USERS)]
     store = feast_store.open_store(settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
@@ -245,7 +250,7 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
     th.start()
     t_start = time.perf_counter()
     for i, txn in enumerate(base[1:], 1):
-        due = t_start + i / FRESH_RATE
+        due = t_start + i / rate
         while time.perf_counter() < due:
             time.sleep(0.0005)
         # a fresh id and time: the probe must find this very event, never an earlier run's
@@ -263,7 +268,7 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
     th.join(60)
     worker.stop()
     arr = np.array(lat) * 1000
-    console.print(f"  {engine} {writer}: {achieved:,.0f} events/s produced, {len(arr)} samples, "
+    console.print(f"  {engine} {writer} at {rate:,}/s: {achieved:,.0f} events/s produced, {len(arr)} samples, "
                   f"p50 {np.percentile(arr, 50):.1f} ms, p99 {np.percentile(arr, 99):.1f} ms, "
                   f"unseen {len(pending)}")
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
@@ -272,31 +277,74 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
 
 
 def run(console: Console) -> list[dict[str, Any]]:
+    """Every figure of the stream stage in one run (``BENCH_STREAM_ONLY``: ``throughput``,
+    ``freshness``, or ``push``: direct online writes against ``FeatureStore.push``)."""
+    from bench import hotkey
+
+    mode = os.environ.get("BENCH_STREAM_ONLY")
     with bench_stack(("redis", "kafka")) as stack, tempfile.TemporaryDirectory(prefix="bench-stream-") as t:
         tmp = Path(t)
         settings = feast_store.isolated_copy(stack.settings, tmp)
-        only_freshness = os.environ.get("BENCH_STREAM_ONLY") == "freshness"
-        out = [] if only_freshness else throughput(console, settings, tmp)
-        if os.environ.get("BENCH_STREAM_ONLY") == "throughput":
+        out, params = ([], {}) if mode in ("freshness", "push") else throughput(console, settings, tmp)
+        if mode == "throughput":
             return out
-        console.print(f"freshness at {FRESH_RATE:,} events/s for {FRESH_SECONDS:.0f} s")
-        if os.environ.get("BENCH_STREAM_ENGINE") == "quix":
-            # (online writes every 100 ms between Quix's checkpoints, which stay at 2 s)
-            commit_s = None
-            quix = freshness_run(settings, tmp, "direct", console, "quix", commit_s)
-            faust = freshness_run(settings, tmp, "direct", console)
+        if mode == "push":
+            rate = FRESH_RATES[0]
+            console.print(f"freshness at {rate:,} events/s for {FRESH_SECONDS:.0f} s: direct writes and push")
+            direct = freshness_run(settings, tmp, "direct", console, rate=rate)
+            push = freshness_run(settings, tmp, "push", console, rate=rate)
+            name = "stream_freshness" if rate == 5000 else f"stream_freshness_{rate}"
             out.append(write_result(
-                f"stream_freshness_quix_{FRESH_RATE}", "p99 produce -> visible through Feast online, Quix engine",
-                quix["p99_ms"], "ms", False, "the Faust engine, same rate", faust["p99_ms"],
-                {"rate": FRESH_RATE, "seconds": FRESH_SECONDS, "quix": quix, "faust": faust,
-                 "quix_checkpoint_s": commit_s, "sample": "every 25th event, polled through get_online_features"}))
+                name, "p99 produce -> visible through Feast online", direct["p99_ms"], "ms", False,
+                "same worker writing through FeatureStore.push", push["p99_ms"],
+                {"rate": rate, "seconds": FRESH_SECONDS, "direct": direct, "push": push,
+                 "sample": "every 25th event, polled through get_online_features"}))
             return out
-        direct = freshness_run(settings, tmp, "direct", console)
-        push = freshness_run(settings, tmp, "push", console)
-        name = "stream_freshness" if FRESH_RATE == 5000 else f"stream_freshness_{FRESH_RATE}"
-        out.append(write_result(
-            name, "p99 produce -> visible through Feast online", direct["p99_ms"], "ms", False,
-            "same worker writing through FeatureStore.push", push["p99_ms"],
-            {"rate": FRESH_RATE, "seconds": FRESH_SECONDS, "direct": direct, "push": push,
-             "sample": "every 25th event, polled through get_online_features"}))
+        fresh: dict[str, dict] = {}
+        for rate in FRESH_RATES:
+            console.print(f"freshness at {rate:,} events/s for {FRESH_SECONDS:.0f} s, each engine")
+            quix = fresh[f"quix_{rate}"] = freshness_run(settings, tmp, "direct", console, "quix", rate)
+            faust = fresh[f"faust_{rate}"] = freshness_run(settings, tmp, "direct", console, "faust", rate)
+            out.append(write_result(
+                f"stream_freshness_quix_{rate}", "p99 produce -> visible through Feast online, Quix engine",
+                quix["p99_ms"], "ms", False, "the Faust engine, same rate", faust["p99_ms"],
+                {"rate": rate, "seconds": FRESH_SECONDS, "quix": quix, "faust": faust,
+                 "sample": "every 25th event, polled through get_online_features"}))
+        if mode == "freshness":
+            return out
+        console.rule("hot key (in process)")
+        hot = hotkey.run(console)
+        out += hot
+        out.append(summary(params, fresh, hot[0]["params"]))
         return out
+
+
+def summary(params: dict[str, Any], fresh: dict[str, dict], hot: dict[str, Any]) -> dict[str, Any]:
+    """``stream_engines``: every figure of the run in one JSON, and each of the stream
+    issue's goals with what was measured and whether it is met."""
+    def rate(name: str) -> float:
+        return float(params.get(f"{name}_events_s") or 0)
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b else None
+
+    quix, faust = rate("full_quix"), rate("full")
+    goals = [
+        ("Quix engine, one worker, full pipeline >= 20,000 events/s", quix, quix >= 20_000),
+        ("Quix engine, 2-worker group >= 1.7x one worker", ratio(rate("full_quix_x2"), quix),
+         (ratio(rate("full_quix_x2"), quix) or 0) >= 1.7),
+        ("Faust engine, 2-worker group >= 1.7x one worker", ratio(rate("full_x2"), faust),
+         (ratio(rate("full_x2"), faust) or 0) >= 1.7),
+        ("Faust engine full pipeline >= 0.8 of its no-op (taking batches)", ratio(faust, rate("noop_take")),
+         (ratio(faust, rate("noop_take")) or 0) >= 0.8),
+        *((f"{engine} engine freshness p99 <= {limit} ms at {r:,} events/s", fresh[f"{engine}_{r}"]["p99_ms"],
+           fresh[f"{engine}_{r}"]["p99_ms"] <= limit)
+          for r, limit in ((5000, 100), (10_000, 250)) for engine in ("quix", "faust") if f"{engine}_{r}" in fresh),
+        *((f"per-event cost on a 5,000-event card within 2x of a 10-event card ({layout})", r, r <= 2.0)
+          for layout, r in hot["ratio_5000_vs_10_events"].items()),
+    ]
+    figures = {**params, "freshness": fresh, "hotkey": hot,
+               "goals": [{"goal": g, "measured": m, "met": bool(ok)} for g, m, ok in goals]}
+    return write_result("stream_engines", "full pipeline events per second, one Quix worker (every figure of "
+                        "the run in params)", quix, "events/s", True, "bare confluent-kafka loop with msgspec "
+                        "decode (the ceiling of Python here)", rate("bare"), figures)
