@@ -249,7 +249,8 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     app.state.coalescer = coalescer
 
     async def observed(endpoint: str, fn: Any = None, pending: Any = None) -> Any:
-        """Run ``fn`` (Redis reads and ONNX) on the bounded pool, never on the event loop (or
+        """(``endpoint``: the route's path, the metrics' label the alert rules and dashboards
+        filter on.) Run ``fn`` (Redis reads and ONNX) on the bounded pool, never on the event loop (or
         await ``pending``, work already on its way there): answer 503 when it is not done
         within ``request_timeout_s``. Counted by the status the client gets."""
         t0 = time.perf_counter()
@@ -276,14 +277,14 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
         # instead of validating them again into the response model
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
-    def rescoring(name: str, scorer: str, field: str, noun: str, body: Any) -> Any:
+    def rescoring(name: str, path: str, scorer: str, field: str, noun: str, body: Any) -> Any:
         """An admin endpoint that scores a batch (``body``'s ``field``) each as of its own
         event_time with ``state[scorer]``, published only with ?publish=true."""
         async def rescore(req: Any, publish: bool = False) -> Response:
             items = getattr(req, field)
             if any(i.event_time is None for i in items):
                 return JSONResponse({"detail": f"re-scoring needs every {noun}'s event_time"}, status_code=422)
-            return as_json({"scores": await observed(name, lambda: state[scorer].score(
+            return as_json({"scores": await observed(path, lambda: state[scorer].score(
                 items, at=[i.event_time for i in items], publish=publish, source="rescore"))})
 
         rescore.__annotations__["req"] = body
@@ -292,14 +293,14 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
 
     @app.post("/v1/score", response_model=Score, summary="Score one transaction (scope: score)")
     async def score(txn: Transaction, caller: ApiKey = need["score"]) -> Response:
-        return as_json(await observed("score", pending=coalescer(caller.name, txn)))
+        return as_json(await observed("/v1/score", pending=coalescer(caller.name, txn)))
 
     # The batch schema is built from the settings: its annotation is set on the functions
     # (a closure variable cannot be resolved from a postponed annotation).
     batch_model = batch_request(cfg.max_batch)
 
     async def score_batch(req: Any, caller: ApiKey = need["score"]) -> Response:
-        return as_json({"scores": await observed("score_batch", lambda: state["scorer"].score(
+        return as_json({"scores": await observed("/v1/score/batch", lambda: state["scorer"].score(
             req.transactions, source=f"api:{caller.name}"))})
 
     score_batch.__annotations__["req"] = batch_model
@@ -309,14 +310,16 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     @app.post("/v1/propensity", response_model=PropensityScore,
               summary="Purchase propensity of the user's current click (scope: score)")
     async def score_propensity(click: ClickContext, caller: ApiKey = need["score"]) -> Response:
-        return as_json(await observed("propensity", lambda: state["propensity"].score(
+        return as_json(await observed("/v1/propensity", lambda: state["propensity"].score(
             [click], source=f"api:{caller.name}")[0]))
 
     click_model = click_batch(cfg.max_batch)
 
     app.post("/v1/admin/rescore/propensity", response_model=PropensityBatch, dependencies=[need["admin"]],
              summary="Re-score clicks as of their own event_time (scope: admin; published only with "
-                     "?publish=true)")(rescoring("rescore_propensity", "propensity", "clicks", "click", click_model))
+                     "?publish=true)")(rescoring(
+                         "rescore_propensity", "/v1/admin/rescore/propensity", "propensity", "clicks", "click",
+                         click_model))
 
     @app.get("/v1/features/card/{card_id}", dependencies=[need["features"]],
              summary="A card's window features as of now (or ?at=epoch ms) (scope: features)")
@@ -383,7 +386,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     app.post("/v1/admin/rescore/batch", response_model=BatchResponse, dependencies=[need["admin"]],
              summary="Re-score transactions as of their own event_time (scope: admin; published only with "
                      "?publish=true, e.g. to replay history into the scores topic)")(
-        rescoring("rescore_batch", "scorer", "transactions", "transaction", batch_model))
+        rescoring("rescore_batch", "/v1/admin/rescore/batch", "scorer", "transactions", "transaction", batch_model))
 
     @app.post("/v1/admin/reload", summary="Reload the model alias now (scope: admin)", dependencies=[need["admin"]])
     def admin_reload() -> dict[str, Any]:
@@ -396,7 +399,7 @@ def create_app(stack: StackSettings | None = None, settings: InferenceSettings |
     inner: Any = app
     if cfg.fast_path:
         async def fast_score(txn: Transaction, caller: ApiKey) -> bytes:
-            return orjson.dumps(await observed("score", pending=coalescer(caller.name, txn)),
+            return orjson.dumps(await observed("/v1/score", pending=coalescer(caller.name, txn)),
                                 option=orjson.OPT_SERIALIZE_NUMPY)
 
         app.state.fast_path = {}

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from core import feast_store
 from core.contracts import decode_score
 from core.model_inputs import MODEL_FEATURES
-from core.settings import StackSettings
+from core.settings import REPO_ROOT, StackSettings
 from inference.app import create_app
 from inference.settings import InferenceSettings
 from stack.topics import ensure_topics
@@ -282,6 +282,25 @@ def test_model_health_ready_metrics_and_features(served: tuple) -> None:
     after = _stage_counts(client.get("/metrics").text)
     stages = {"parse", "queue", "pool_wait", "score", "wake", "await", "send", "server"}
     assert set(after) == stages and all(after[s] == before.get(s, 0) + 1 for s in stages), (before, after)
+    # the endpoints the alert rules and dashboards filter on are the labels the API writes
+    # (they once said "/v1/score" while the API wrote "score": the p99 alert could never fire)
+    text = client.get("/metrics").text
+    wanted = _endpoint_filters()
+    assert "/v1/score" in wanted
+    for endpoint in wanted:
+        assert f'inference_request_seconds_count{{endpoint="{endpoint}"}}' in text, (endpoint, sorted(
+            {line.split("{", 1)[1].split("}", 1)[0] for line in text.splitlines()
+             if line.startswith("inference_request_seconds_count{")}))
+
+
+def _endpoint_filters() -> set[str]:
+    """The ``endpoint="..."`` values of the alert rules and the dashboards' queries."""
+    import re
+
+    deploy = REPO_ROOT / "deploy"
+    texts = [(deploy / "prometheus" / "alerts.yml").read_text(),
+             *(p.read_text() for p in (deploy / "grafana" / "provisioning" / "dashboards").glob("*.json"))]
+    return {m for t in texts for m in re.findall(r'endpoint\\?="([^"\\]+)\\?"', t)}
 
 
 def _stage_counts(metrics: str) -> dict[str, float]:
@@ -440,7 +459,7 @@ def test_a_hung_redis_gets_503_within_the_bound_while_health_answers(served: tup
             assert took < 1.0 + 1.5, took  # the bound, plus slack for a loaded CI machine
             assert health_s < 0.5, health_s
             metrics = client.get("/metrics").text
-            assert 'inference_requests_total{endpoint="score",status="503"} 6.0' in metrics
+            assert 'inference_requests_total{endpoint="/v1/score",status="503"} 6.0' in metrics
             deadline = time.monotonic() + 30
             while (r := client.post("/v1/score", json=body)).status_code != 200:
                 assert time.monotonic() < deadline, r.text
