@@ -223,6 +223,7 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
         if time.monotonic() > deadline or worker.proc.poll() is not None:
             raise RuntimeError(f"freshness worker not ready; see {worker.log}")
         time.sleep(0.5)
+    before, cpu0, t_cpu0 = worker.values(), worker.cpu_s(), time.perf_counter()
     pending: dict[tuple[str, int], float] = {}
     lat: list[float] = []
     lock, stop = threading.Lock(), threading.Event()
@@ -266,14 +267,28 @@ def freshness_run(settings: StackSettings, tmp: Path, writer: str, console: Cons
     stop_t[0] = time.perf_counter()
     stop.set()
     th.join(60)
+    # where the worker's time went meanwhile: its CPU (a share of one core: the records, the
+    # 100 ms online writes and the checkpoints share one thread), its checkpoints and online writes
+    after, busy = worker.values(), (worker.cpu_s() - cpu0) / (time.perf_counter() - t_cpu0)
     worker.stop()
+
+    def mean_ms(metric: str) -> tuple[int, float | None]:
+        n = after.get(f"{metric}_count", 0.0) - before.get(f"{metric}_count", 0.0)
+        total = after.get(f"{metric}_sum", 0.0) - before.get(f"{metric}_sum", 0.0)
+        return int(n), round(total / n * 1000, 2) if n else None
+
+    checkpoints, checkpoint_ms = mean_ms("stream_checkpoint_sink_seconds")
+    pushes, push_ms = mean_ms("stream_push_seconds")
     arr = np.array(lat) * 1000
     console.print(f"  {engine} {writer} at {rate:,}/s: {achieved:,.0f} events/s produced, {len(arr)} samples, "
                   f"p50 {np.percentile(arr, 50):.1f} ms, p99 {np.percentile(arr, 99):.1f} ms, "
-                  f"unseen {len(pending)}")
+                  f"unseen {len(pending)}; worker CPU {busy:.2f} of a core, {pushes} online writes of "
+                  f"{push_ms} ms, {checkpoints} checkpoints of {checkpoint_ms} ms (sinks) on average")
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
             "max_ms": float(arr.max()), "samples": len(arr), "unseen": len(pending),
-            "achieved_rate": round(achieved)}
+            "achieved_rate": round(achieved), "worker_cpu_share_of_a_core": round(busy, 3),
+            "online_writes": pushes, "online_write_mean_ms": push_ms,
+            "checkpoints": checkpoints, "checkpoint_sink_mean_ms": checkpoint_ms}
 
 
 def run(console: Console) -> list[dict[str, Any]]:
