@@ -184,9 +184,9 @@ def command(settings: StackSettings, node: int = 0) -> list[str]:
             "-cp", f"{libs_dir(settings)}/*", MAIN_CLASS, str(props)]
 
 
-def prepare(settings: StackSettings, node: int = 0) -> list[str]:
-    """Resolve jars, write configs, format storage once (``make up`` only); return node
-    ``node``'s command line."""
+def prepare(settings: StackSettings, node: int = 0) -> None:
+    """Resolve jars, write configs, format storage once (``make up`` only); ``command`` is
+    node ``node``'s command line."""
     name = node_name(node)
     data = settings.data_dir / name
     data.mkdir(parents=True, exist_ok=True)
@@ -226,6 +226,3 @@ def prepare(settings: StackSettings, node: int = 0) -> list[str]:
     elif settings.kafka_sasl and not marker.exists():
         raise StackError(f"Kafka's storage in {data} was formatted without SASL, so it has no admin user: "
                          "unset STACK_KAFKA_SASL, or 'make clean' (drops the stack's data) and 'make up' again")
-    cmd = command(settings, node)
-    cmd[0] = java
-    return cmd

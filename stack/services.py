@@ -40,7 +40,7 @@ class Service:
     #: profile its data belongs to), written by ``make up`` only: describing the services for
     #: ``make status`` or ``make down`` touches no data (a status in another profile would
     #: otherwise claim a fresh data dir for it)
-    prepare: Callable[[], object] | None = None
+    prepare: Callable[[], None] | None = None
 
 
 def redis_node_name(i: int) -> str:

@@ -25,8 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import storage
 from streaming.entities import CARD, USER
-from streaming.sinks import _fsync, latest_feature_rows
+from streaming.sinks import latest_feature_rows
 
 #: dataset -> (kind, join key)
 DATASETS = {CARD.event_dataset: ("events", CARD.join_key), CARD.feature_dataset: ("features", CARD.join_key),
@@ -46,7 +47,6 @@ class Compacted:
 def compact_folder(folder: Path | Any, kind: str, join_key: str, min_files: int = 2) -> tuple[int, int, int, int]:
     """(files before, files after, rows before, rows after) for one day folder (a local path,
     or a ``core.storage.Root`` local or in an object store)."""
-    from core import storage
 
     where = storage.root(folder)
     fs = where.fs
@@ -67,14 +67,13 @@ def compact_folder(folder: Path | Any, kind: str, join_key: str, min_files: int 
     for f in files:  # only now: the compacted file holds what they held
         where.delete(f)
     if not where.remote:
-        _fsync(where.local)  # (the deletions survive a power loss too)
+        storage.fsync(where.local)  # (the deletions survive a power loss too)
     return len(files), 1, before, len(df)
 
 
 def compact(root: Path | Any, datasets: list[str] | None = None, min_files: int = 2) -> list[Compacted]:
     """Compact every day folder of each dataset under the offline root ``root`` (a local
     path, or a ``core.storage.Root``/URL: ``core.feast_store.offline_root``)."""
-    from core import storage
 
     root = storage.root(root)
     out = []

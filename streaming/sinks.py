@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import storage
+
 
 class OnlineBatch:
     """Pending online writes, one per card (later writes of a card replace earlier ones)."""
@@ -524,12 +526,12 @@ class StagedOffline:
             for f in list(self._open.values()):
                 self._close(f)
             for f in self._closed:
-                _fsync(f.tmp)  # the bytes are on disk before the name says they are
+                storage.fsync(f.tmp)  # the bytes are on disk before the name says they are
             for f in self._closed:
                 f.tmp.rename(f.path)  # readers never see a half-written file
                 written[f.dataset] = written.get(f.dataset, 0) + f.rows
             for folder in {f.path.parent for f in self._closed}:
-                _fsync(folder)  # and the renames survive a power loss
+                storage.fsync(folder)  # and the renames survive a power loss
             self._closed = []
             return written
         except BaseException:
@@ -553,12 +555,6 @@ class StagedOffline:
 
 def _date(day: int) -> str:
     return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
-
-
-def _fsync(path: Path) -> None:
-    from core.storage import fsync
-
-    fsync(path)
 
 
 def read_dataset(root: Path | str | Any, dataset: str) -> pd.DataFrame:
